@@ -1,0 +1,141 @@
+//! What a stage's code implements, and what it receives.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use crate::clock::SharedClock;
+use crate::model::{NewItem, idempotency_key};
+use crate::store::SharedStore;
+
+/// How a failed attempt continues.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HandlerError {
+    /// May succeed later: retried after the stage's backoff.
+    Transient(Value),
+    /// Cannot succeed: the item goes dead at once.
+    Permanent(Value),
+    /// Retry no earlier than after the duration (a remote 429 / Retry-After); if the stage
+    /// has a limiter, it is paused for every worker until then.
+    RetryAfter(Duration, Value),
+}
+
+impl HandlerError {
+    /// A transient error with a message.
+    pub fn transient(message: impl std::fmt::Display) -> Self {
+        Self::Transient(json!({ "kind": "transient", "message": message.to_string() }))
+    }
+
+    /// A permanent error with a message.
+    pub fn permanent(message: impl std::fmt::Display) -> Self {
+        Self::Permanent(json!({ "kind": "permanent", "message": message.to_string() }))
+    }
+
+    /// A retry-after error with a message.
+    pub fn retry_after(after: Duration, message: impl std::fmt::Display) -> Self {
+        Self::RetryAfter(
+            after,
+            json!({ "kind": "retry_after", "after_ms": after.as_millis() as u64,
+                    "message": message.to_string() }),
+        )
+    }
+
+    /// The JSON detail stored on the attempt.
+    pub fn detail(&self) -> &Value {
+        match self {
+            Self::Transient(v) | Self::Permanent(v) | Self::RetryAfter(_, v) => v,
+        }
+    }
+}
+
+/// What a handler returns for one item.
+pub type ItemResult = Result<Value, HandlerError>;
+
+/// One claimed item as a handler sees it, with its context.
+#[derive(Debug)]
+pub struct Job {
+    /// Item id.
+    pub id: i64,
+    /// Run id.
+    pub run_id: i64,
+    /// Stage name.
+    pub stage: String,
+    /// Key within run and stage.
+    pub key: String,
+    /// Handler input.
+    pub payload: Value,
+    /// Attempt number, from 1.
+    pub attempt: i64,
+    pub(crate) lease_token: i64,
+    pub(crate) spawns: Mutex<Vec<NewItem>>,
+    pub(crate) store: SharedStore,
+    pub(crate) clock: SharedClock,
+    pub(crate) cancel: watch::Receiver<bool>,
+}
+
+impl Job {
+    /// The item's stable idempotency key; send it to outside APIs as `Idempotency-Key`.
+    pub fn idempotency_key(&self) -> String {
+        idempotency_key(self.run_id, &self.stage, &self.key)
+    }
+
+    /// Adds an item that is created if, and only if, this item's completion commits.
+    pub fn spawn(&self, item: NewItem) {
+        self.spawns.lock().expect("spawn list poisoned").push(item);
+    }
+
+    /// Records that an outside call with effects starts now. If the attempt dies after this
+    /// mark, the stage's outcome-unknown policy applies instead of a plain retry.
+    pub async fn begin_external_call(&self) -> Result<(), crate::error::StoreError> {
+        self.store
+            .item_mark_external(self.id, self.lease_token, self.clock.now())
+            .await
+    }
+
+    /// Whether the engine asks the handler to stop (run cancelled or lease lost).
+    pub fn is_cancelled(&self) -> bool {
+        *self.cancel.borrow()
+    }
+
+    /// Resolves when the engine asks the handler to stop.
+    pub async fn cancelled(&self) {
+        let mut rx = self.cancel.clone();
+        let _ = rx.wait_for(|c| *c).await.map(|_| ());
+    }
+
+    pub(crate) fn take_spawns(&self) -> Vec<NewItem> {
+        std::mem::take(&mut *self.spawns.lock().expect("spawn list poisoned"))
+    }
+}
+
+/// Code for a stage that handles one item per call.
+#[async_trait]
+pub trait Handler: Send + Sync + 'static {
+    /// Handles one item.
+    async fn handle(&self, job: &Job) -> ItemResult;
+}
+
+/// Code for a stage that handles up to `batch_size` items per call (one request for many
+/// frames); each item still completes or fails on its own.
+#[async_trait]
+pub trait BatchHandler: Send + Sync + 'static {
+    /// Handles the items; returns one result per job, in order.
+    async fn handle_batch(&self, jobs: &[Job]) -> Vec<ItemResult>;
+}
+
+/// Adapts a per-item handler to the batch interface the worker drives.
+pub(crate) struct Single<H>(pub(crate) H);
+
+#[async_trait]
+impl<H: Handler> BatchHandler for Single<H> {
+    async fn handle_batch(&self, jobs: &[Job]) -> Vec<ItemResult> {
+        let mut out = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            out.push(self.0.handle(job).await);
+        }
+        out
+    }
+}

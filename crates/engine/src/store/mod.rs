@@ -1,0 +1,289 @@
+//! The store interface: the database is both the state and the queue.
+//!
+//! One trait, one module per backend ([`sqlite`], [`postgres`]). Both backends share the
+//! statement flow (`shared.rs`); the SQL itself lives in each backend's `queries.sql`,
+//! paired by name, with comments where the dialects differ.
+
+mod migrate;
+pub mod postgres;
+mod queries;
+pub(crate) mod shared;
+pub mod sqlite;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::clock::Millis;
+use crate::error::{StoreError, StoreResult};
+use crate::limiter::{LimiterConfig, LimiterFeedback, LimiterState, Permit};
+use crate::model::{Attempt, Item, ItemStatus, NewItem, Run, StageCount};
+use crate::policy::StagePolicy;
+
+/// A store shared by the components of a process.
+pub type SharedStore = Arc<dyn Store>;
+
+/// Parameters of [`Store::run_create`].
+#[derive(Debug, Clone)]
+pub struct RunCreate {
+    /// Pipeline name.
+    pub pipeline: String,
+    /// Identity of input and settings.
+    pub fingerprint: String,
+    /// Human description of the input.
+    pub input: String,
+    /// Parameters and metadata (JSON).
+    pub params: Value,
+    /// Items to create with the run.
+    pub items: Vec<NewItem>,
+}
+
+/// Parameters of [`Store::item_claim`].
+#[derive(Debug, Clone)]
+pub struct ClaimParams {
+    /// Stage to claim from.
+    pub stage: String,
+    /// Largest number of items to claim.
+    pub limit: i64,
+    /// Worker name recorded on the items.
+    pub worker: String,
+    /// Lease token fencing every later write of this attempt.
+    pub lease_token: i64,
+    /// Lease expiry of the claimed items.
+    pub lease_expires_at: Millis,
+    /// Now.
+    pub now: Millis,
+}
+
+/// An item handed to a worker by [`Store::item_claim`].
+#[derive(Debug, Clone)]
+pub struct ClaimedItem {
+    /// Item id.
+    pub id: i64,
+    /// Run id.
+    pub run_id: i64,
+    /// Key.
+    pub key: String,
+    /// Payload.
+    pub payload: Value,
+    /// Attempt number of this claim.
+    pub attempt: i64,
+    /// Attempts counted against the stage's limit (attempts since the last manual retry).
+    pub budget_used: i64,
+}
+
+/// What the worker records for one attempt.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// Item id.
+    pub item_id: i64,
+    /// Lease token of the attempt; the write is fenced by it.
+    pub lease_token: i64,
+    /// What happened.
+    pub kind: OutcomeKind,
+    /// Items spawned by the handler; created only if a completion commits.
+    pub spawns: Vec<NewItem>,
+}
+
+/// The result of one attempt.
+#[derive(Debug, Clone)]
+pub enum OutcomeKind {
+    /// Completed with a result.
+    Completed(Value),
+    /// Failed; due again at the given time.
+    Failed {
+        /// Error detail.
+        error: Value,
+        /// When it is due again.
+        retry_at: Millis,
+    },
+    /// Failed for good.
+    Dead(Value),
+}
+
+/// Parameters of [`Store::item_retry`].
+#[derive(Debug, Clone, Default)]
+pub struct RetryParams {
+    /// Run whose items are retried.
+    pub run_id: i64,
+    /// Only this stage, if set.
+    pub stage: Option<String>,
+    /// Statuses to revive (failed, dead, unknown).
+    pub statuses: Vec<ItemStatus>,
+}
+
+/// Filter of [`Store::item_list`].
+#[derive(Debug, Clone, Default)]
+pub struct ItemFilter {
+    /// Run.
+    pub run_id: i64,
+    /// Only this stage.
+    pub stage: Option<String>,
+    /// Only these statuses (all if empty).
+    pub statuses: Vec<ItemStatus>,
+    /// Largest number of rows.
+    pub limit: i64,
+    /// Skip items with id <= this (paging).
+    pub after_id: i64,
+}
+
+/// What a maintenance pass found and fixed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RescueReport {
+    /// Expired leases turned into a failed attempt (due again).
+    pub retried: u64,
+    /// Expired leases whose item went dead (attempts exhausted).
+    pub dead: u64,
+    /// Expired leases parked as unknown (outside call started, stage parks).
+    pub unknown: u64,
+}
+
+/// Throughput of a stage over a recent window.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Throughput {
+    /// Items completed in the window.
+    pub completed_in_window: i64,
+    /// Window length in milliseconds.
+    pub window_ms: Millis,
+    /// Items per second.
+    pub per_second: f64,
+    /// Items not yet final.
+    pub remaining: i64,
+    /// Estimated seconds to finish at the current rate (None when the rate is zero).
+    pub eta_seconds: Option<f64>,
+}
+
+/// The durable state of idempipe. Every method is one transaction; `now` is passed in so
+/// time can be injected.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Backend name ("sqlite" or "postgres").
+    fn backend(&self) -> &'static str;
+
+    /// Applies the embedded migrations that are not applied yet.
+    async fn migrate(&self) -> StoreResult<()>;
+
+    /// Records the stages' policies so that maintenance in any process can apply them.
+    async fn stage_register(&self, policies: &[StagePolicy], now: Millis) -> StoreResult<()>;
+
+    /// Creates a run and its initial items in one transaction.
+    async fn run_create(&self, params: &RunCreate, now: Millis) -> StoreResult<i64>;
+    /// One run.
+    async fn run_get(&self, run_id: i64) -> StoreResult<Run>;
+    /// The newest run of `pipeline` with `fingerprint`, if any.
+    async fn run_find(&self, pipeline: &str, fingerprint: &str) -> StoreResult<Option<Run>>;
+    /// The newest runs.
+    async fn run_list(&self, limit: i64) -> StoreResult<Vec<Run>>;
+    /// Stores the pipeline's summary of a run.
+    async fn run_set_summary(&self, run_id: i64, summary: &Value) -> StoreResult<()>;
+    /// Cancels a run: every non-final item becomes cancelled (running handlers learn it at
+    /// their next heartbeat). Returns the number of items cancelled.
+    async fn run_cancel(&self, run_id: i64, now: Millis) -> StoreResult<u64>;
+    /// Pauses or resumes a whole run (`stage` None) or one stage of it.
+    async fn run_pause(&self, run_id: i64, stage: Option<&str>, paused: bool) -> StoreResult<()>;
+    /// Marks runs whose items are all final as completed or failed; returns them.
+    async fn run_finish_ready(&self, now: Millis) -> StoreResult<Vec<(i64, crate::model::RunStatus)>>;
+
+    /// Inserts items into a running run (keys that exist are left alone).
+    async fn item_insert(&self, run_id: i64, items: &[NewItem], now: Millis) -> StoreResult<u64>;
+    /// Claims up to `limit` due items of a stage.
+    async fn item_claim(&self, params: &ClaimParams) -> StoreResult<Vec<ClaimedItem>>;
+    /// Extends leases; returns the ids still held (missing ones were lost or cancelled).
+    async fn item_heartbeat(
+        &self,
+        ids: &[i64],
+        lease_token: i64,
+        lease_expires_at: Millis,
+    ) -> StoreResult<Vec<i64>>;
+    /// Marks the start of an outside call for the attempt holding `lease_token`.
+    async fn item_mark_external(&self, item_id: i64, lease_token: i64, now: Millis) -> StoreResult<()>;
+    /// Records outcomes; each is fenced by its lease token. Returns, per outcome, whether
+    /// it was recorded (false: the lease was lost and nothing was written for it).
+    async fn item_record(&self, outcomes: &[Outcome], now: Millis) -> StoreResult<Vec<bool>>;
+    /// Gives held items back without an outcome (graceful shutdown). Attempts that had not
+    /// started an outside call do not count.
+    async fn item_release(&self, ids: &[i64], lease_token: i64, now: Millis) -> StoreResult<u64>;
+    /// Rescues items whose lease expired, following each stage's policy.
+    async fn item_rescue_expired(&self, now: Millis) -> StoreResult<RescueReport>;
+    /// Makes the chosen items of a run due now; returns how many changed.
+    async fn item_retry(&self, params: &RetryParams, now: Millis) -> StoreResult<u64>;
+    /// One item by stage and key.
+    async fn item_get(&self, run_id: i64, stage: &str, key: &str) -> StoreResult<Item>;
+    /// Items matching a filter, by id.
+    async fn item_list(&self, filter: &ItemFilter) -> StoreResult<Vec<Item>>;
+    /// Item counts of a run by stage and status.
+    async fn item_counts(&self, run_id: i64) -> StoreResult<Vec<StageCount>>;
+    /// Attempt history of an item, oldest first.
+    async fn attempt_list(&self, item_id: i64) -> StoreResult<Vec<Attempt>>;
+    /// Throughput and ETA of a stage over the last `window_ms`.
+    async fn stage_throughput(
+        &self,
+        run_id: i64,
+        stage: &str,
+        window_ms: Millis,
+        now: Millis,
+    ) -> StoreResult<Throughput>;
+    /// Deletes attempts and finished runs that ended before `before`; returns rows deleted.
+    async fn history_prune(&self, before: Millis) -> StoreResult<u64>;
+
+    /// Creates a limiter or updates its configuration (keeping its learned state).
+    async fn limiter_define(&self, config: &LimiterConfig, now: Millis) -> StoreResult<()>;
+    /// Tries to take `cost` units and, if the limiter caps concurrency, a slot held by
+    /// `holder` until `hold_until` (a dead worker's slot frees itself then).
+    async fn limiter_acquire(
+        &self,
+        name: &str,
+        cost: f64,
+        holder: i64,
+        hold_until: Millis,
+        now: Millis,
+    ) -> StoreResult<Permit>;
+    /// Gives back a concurrency slot and tells the limiter how the call went.
+    async fn limiter_release(
+        &self,
+        name: &str,
+        holder: i64,
+        feedback: LimiterFeedback,
+        now: Millis,
+    ) -> StoreResult<()>;
+    /// Current state of a limiter.
+    async fn limiter_get(&self, name: &str) -> StoreResult<LimiterState>;
+    /// All limiters.
+    async fn limiter_list(&self) -> StoreResult<Vec<LimiterState>>;
+
+    /// Waits until new work may be due (PostgreSQL: LISTEN/NOTIFY; SQLite: in-process
+    /// wakeups) or `timeout` passes.
+    async fn wait_for_work(&self, timeout: Duration);
+    /// Tries to become (or stay) the maintenance leader of this database.
+    async fn leader_try_acquire(&self) -> StoreResult<bool>;
+}
+
+/// Records one outcome; a lost lease becomes [`StoreError::LeaseLost`].
+pub async fn record_one(store: &dyn Store, outcome: Outcome, now: Millis) -> StoreResult<()> {
+    let item_id = outcome.item_id;
+    let recorded = store.item_record(&[outcome], now).await?;
+    if recorded.first().copied().unwrap_or(false) {
+        Ok(())
+    } else {
+        Err(StoreError::LeaseLost { item_id })
+    }
+}
+
+/// Opens a store from a URL: `postgres://...` / `postgresql://...`, or a SQLite file given
+/// as `sqlite://PATH` or a plain path. Applies migrations.
+pub async fn connect(url: &str) -> StoreResult<SharedStore> {
+    let store: SharedStore = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Arc::new(postgres::PgStore::connect(url).await?)
+    } else if let Some(path) = url.strip_prefix("sqlite://") {
+        Arc::new(sqlite::SqliteStore::open(path).await?)
+    } else if url.contains("://") {
+        return Err(StoreError::BadUrl { url: url.into() });
+    } else {
+        Arc::new(sqlite::SqliteStore::open(url).await?)
+    };
+    store.migrate().await?;
+    Ok(store)
+}

@@ -1,0 +1,255 @@
+-- PostgreSQL statements of the store, paired by name with ../sqlite/queries.sql.
+-- JSON parameters arrive as text and are cast to jsonb; JSON columns are read back as
+-- text (::text) so both backends decode the same way. Bulk statements take a JSON array
+-- and read it with jsonb_to_recordset (SQLite: json_each).
+
+-- name: stage_register
+INSERT INTO stage_policies (stage, max_attempts, backoff_base_ms, backoff_cap_ms, on_unknown, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (stage) DO UPDATE SET max_attempts = excluded.max_attempts,
+    backoff_base_ms = excluded.backoff_base_ms, backoff_cap_ms = excluded.backoff_cap_ms,
+    on_unknown = excluded.on_unknown, updated_at = excluded.updated_at;
+
+-- name: run_insert
+INSERT INTO runs (pipeline, fingerprint, input, params, created_at)
+VALUES ($1, $2, $3, $4::jsonb, $5) RETURNING id;
+
+-- name: run_get
+SELECT id, pipeline, fingerprint, input, params::text, status, paused, summary::text, created_at, finished_at
+FROM runs WHERE id = $1;
+
+-- name: run_find
+SELECT id, pipeline, fingerprint, input, params::text, status, paused, summary::text, created_at, finished_at
+FROM runs WHERE pipeline = $1 AND fingerprint = $2 ORDER BY id DESC LIMIT 1;
+
+-- name: run_list
+SELECT id, pipeline, fingerprint, input, params::text, status, paused, summary::text, created_at, finished_at
+FROM runs ORDER BY id DESC LIMIT $1;
+
+-- name: run_set_summary
+UPDATE runs SET summary = $2::jsonb WHERE id = $1;
+
+-- name: run_cancel_items
+UPDATE items SET status = 'cancelled', lease_token = NULL, lease_expires_at = NULL, updated_at = $2
+WHERE run_id = $1 AND status IN ('pending', 'running', 'failed', 'unknown');
+
+-- name: run_cancel
+UPDATE runs SET status = 'cancelled', finished_at = $2 WHERE id = $1 AND status <> 'cancelled';
+
+-- name: run_set_paused
+UPDATE runs SET paused = $2 WHERE id = $1;
+
+-- name: stage_pause
+INSERT INTO stage_pauses (run_id, stage) VALUES ($1, $2) ON CONFLICT DO NOTHING;
+
+-- name: stage_resume
+DELETE FROM stage_pauses WHERE run_id = $1 AND stage = $2;
+
+-- name: run_ready_to_finish
+-- Runs still marked running whose items are all final; dead > 0 means it failed.
+SELECT r.id, (SELECT count(*) FROM items d WHERE d.run_id = r.id AND d.status = 'dead') AS dead
+FROM runs r
+WHERE r.status = 'running'
+  AND NOT EXISTS (SELECT 1 FROM items i WHERE i.run_id = r.id
+                  AND i.status IN ('pending', 'running', 'failed', 'unknown'));
+
+-- name: run_finish
+UPDATE runs SET status = $2, finished_at = $3 WHERE id = $1 AND status = 'running';
+
+-- name: run_reopen
+UPDATE runs SET status = 'running', finished_at = NULL WHERE id = $1 AND status = 'failed';
+
+-- name: item_insert
+INSERT INTO items (run_id, stage, key, group_name, payload, next_attempt_at, created_at, updated_at)
+VALUES ($1, $2, $3, $4, $5::jsonb, $6, $6, $6)
+ON CONFLICT (run_id, stage, key) DO NOTHING RETURNING id;
+
+-- name: item_lookup
+SELECT id, status FROM items WHERE run_id = $1 AND stage = $2 AND key = $3;
+
+-- name: item_wait_insert
+INSERT INTO item_waits (input_id, waiter_id) VALUES ($1, $2) ON CONFLICT DO NOTHING;
+
+-- name: item_set_has_waiters
+UPDATE items SET has_waiters = TRUE WHERE id = $1;
+
+-- name: item_add_waiting
+UPDATE items SET waiting_on = waiting_on + $2 WHERE id = $1;
+
+-- name: group_join
+INSERT INTO groups (run_id, name, remaining, total) VALUES ($1, $2, 1, 1)
+ON CONFLICT (run_id, name) DO UPDATE SET remaining = groups.remaining + 1, total = groups.total + 1;
+
+-- name: group_remaining
+SELECT remaining FROM groups WHERE run_id = $1 AND name = $2;
+
+-- name: group_wait_insert
+INSERT INTO group_waits (run_id, group_name, waiter_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING;
+
+-- name: item_claim
+-- Many workers claim at once: SKIP LOCKED lets each take different rows without waiting
+-- (SQLite has a single writer instead).
+WITH picked AS (
+    SELECT i.id FROM items i
+    WHERE i.stage = $1 AND i.status IN ('pending', 'failed') AND i.waiting_on = 0
+      AND i.next_attempt_at <= $2
+      AND EXISTS (SELECT 1 FROM runs r WHERE r.id = i.run_id AND r.status = 'running' AND NOT r.paused)
+      AND NOT EXISTS (SELECT 1 FROM stage_pauses p WHERE p.run_id = i.run_id AND p.stage = i.stage)
+    ORDER BY i.next_attempt_at, i.id
+    LIMIT $3
+    FOR UPDATE OF i SKIP LOCKED)
+UPDATE items SET status = 'running', attempts = items.attempts + 1, lease_token = $4,
+    lease_expires_at = $5, worker = $6, claimed_at = $2, external_call_at = NULL, updated_at = $2
+FROM picked WHERE items.id = picked.id
+RETURNING items.id, items.run_id, items.key, items.payload::text, items.attempts, items.retry_base;
+
+-- name: item_heartbeat
+UPDATE items SET lease_expires_at = $3
+WHERE id IN (SELECT jsonb_array_elements_text($1::jsonb)::bigint) AND lease_token = $2 AND status = 'running'
+RETURNING id;
+
+-- name: item_mark_external
+UPDATE items SET external_call_at = $3 WHERE id = $1 AND lease_token = $2 AND status = 'running';
+
+-- name: item_record
+-- $1: JSON array of {id, token, status, result?, error?, next_at?}; fenced by the lease token.
+UPDATE items SET status = o.status,
+    result = o.result,
+    last_error = COALESCE(o.error, items.last_error),
+    next_attempt_at = COALESCE(o.next_at, items.next_attempt_at),
+    completed_at = CASE WHEN o.status = 'completed' THEN $2::bigint END,
+    lease_token = NULL, lease_expires_at = NULL, updated_at = $2
+FROM jsonb_to_recordset($1::jsonb)
+     AS o(id bigint, token bigint, status text, result jsonb, error jsonb, next_at bigint)
+WHERE items.id = o.id AND items.lease_token = o.token AND items.status = 'running'
+RETURNING items.id, items.run_id, items.attempts, items.worker, items.claimed_at,
+    items.external_call_at, items.group_name, items.has_waiters, items.status;
+
+-- name: item_rescue
+-- As item_record, but only for leases that really expired (a heartbeat may have won).
+UPDATE items SET status = o.status,
+    last_error = o.error,
+    next_attempt_at = COALESCE(o.next_at, items.next_attempt_at),
+    lease_token = NULL, lease_expires_at = NULL, updated_at = $2
+FROM jsonb_to_recordset($1::jsonb)
+     AS o(id bigint, token bigint, status text, error jsonb, next_at bigint)
+WHERE items.id = o.id AND items.lease_token = o.token AND items.status = 'running'
+  AND items.lease_expires_at <= $2
+RETURNING items.id, items.run_id, items.attempts, items.worker, items.claimed_at,
+    items.external_call_at, items.group_name, items.has_waiters, items.status;
+
+-- name: attempt_insert_many
+INSERT INTO attempts (item_id, run_id, attempt, worker, started_at, ended_at, external_call_at, outcome, error)
+SELECT a.item_id, a.run_id, a.attempt, a.worker, a.started_at, $2, a.external_call_at, a.outcome, a.error
+FROM jsonb_to_recordset($1::jsonb)
+     AS a(item_id bigint, run_id bigint, attempt bigint, worker text, started_at bigint,
+          external_call_at bigint, outcome text, error jsonb);
+
+-- name: item_release_waiters
+UPDATE items SET waiting_on = waiting_on - 1
+WHERE id IN (SELECT waiter_id FROM item_waits WHERE input_id = $1);
+
+-- name: group_leave
+UPDATE groups SET remaining = remaining - 1 WHERE run_id = $1 AND name = $2 RETURNING remaining;
+
+-- name: group_release_waiters
+UPDATE items SET waiting_on = waiting_on - 1
+WHERE id IN (SELECT waiter_id FROM group_waits WHERE run_id = $1 AND group_name = $2 AND NOT released);
+
+-- name: group_mark_released
+UPDATE group_waits SET released = TRUE WHERE run_id = $1 AND group_name = $2 AND NOT released;
+
+-- name: item_release
+-- Graceful shutdown: attempts that never started an outside call give the item back as if
+-- they had not happened. The others stay running until their lease expires and the
+-- rescuer applies the stage's outcome-unknown policy.
+UPDATE items SET status = CASE WHEN attempts - 1 > retry_base THEN 'failed' ELSE 'pending' END,
+    attempts = attempts - 1, lease_token = NULL, lease_expires_at = NULL,
+    next_attempt_at = $3, updated_at = $3
+WHERE id IN (SELECT jsonb_array_elements_text($1::jsonb)::bigint) AND lease_token = $2
+  AND status = 'running' AND external_call_at IS NULL;
+
+-- name: item_expired
+SELECT i.id, i.lease_token, i.attempts, i.retry_base, i.external_call_at,
+       COALESCE(p.max_attempts, 5), COALESCE(p.backoff_base_ms, 500), COALESCE(p.backoff_cap_ms, 60000),
+       COALESCE(p.on_unknown, 'retry')
+FROM items i LEFT JOIN stage_policies p ON p.stage = i.stage
+WHERE i.status = 'running' AND i.lease_expires_at <= $1
+ORDER BY i.lease_expires_at LIMIT $2;
+
+-- name: item_retry
+UPDATE items SET status = 'failed', next_attempt_at = $4, retry_base = attempts, updated_at = $4
+WHERE run_id = $1 AND ($2::text IS NULL OR stage = $2)
+  AND status IN (SELECT jsonb_array_elements_text($3::jsonb)) AND status IN ('failed', 'dead', 'unknown');
+
+-- name: item_get
+SELECT id, run_id, stage, key, group_name, payload::text, status, attempts, waiting_on, next_attempt_at,
+       worker, lease_expires_at, result::text, last_error::text, created_at, completed_at
+FROM items WHERE run_id = $1 AND stage = $2 AND key = $3;
+
+-- name: item_list
+SELECT id, run_id, stage, key, group_name, payload::text, status, attempts, waiting_on, next_attempt_at,
+       worker, lease_expires_at, result::text, last_error::text, created_at, completed_at
+FROM items
+WHERE run_id = $1 AND ($2::text IS NULL OR stage = $2)
+  AND status IN (SELECT jsonb_array_elements_text($3::jsonb)) AND id > $4
+ORDER BY id LIMIT $5;
+
+-- name: item_counts
+SELECT stage, CASE WHEN status = 'pending' AND waiting_on > 0 THEN 'waiting' ELSE status END AS st,
+       count(*)
+FROM items WHERE run_id = $1 GROUP BY stage, st ORDER BY stage, st;
+
+-- name: attempt_list
+SELECT item_id, attempt, worker, started_at, ended_at, external_call_at, outcome, error::text
+FROM attempts WHERE item_id = $1 ORDER BY attempt, id;
+
+-- name: stage_completed_since
+SELECT count(*) FROM items
+WHERE run_id = $1 AND stage = $2 AND status = 'completed' AND completed_at > $3;
+
+-- name: stage_remaining
+SELECT count(*) FROM items
+WHERE run_id = $1 AND stage = $2 AND status IN ('pending', 'running', 'failed', 'unknown');
+
+-- name: history_prune
+DELETE FROM runs WHERE finished_at IS NOT NULL AND finished_at < $1;
+
+-- name: limiter_upsert
+INSERT INTO limiters (name, config, current_rate, tokens, refilled_at) VALUES ($1, $2::jsonb, $3, $4, $5)
+ON CONFLICT (name) DO UPDATE SET config = excluded.config,
+    current_rate = LEAST(limiters.current_rate, excluded.current_rate),
+    tokens = LEAST(limiters.tokens, excluded.tokens);
+
+-- name: limiter_get
+-- FOR UPDATE serialises acquirers of one limiter across processes (SQLite: BEGIN IMMEDIATE).
+SELECT name, config::text, current_rate, tokens, refilled_at, paused_until, circuit_open_until,
+       failure_streak, throttles, circuit_opens,
+       (SELECT count(*) FROM limiter_slots s WHERE s.limiter = l.name AND s.expires_at > $2)
+FROM limiters l WHERE name = $1 FOR UPDATE;
+
+-- name: limiter_list
+SELECT name, config::text, current_rate, tokens, refilled_at, paused_until, circuit_open_until,
+       failure_streak, throttles, circuit_opens,
+       (SELECT count(*) FROM limiter_slots s WHERE s.limiter = l.name AND s.expires_at > $1)
+FROM limiters l ORDER BY name;
+
+-- name: limiter_save
+UPDATE limiters SET current_rate = $2, tokens = $3, refilled_at = $4, paused_until = $5,
+    circuit_open_until = $6, failure_streak = $7, throttles = $8, circuit_opens = $9
+WHERE name = $1;
+
+-- name: limiter_slot_expire
+DELETE FROM limiter_slots WHERE limiter = $1 AND expires_at <= $2;
+
+-- name: limiter_slot_take
+INSERT INTO limiter_slots (limiter, holder, expires_at) VALUES ($1, $2, $3)
+ON CONFLICT (limiter, holder) DO UPDATE SET expires_at = excluded.expires_at;
+
+-- name: limiter_slot_give
+DELETE FROM limiter_slots WHERE limiter = $1 AND holder = $2;
+
+-- name: notify
+-- Wakes LISTENing workers when the transaction commits (SQLite has no equivalent: its
+-- workers poll, and those in the same process are woken directly).
+SELECT pg_notify('idempipe_work', '');

@@ -1,0 +1,871 @@
+//! The statement flow shared by both backends.
+//!
+//! `impl_store!` expands to the `Store` implementation of a backend type. The Rust is the
+//! same for SQLite and PostgreSQL; what differs is the SQL (each backend's `queries.sql`)
+//! and four inherent methods each backend provides: `begin_write`, `wait_for_work_impl`,
+//! `leader_try_acquire_impl` and the `MIGRATIONS` list. A macro instead of generics over
+//! `sqlx::Database` keeps the code free of the long trait bounds sqlx would need.
+
+use serde_json::{Value, json};
+
+use crate::clock::Millis;
+use crate::error::{StoreError, StoreResult};
+use crate::model::{ItemStatus, RunStatus};
+use crate::policy::{Backoff, OnUnknown};
+use crate::store::{Outcome, OutcomeKind};
+
+/// Upper bound of expired leases handled per rescue pass, so one pass stays short.
+pub(crate) const RESCUE_BATCH: i64 = 1000;
+
+/// Parses an optional JSON text column.
+pub(crate) fn json_col(column: &'static str, text: Option<String>) -> StoreResult<Option<Value>> {
+    text.map(|t| serde_json::from_str(&t).map_err(|source| StoreError::Json { column, source }))
+        .transpose()
+}
+
+/// Parses a stored item status.
+pub(crate) fn item_status(s: &str) -> StoreResult<ItemStatus> {
+    ItemStatus::parse(s).ok_or_else(|| StoreError::Config(format!("unknown item status {s:?} in database")))
+}
+
+/// Parses a stored run status.
+pub(crate) fn run_status(s: &str) -> StoreResult<RunStatus> {
+    RunStatus::parse(s).ok_or_else(|| StoreError::Config(format!("unknown run status {s:?} in database")))
+}
+
+/// The JSON array `item_record` takes.
+pub(crate) fn record_param(outcomes: &[Outcome]) -> String {
+    let rows: Vec<Value> = outcomes
+        .iter()
+        .map(|o| {
+            let mut row = json!({ "id": o.item_id, "token": o.lease_token });
+            match &o.kind {
+                OutcomeKind::Completed(result) => {
+                    row["status"] = json!("completed");
+                    row["result"] = result.clone();
+                }
+                OutcomeKind::Failed { error, retry_at } => {
+                    row["status"] = json!("failed");
+                    row["error"] = error.clone();
+                    row["next_at"] = json!(retry_at);
+                }
+                OutcomeKind::Dead(error) => {
+                    row["status"] = json!("dead");
+                    row["error"] = error.clone();
+                }
+            }
+            row
+        })
+        .collect();
+    Value::Array(rows).to_string()
+}
+
+/// The error detail of an outcome, if it failed.
+pub(crate) fn outcome_error(kind: &OutcomeKind) -> Option<&Value> {
+    match kind {
+        OutcomeKind::Completed(_) => None,
+        OutcomeKind::Failed { error, .. } | OutcomeKind::Dead(error) => Some(error),
+    }
+}
+
+/// An item whose lease expired, with its stage's policy.
+pub(crate) struct Expired {
+    pub(crate) id: i64,
+    pub(crate) lease_token: i64,
+    pub(crate) attempts: i64,
+    pub(crate) retry_base: i64,
+    pub(crate) external_call_at: Option<Millis>,
+    pub(crate) max_attempts: i64,
+    pub(crate) backoff: Backoff,
+    pub(crate) on_unknown: OnUnknown,
+}
+
+/// Decides what an expired lease becomes: `(status, error, next_at)`.
+pub(crate) fn rescue_decision(e: &Expired, now: Millis) -> (&'static str, Value, Option<Millis>) {
+    let started = e.external_call_at.is_some();
+    let error = json!({
+        "kind": "lease_expired",
+        "message": "the worker stopped renewing its lease (killed, crashed or stalled)",
+        "external_call_started": started,
+    });
+    let used = e.attempts - e.retry_base;
+    if started && e.on_unknown == OnUnknown::Park {
+        ("unknown", error, None)
+    } else if used >= e.max_attempts {
+        ("dead", error, None)
+    } else {
+        ("failed", error, Some(now + e.backoff.delay_ms(used)))
+    }
+}
+
+/// A row returned by `item_record` / `item_rescue`.
+pub(crate) struct Recorded {
+    pub(crate) id: i64,
+    pub(crate) run_id: i64,
+    pub(crate) attempt: i64,
+    pub(crate) worker: Option<String>,
+    pub(crate) started_at: Option<Millis>,
+    pub(crate) external_call_at: Option<Millis>,
+    pub(crate) group: Option<String>,
+    pub(crate) has_waiters: bool,
+    pub(crate) status: String,
+}
+
+/// The JSON array `attempt_insert_many` takes.
+pub(crate) fn attempts_param<'a>(rows: impl Iterator<Item = (&'a Recorded, Option<&'a Value>)>) -> String {
+    let rows: Vec<Value> = rows
+        .map(|(r, error)| {
+            json!({
+                "item_id": r.id, "run_id": r.run_id, "attempt": r.attempt, "worker": r.worker,
+                "started_at": r.started_at.unwrap_or_default(),
+                "external_call_at": r.external_call_at, "outcome": r.status, "error": error,
+            })
+        })
+        .collect();
+    Value::Array(rows).to_string()
+}
+
+/// JSON array text of the given values.
+pub(crate) fn json_array<T: serde::Serialize>(values: &[T]) -> String {
+    serde_json::to_string(values).expect("serialising plain values cannot fail")
+}
+
+/// Expands to `impl Store for $store` for a backend whose pool is `sqlx::Pool<$db>`.
+macro_rules! impl_store {
+    ($store:ty, $db:ty) => {
+        use async_trait::async_trait;
+        use serde_json::Value;
+        use sqlx::Row;
+        use std::collections::HashMap;
+        use std::time::Duration;
+
+        use crate::clock::Millis;
+        use crate::error::{StoreError, StoreResult};
+        use crate::limiter::{LimiterConfig, LimiterFeedback, LimiterState, Permit};
+        use crate::model::{Attempt, Dep, Item, ItemStatus, NewItem, Run, RunStatus, StageCount};
+        use crate::policy::{Backoff, OnUnknown, StagePolicy};
+        use crate::store::migrate;
+        use crate::store::shared::{self, Expired, Recorded, json_col};
+        use crate::store::{
+            ClaimParams, ClaimedItem, ItemFilter, Outcome, RescueReport, RetryParams,
+            RunCreate, Store, Throughput,
+        };
+
+        type Tx = sqlx::Transaction<'static, $db>;
+
+        impl $store {
+            fn sql(&self, name: &str) -> &'static str {
+                QUERIES.get(name)
+            }
+
+            async fn notify_tx(&self, tx: &mut Tx) -> StoreResult<()> {
+                if let Some(sql) = QUERIES.find("notify") {
+                    sqlx::query(sql).execute(&mut **tx).await?;
+                }
+                Ok(())
+            }
+
+            /// Inserts items and their groups and dependencies inside `tx`.
+            async fn insert_items_tx(
+                &self,
+                tx: &mut Tx,
+                run_id: i64,
+                items: &[NewItem],
+                now: Millis,
+            ) -> StoreResult<u64> {
+                let mut inserted = 0;
+                for item in items {
+                    let id: Option<i64> = sqlx::query_scalar(self.sql("item_insert"))
+                        .bind(run_id)
+                        .bind(&item.stage)
+                        .bind(&item.key)
+                        .bind(&item.group)
+                        .bind(item.payload.to_string())
+                        .bind(now)
+                        .fetch_optional(&mut **tx)
+                        .await?;
+                    let Some(id) = id else { continue };
+                    inserted += 1;
+                    if let Some(group) = &item.group {
+                        sqlx::query(self.sql("group_join"))
+                            .bind(run_id)
+                            .bind(group)
+                            .execute(&mut **tx)
+                            .await?;
+                    }
+                    let mut waiting: i64 = 0;
+                    for dep in &item.deps {
+                        match dep {
+                            Dep::Item { stage, key } => {
+                                let row = sqlx::query(self.sql("item_lookup"))
+                                    .bind(run_id)
+                                    .bind(stage)
+                                    .bind(key)
+                                    .fetch_optional(&mut **tx)
+                                    .await?
+                                    .ok_or_else(|| StoreError::NotFound {
+                                        what: format!(
+                                            "item {stage}/{key} of run {run_id} (a dependency of {}/{})",
+                                            item.stage, item.key
+                                        ),
+                                    })?;
+                                let input: i64 = row.try_get(0)?;
+                                let status: String = row.try_get(1)?;
+                                if status != "completed" {
+                                    sqlx::query(self.sql("item_wait_insert"))
+                                        .bind(input)
+                                        .bind(id)
+                                        .execute(&mut **tx)
+                                        .await?;
+                                    sqlx::query(self.sql("item_set_has_waiters"))
+                                        .bind(input)
+                                        .execute(&mut **tx)
+                                        .await?;
+                                    waiting += 1;
+                                }
+                            }
+                            Dep::Group(group) => {
+                                let remaining: Option<i64> = sqlx::query_scalar(self.sql("group_remaining"))
+                                    .bind(run_id)
+                                    .bind(group)
+                                    .fetch_optional(&mut **tx)
+                                    .await?;
+                                if remaining.unwrap_or(0) > 0 {
+                                    sqlx::query(self.sql("group_wait_insert"))
+                                        .bind(run_id)
+                                        .bind(group)
+                                        .bind(id)
+                                        .execute(&mut **tx)
+                                        .await?;
+                                    waiting += 1;
+                                }
+                            }
+                        }
+                    }
+                    if waiting > 0 {
+                        sqlx::query(self.sql("item_add_waiting"))
+                            .bind(id)
+                            .bind(waiting)
+                            .execute(&mut **tx)
+                            .await?;
+                    }
+                }
+                Ok(inserted)
+            }
+
+            /// Counted fan-in: an item just completed; release whoever waited for it.
+            async fn release_dependents_tx(&self, tx: &mut Tx, row: &Recorded) -> StoreResult<()> {
+                if row.has_waiters {
+                    sqlx::query(self.sql("item_release_waiters"))
+                        .bind(row.id)
+                        .execute(&mut **tx)
+                        .await?;
+                }
+                if let Some(group) = &row.group {
+                    let remaining: Option<i64> = sqlx::query_scalar(self.sql("group_leave"))
+                        .bind(row.run_id)
+                        .bind(group)
+                        .fetch_optional(&mut **tx)
+                        .await?;
+                    if remaining == Some(0) {
+                        sqlx::query(self.sql("group_release_waiters"))
+                            .bind(row.run_id)
+                            .bind(group)
+                            .execute(&mut **tx)
+                            .await?;
+                        sqlx::query(self.sql("group_mark_released"))
+                            .bind(row.run_id)
+                            .bind(group)
+                            .execute(&mut **tx)
+                            .await?;
+                    }
+                }
+                Ok(())
+            }
+
+            fn recorded(row: &<$db as sqlx::Database>::Row) -> StoreResult<Recorded> {
+                Ok(Recorded {
+                    id: row.try_get(0)?,
+                    run_id: row.try_get(1)?,
+                    attempt: row.try_get(2)?,
+                    worker: row.try_get(3)?,
+                    started_at: row.try_get(4)?,
+                    external_call_at: row.try_get(5)?,
+                    group: row.try_get(6)?,
+                    has_waiters: row.try_get(7)?,
+                    status: row.try_get(8)?,
+                })
+            }
+
+            fn run_row(row: &<$db as sqlx::Database>::Row) -> StoreResult<Run> {
+                let status: String = row.try_get(5)?;
+                Ok(Run {
+                    id: row.try_get(0)?,
+                    pipeline: row.try_get(1)?,
+                    fingerprint: row.try_get(2)?,
+                    input: row.try_get(3)?,
+                    params: json_col("runs.params", row.try_get(4)?)?.unwrap_or(Value::Null),
+                    status: shared::run_status(&status)?,
+                    paused: row.try_get(6)?,
+                    summary: json_col("runs.summary", row.try_get(7)?)?,
+                    created_at: row.try_get(8)?,
+                    finished_at: row.try_get(9)?,
+                })
+            }
+
+            fn item_row(row: &<$db as sqlx::Database>::Row) -> StoreResult<Item> {
+                let status: String = row.try_get(6)?;
+                Ok(Item {
+                    id: row.try_get(0)?,
+                    run_id: row.try_get(1)?,
+                    stage: row.try_get(2)?,
+                    key: row.try_get(3)?,
+                    group: row.try_get(4)?,
+                    payload: json_col("items.payload", row.try_get(5)?)?.unwrap_or(Value::Null),
+                    status: shared::item_status(&status)?,
+                    attempts: row.try_get(7)?,
+                    waiting_on: row.try_get(8)?,
+                    next_attempt_at: row.try_get(9)?,
+                    worker: row.try_get(10)?,
+                    lease_expires_at: row.try_get(11)?,
+                    result: json_col("items.result", row.try_get(12)?)?,
+                    last_error: json_col("items.last_error", row.try_get(13)?)?,
+                    created_at: row.try_get(14)?,
+                    completed_at: row.try_get(15)?,
+                })
+            }
+
+            fn limiter_row(row: &<$db as sqlx::Database>::Row) -> StoreResult<LimiterState> {
+                let config: String = row.try_get(1)?;
+                let config: LimiterConfig = serde_json::from_str(&config)
+                    .map_err(|source| StoreError::Json { column: "limiters.config", source })?;
+                Ok(LimiterState {
+                    config,
+                    current_rate: row.try_get(2)?,
+                    tokens: row.try_get(3)?,
+                    refilled_at: row.try_get(4)?,
+                    paused_until: row.try_get(5)?,
+                    circuit_open_until: row.try_get(6)?,
+                    failure_streak: row.try_get(7)?,
+                    throttles: row.try_get(8)?,
+                    circuit_opens: row.try_get(9)?,
+                    in_flight: row.try_get(10)?,
+                })
+            }
+
+            async fn limiter_load_tx(&self, tx: &mut Tx, name: &str, now: Millis) -> StoreResult<LimiterState> {
+                let row = sqlx::query(self.sql("limiter_get"))
+                    .bind(name)
+                    .bind(now)
+                    .fetch_optional(&mut **tx)
+                    .await?
+                    .ok_or_else(|| StoreError::NotFound { what: format!("limiter {name:?}") })?;
+                Self::limiter_row(&row)
+            }
+
+            async fn limiter_save_tx(&self, tx: &mut Tx, s: &LimiterState) -> StoreResult<()> {
+                sqlx::query(self.sql("limiter_save"))
+                    .bind(&s.config.name)
+                    .bind(s.current_rate)
+                    .bind(s.tokens)
+                    .bind(s.refilled_at)
+                    .bind(s.paused_until)
+                    .bind(s.circuit_open_until)
+                    .bind(s.failure_streak)
+                    .bind(s.throttles)
+                    .bind(s.circuit_opens)
+                    .execute(&mut **tx)
+                    .await?;
+                Ok(())
+            }
+        }
+
+        #[async_trait]
+        impl Store for $store {
+            fn backend(&self) -> &'static str {
+                BACKEND
+            }
+
+            async fn migrate(&self) -> StoreResult<()> {
+                sqlx::raw_sql(migrate::CREATE_TABLE).execute(&self.pool).await?;
+                let mut tx = self.begin_write().await?;
+                let applied: Vec<(i64, String, i64)> = sqlx::query_as(migrate::SELECT_APPLIED)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                for m in migrate::pending(MIGRATIONS, &applied)? {
+                    tracing::info!(version = m.version, name = m.name, "applying migration");
+                    sqlx::raw_sql(m.sql).execute(&mut *tx).await.map_err(|e| StoreError::Migration {
+                        version: m.version,
+                        name: m.name.into(),
+                        problem: format!("failed: {e}"),
+                    })?;
+                    sqlx::query(migrate::INSERT_APPLIED)
+                        .bind(m.version)
+                        .bind(m.name)
+                        .bind(m.checksum())
+                        .bind(crate::clock::Clock::now(&crate::clock::SystemClock))
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn stage_register(&self, policies: &[StagePolicy], now: Millis) -> StoreResult<()> {
+                let mut tx = self.begin_write().await?;
+                for p in policies {
+                    p.validate()?;
+                    sqlx::query(self.sql("stage_register"))
+                        .bind(&p.name)
+                        .bind(p.max_attempts)
+                        .bind(p.backoff.base.as_millis() as i64)
+                        .bind(p.backoff.cap.as_millis() as i64)
+                        .bind(p.on_unknown.as_str())
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn run_create(&self, params: &RunCreate, now: Millis) -> StoreResult<i64> {
+                let mut tx = self.begin_write().await?;
+                let run_id: i64 = sqlx::query_scalar(self.sql("run_insert"))
+                    .bind(&params.pipeline)
+                    .bind(&params.fingerprint)
+                    .bind(&params.input)
+                    .bind(params.params.to_string())
+                    .bind(now)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                self.insert_items_tx(&mut tx, run_id, &params.items, now).await?;
+                self.notify_tx(&mut tx).await?;
+                tx.commit().await?;
+                self.local_wake.notify_waiters();
+                Ok(run_id)
+            }
+
+            async fn run_get(&self, run_id: i64) -> StoreResult<Run> {
+                let row = sqlx::query(self.sql("run_get"))
+                    .bind(run_id)
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .ok_or_else(|| StoreError::NotFound { what: format!("run {run_id}") })?;
+                Self::run_row(&row)
+            }
+
+            async fn run_find(&self, pipeline: &str, fingerprint: &str) -> StoreResult<Option<Run>> {
+                let row = sqlx::query(self.sql("run_find"))
+                    .bind(pipeline)
+                    .bind(fingerprint)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.as_ref().map(Self::run_row).transpose()
+            }
+
+            async fn run_list(&self, limit: i64) -> StoreResult<Vec<Run>> {
+                let rows = sqlx::query(self.sql("run_list")).bind(limit).fetch_all(&self.pool).await?;
+                rows.iter().map(Self::run_row).collect()
+            }
+
+            async fn run_set_summary(&self, run_id: i64, summary: &Value) -> StoreResult<()> {
+                sqlx::query(self.sql("run_set_summary"))
+                    .bind(run_id)
+                    .bind(summary.to_string())
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn run_cancel(&self, run_id: i64, now: Millis) -> StoreResult<u64> {
+                self.run_get(run_id).await?;
+                let mut tx = self.begin_write().await?;
+                let n = sqlx::query(self.sql("run_cancel_items"))
+                    .bind(run_id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                sqlx::query(self.sql("run_cancel")).bind(run_id).bind(now).execute(&mut *tx).await?;
+                tx.commit().await?;
+                Ok(n)
+            }
+
+            async fn run_pause(&self, run_id: i64, stage: Option<&str>, paused: bool) -> StoreResult<()> {
+                self.run_get(run_id).await?;
+                let mut tx = self.begin_write().await?;
+                match (stage, paused) {
+                    (None, _) => {
+                        sqlx::query(self.sql("run_set_paused")).bind(run_id).bind(paused).execute(&mut *tx).await?;
+                    }
+                    (Some(stage), true) => {
+                        sqlx::query(self.sql("stage_pause")).bind(run_id).bind(stage).execute(&mut *tx).await?;
+                    }
+                    (Some(stage), false) => {
+                        sqlx::query(self.sql("stage_resume")).bind(run_id).bind(stage).execute(&mut *tx).await?;
+                    }
+                }
+                if !paused {
+                    self.notify_tx(&mut tx).await?;
+                }
+                tx.commit().await?;
+                self.local_wake.notify_waiters();
+                Ok(())
+            }
+
+            async fn run_finish_ready(&self, now: Millis) -> StoreResult<Vec<(i64, RunStatus)>> {
+                let mut tx = self.begin_write().await?;
+                let ready: Vec<(i64, i64)> =
+                    sqlx::query_as(self.sql("run_ready_to_finish")).fetch_all(&mut *tx).await?;
+                let mut finished = Vec::new();
+                for (run_id, dead) in ready {
+                    let status = if dead > 0 { RunStatus::Failed } else { RunStatus::Completed };
+                    let done = sqlx::query(self.sql("run_finish"))
+                        .bind(run_id)
+                        .bind(status.as_str())
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                    if done.rows_affected() == 1 {
+                        finished.push((run_id, status));
+                    }
+                }
+                tx.commit().await?;
+                Ok(finished)
+            }
+
+            async fn item_insert(&self, run_id: i64, items: &[NewItem], now: Millis) -> StoreResult<u64> {
+                let mut tx = self.begin_write().await?;
+                let n = self.insert_items_tx(&mut tx, run_id, items, now).await?;
+                self.notify_tx(&mut tx).await?;
+                tx.commit().await?;
+                self.local_wake.notify_waiters();
+                Ok(n)
+            }
+
+            async fn item_claim(&self, p: &ClaimParams) -> StoreResult<Vec<ClaimedItem>> {
+                let mut tx = self.begin_write().await?;
+                let rows = sqlx::query(self.sql("item_claim"))
+                    .bind(&p.stage)
+                    .bind(p.now)
+                    .bind(p.limit)
+                    .bind(p.lease_token)
+                    .bind(p.lease_expires_at)
+                    .bind(&p.worker)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                rows.iter()
+                    .map(|row| {
+                        let attempts: i64 = row.try_get(4)?;
+                        let retry_base: i64 = row.try_get(5)?;
+                        Ok(ClaimedItem {
+                            id: row.try_get(0)?,
+                            run_id: row.try_get(1)?,
+                            key: row.try_get(2)?,
+                            payload: json_col("items.payload", row.try_get(3)?)?.unwrap_or(Value::Null),
+                            attempt: attempts,
+                            budget_used: attempts - retry_base,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn item_heartbeat(&self, ids: &[i64], lease_token: i64, lease_expires_at: Millis) -> StoreResult<Vec<i64>> {
+                let mut tx = self.begin_write().await?;
+                let held: Vec<i64> = sqlx::query_scalar(self.sql("item_heartbeat"))
+                    .bind(shared::json_array(ids))
+                    .bind(lease_token)
+                    .bind(lease_expires_at)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(held)
+            }
+
+            async fn item_mark_external(&self, item_id: i64, lease_token: i64, now: Millis) -> StoreResult<()> {
+                let done = sqlx::query(self.sql("item_mark_external"))
+                    .bind(item_id)
+                    .bind(lease_token)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?;
+                if done.rows_affected() == 0 {
+                    return Err(StoreError::LeaseLost { item_id });
+                }
+                Ok(())
+            }
+
+            async fn item_record(&self, outcomes: &[Outcome], now: Millis) -> StoreResult<Vec<bool>> {
+                if outcomes.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut tx = self.begin_write().await?;
+                let rows = sqlx::query(self.sql("item_record"))
+                    .bind(shared::record_param(outcomes))
+                    .bind(now)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                let recorded: Vec<Recorded> = rows.iter().map(Self::recorded).collect::<StoreResult<_>>()?;
+                let by_id: HashMap<i64, &Outcome> = outcomes.iter().map(|o| (o.item_id, o)).collect();
+                let attempts = shared::attempts_param(
+                    recorded.iter().map(|r| (r, by_id.get(&r.id).and_then(|o| shared::outcome_error(&o.kind)))),
+                );
+                sqlx::query(self.sql("attempt_insert_many")).bind(attempts).bind(now).execute(&mut *tx).await?;
+                let mut wake = false;
+                for row in recorded.iter().filter(|r| r.status == "completed") {
+                    self.release_dependents_tx(&mut tx, row).await?;
+                    let spawns = &by_id[&row.id].spawns;
+                    if !spawns.is_empty() {
+                        self.insert_items_tx(&mut tx, row.run_id, spawns, now).await?;
+                    }
+                    wake |= row.has_waiters || row.group.is_some() || !spawns.is_empty();
+                }
+                if wake {
+                    self.notify_tx(&mut tx).await?;
+                }
+                tx.commit().await?;
+                if wake {
+                    self.local_wake.notify_waiters();
+                }
+                let done: std::collections::HashSet<i64> = recorded.iter().map(|r| r.id).collect();
+                Ok(outcomes.iter().map(|o| done.contains(&o.item_id)).collect())
+            }
+
+            async fn item_release(&self, ids: &[i64], lease_token: i64, now: Millis) -> StoreResult<u64> {
+                let mut tx = self.begin_write().await?;
+                let n = sqlx::query(self.sql("item_release"))
+                    .bind(shared::json_array(ids))
+                    .bind(lease_token)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                self.notify_tx(&mut tx).await?;
+                tx.commit().await?;
+                Ok(n)
+            }
+
+            async fn item_rescue_expired(&self, now: Millis) -> StoreResult<RescueReport> {
+                let mut tx = self.begin_write().await?;
+                let rows = sqlx::query(self.sql("item_expired"))
+                    .bind(now)
+                    .bind(shared::RESCUE_BATCH)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                let mut report = RescueReport::default();
+                if rows.is_empty() {
+                    return Ok(report);
+                }
+                let mut params = Vec::with_capacity(rows.len());
+                let mut errors = HashMap::new();
+                for row in &rows {
+                    let on_unknown: String = row.try_get(8)?;
+                    let e = Expired {
+                        id: row.try_get(0)?,
+                        lease_token: row.try_get(1)?,
+                        attempts: row.try_get(2)?,
+                        retry_base: row.try_get(3)?,
+                        external_call_at: row.try_get(4)?,
+                        max_attempts: row.try_get(5)?,
+                        backoff: Backoff {
+                            base: Duration::from_millis(row.try_get::<i64, _>(6)? as u64),
+                            cap: Duration::from_millis(row.try_get::<i64, _>(7)? as u64),
+                            jitter: Backoff::default().jitter,
+                        },
+                        on_unknown: OnUnknown::parse(&on_unknown),
+                    };
+                    let (status, error, next_at) = shared::rescue_decision(&e, now);
+                    params.push(serde_json::json!({
+                        "id": e.id, "token": e.lease_token, "status": status, "error": error, "next_at": next_at,
+                    }));
+                    errors.insert(e.id, error);
+                }
+                let rescued = sqlx::query(self.sql("item_rescue"))
+                    .bind(Value::Array(params).to_string())
+                    .bind(now)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                let rescued: Vec<Recorded> = rescued.iter().map(Self::recorded).collect::<StoreResult<_>>()?;
+                let attempts = shared::attempts_param(rescued.iter().map(|r| (r, errors.get(&r.id))));
+                sqlx::query(self.sql("attempt_insert_many")).bind(attempts).bind(now).execute(&mut *tx).await?;
+                for r in &rescued {
+                    match r.status.as_str() {
+                        "dead" => report.dead += 1,
+                        "unknown" => report.unknown += 1,
+                        _ => report.retried += 1,
+                    }
+                }
+                self.notify_tx(&mut tx).await?;
+                tx.commit().await?;
+                self.local_wake.notify_waiters();
+                Ok(report)
+            }
+
+            async fn item_retry(&self, p: &RetryParams, now: Millis) -> StoreResult<u64> {
+                self.run_get(p.run_id).await?;
+                let statuses: Vec<&str> = p.statuses.iter().map(|s| s.as_str()).collect();
+                let mut tx = self.begin_write().await?;
+                let n = sqlx::query(self.sql("item_retry"))
+                    .bind(p.run_id)
+                    .bind(&p.stage)
+                    .bind(shared::json_array(&statuses))
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if n > 0 {
+                    sqlx::query(self.sql("run_reopen")).bind(p.run_id).execute(&mut *tx).await?;
+                    self.notify_tx(&mut tx).await?;
+                }
+                tx.commit().await?;
+                self.local_wake.notify_waiters();
+                Ok(n)
+            }
+
+            async fn item_get(&self, run_id: i64, stage: &str, key: &str) -> StoreResult<Item> {
+                let row = sqlx::query(self.sql("item_get"))
+                    .bind(run_id)
+                    .bind(stage)
+                    .bind(key)
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .ok_or_else(|| StoreError::NotFound { what: format!("item {stage}/{key} of run {run_id}") })?;
+                Self::item_row(&row)
+            }
+
+            async fn item_list(&self, f: &ItemFilter) -> StoreResult<Vec<Item>> {
+                let statuses: Vec<&str> = if f.statuses.is_empty() {
+                    ItemStatus::ALL.iter().map(|s| s.as_str()).collect()
+                } else {
+                    f.statuses.iter().map(|s| s.as_str()).collect()
+                };
+                let rows = sqlx::query(self.sql("item_list"))
+                    .bind(f.run_id)
+                    .bind(&f.stage)
+                    .bind(shared::json_array(&statuses))
+                    .bind(f.after_id)
+                    .bind(if f.limit > 0 { f.limit } else { i64::MAX })
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter().map(Self::item_row).collect()
+            }
+
+            async fn item_counts(&self, run_id: i64) -> StoreResult<Vec<StageCount>> {
+                let rows: Vec<(String, String, i64)> =
+                    sqlx::query_as(self.sql("item_counts")).bind(run_id).fetch_all(&self.pool).await?;
+                Ok(rows.into_iter().map(|(stage, status, count)| StageCount { stage, status, count }).collect())
+            }
+
+            async fn attempt_list(&self, item_id: i64) -> StoreResult<Vec<Attempt>> {
+                let rows = sqlx::query(self.sql("attempt_list")).bind(item_id).fetch_all(&self.pool).await?;
+                rows.iter()
+                    .map(|row| {
+                        Ok(Attempt {
+                            item_id: row.try_get(0)?,
+                            attempt: row.try_get(1)?,
+                            worker: row.try_get(2)?,
+                            started_at: row.try_get(3)?,
+                            ended_at: row.try_get(4)?,
+                            external_call_at: row.try_get(5)?,
+                            outcome: row.try_get(6)?,
+                            error: json_col("attempts.error", row.try_get(7)?)?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn stage_throughput(&self, run_id: i64, stage: &str, window_ms: Millis, now: Millis) -> StoreResult<Throughput> {
+                let completed: i64 = sqlx::query_scalar(self.sql("stage_completed_since"))
+                    .bind(run_id)
+                    .bind(stage)
+                    .bind(now - window_ms)
+                    .fetch_one(&self.pool)
+                    .await?;
+                let remaining: i64 = sqlx::query_scalar(self.sql("stage_remaining"))
+                    .bind(run_id)
+                    .bind(stage)
+                    .fetch_one(&self.pool)
+                    .await?;
+                let per_second = completed as f64 / (window_ms.max(1) as f64 / 1000.0);
+                let eta_seconds = (per_second > 0.0).then(|| remaining as f64 / per_second);
+                Ok(Throughput { completed_in_window: completed, window_ms, per_second, remaining, eta_seconds })
+            }
+
+            async fn history_prune(&self, before: Millis) -> StoreResult<u64> {
+                let done = sqlx::query(self.sql("history_prune")).bind(before).execute(&self.pool).await?;
+                Ok(done.rows_affected())
+            }
+
+            async fn limiter_define(&self, config: &LimiterConfig, now: Millis) -> StoreResult<()> {
+                config.validate()?;
+                let fresh = LimiterState::fresh(config.clone(), now);
+                let config_json = serde_json::to_string(config).expect("limiter config serialises");
+                sqlx::query(self.sql("limiter_upsert"))
+                    .bind(&config.name)
+                    .bind(config_json)
+                    .bind(fresh.current_rate)
+                    .bind(fresh.tokens)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn limiter_acquire(&self, name: &str, cost: f64, holder: i64, hold_until: Millis, now: Millis) -> StoreResult<Permit> {
+                let mut tx = self.begin_write().await?;
+                sqlx::query(self.sql("limiter_slot_expire")).bind(name).bind(now).execute(&mut *tx).await?;
+                let mut state = self.limiter_load_tx(&mut tx, name, now).await?;
+                let permit = state.try_take(cost, now);
+                if permit == Permit::Granted && state.config.max_concurrent > 0 {
+                    sqlx::query(self.sql("limiter_slot_take"))
+                        .bind(name)
+                        .bind(holder)
+                        .bind(hold_until)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                self.limiter_save_tx(&mut tx, &state).await?;
+                tx.commit().await?;
+                Ok(permit)
+            }
+
+            async fn limiter_release(&self, name: &str, holder: i64, feedback: LimiterFeedback, now: Millis) -> StoreResult<()> {
+                let mut tx = self.begin_write().await?;
+                sqlx::query(self.sql("limiter_slot_give")).bind(name).bind(holder).execute(&mut *tx).await?;
+                if feedback != LimiterFeedback::Neutral {
+                    let mut state = self.limiter_load_tx(&mut tx, name, now).await?;
+                    state.apply(feedback, now);
+                    self.limiter_save_tx(&mut tx, &state).await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn limiter_get(&self, name: &str) -> StoreResult<LimiterState> {
+                self.limiter_list()
+                    .await?
+                    .into_iter()
+                    .find(|l| l.config.name == name)
+                    .ok_or_else(|| StoreError::NotFound { what: format!("limiter {name:?}") })
+            }
+
+            async fn limiter_list(&self) -> StoreResult<Vec<LimiterState>> {
+                let now = crate::clock::Clock::now(&crate::clock::SystemClock);
+                let rows = sqlx::query(self.sql("limiter_list")).bind(now).fetch_all(&self.pool).await?;
+                rows.iter().map(Self::limiter_row).collect()
+            }
+
+            async fn wait_for_work(&self, timeout: Duration) {
+                self.wait_for_work_impl(timeout).await
+            }
+
+            async fn leader_try_acquire(&self) -> StoreResult<bool> {
+                self.leader_try_acquire_impl().await
+            }
+        }
+    };
+}
+
+pub(crate) use impl_store;

@@ -1,0 +1,82 @@
+//! SQLite backend: the embedded default, a single file in WAL mode.
+//!
+//! SQLite has one writer at a time; every write transaction starts with `BEGIN IMMEDIATE`
+//! so that two processes never deadlock upgrading a read lock, and waits (busy timeout)
+//! instead of failing when the other holds it. Workers in other processes poll; those in
+//! this process are woken directly.
+
+use std::str::FromStr;
+use std::sync::{Arc, LazyLock};
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Sqlite, SqlitePool};
+use tokio::sync::Notify;
+
+use crate::store::migrate::Migration;
+use crate::store::queries::Queries;
+use crate::store::shared::impl_store;
+
+const BACKEND: &str = "sqlite";
+static QUERIES: LazyLock<Queries> = LazyLock::new(|| Queries::parse(include_str!("queries.sql")));
+static MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "init",
+    sql: include_str!("migrations/0001_init.sql"),
+}];
+
+/// How long a writer waits for another process's write transaction before giving up.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// Readers run concurrently in WAL mode; writers queue on the file lock anyway.
+const POOL_SIZE: u32 = 4;
+
+/// A store in one SQLite file.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+    local_wake: Arc<Notify>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database file at `path`. Does not migrate.
+    pub async fn open(path: &str) -> Result<Self, crate::error::StoreError> {
+        if let Some(parent) = std::path::Path::new(path).parent()
+            && !parent.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                crate::error::StoreError::Config(format!(
+                    "cannot create the directory of database {path:?}: {e}"
+                ))
+            })?;
+        }
+        let options = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // NORMAL in WAL mode: a power loss may drop the last commits but never corrupts.
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(POOL_SIZE)
+            .connect_with(options)
+            .await?;
+        Ok(Self {
+            pool,
+            local_wake: Arc::new(Notify::new()),
+        })
+    }
+
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Sqlite>, sqlx::Error> {
+        self.pool.begin_with("BEGIN IMMEDIATE").await
+    }
+
+    async fn wait_for_work_impl(&self, timeout: std::time::Duration) {
+        let _ = tokio::time::timeout(timeout, self.local_wake.notified()).await;
+    }
+
+    /// Maintenance is idempotent and SQLite serialises writers, so every process may run it.
+    async fn leader_try_acquire_impl(&self) -> Result<bool, crate::error::StoreError> {
+        Ok(true)
+    }
+}
+
+impl_store!(SqliteStore, Sqlite);

@@ -1,0 +1,228 @@
+//! One handler call: limiter permit, heartbeat, the call, the outcomes.
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::handler::{HandlerError, ItemResult, Job};
+use crate::limiter::{LimiterFeedback, Permit, WaitReason};
+use crate::store::{ClaimedItem, Outcome, OutcomeKind};
+use crate::worker::{Shared, Stage};
+
+/// Longest single sleep while waiting for a limiter, so cancellation is noticed.
+const LIMITER_MAX_SLEEP: Duration = Duration::from_millis(500);
+
+/// Runs one batch of claimed items of `stage` to recorded outcomes.
+pub(crate) async fn run(shared: Arc<Shared>, stage: Arc<Stage>, token: i64, items: Vec<ClaimedItem>) {
+    let (cancel_tx, cancel_rx) = watch::channel(false);
+    let ids: Vec<i64> = items.iter().map(|i| i.id).collect();
+    let heartbeat = tokio::spawn(heartbeat(shared.clone(), stage.clone(), token, ids.clone(), cancel_tx));
+    let budget: Vec<i64> = items.iter().map(|i| i.budget_used).collect();
+    let results = call(&shared, &stage, token, items, cancel_rx).await;
+    heartbeat.abort();
+    let Some((jobs, results)) = results else {
+        tracing::info!(stage = %stage.policy.name, items = ?ids, "handler stopped: lease lost or run cancelled");
+        return;
+    };
+    let now = shared.clock.now();
+    let outcomes: Vec<Outcome> = jobs
+        .iter()
+        .zip(results)
+        .zip(budget)
+        .map(|((job, result), used)| Outcome {
+            item_id: job.id,
+            lease_token: token,
+            kind: outcome_kind(&stage, result, used, now),
+            spawns: job.take_spawns(),
+        })
+        .collect();
+    let kinds: Vec<&'static str> = outcomes.iter().map(|o| kind_name(&o.kind)).collect();
+    match shared.completer.record(outcomes).await {
+        Ok(flags) => {
+            for (recorded, kind) in flags.into_iter().zip(kinds) {
+                let counter = match (recorded, kind) {
+                    (false, _) => &shared.stats.lease_lost,
+                    (true, "completed") => &shared.stats.completed,
+                    (true, "dead") => &shared.stats.dead,
+                    (true, _) => &shared.stats.failed,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, items = ?ids, "outcomes not recorded; leases will expire and items be rescued"),
+    }
+}
+
+fn kind_name(kind: &OutcomeKind) -> &'static str {
+    match kind {
+        OutcomeKind::Completed(_) => "completed",
+        OutcomeKind::Failed { .. } => "failed",
+        OutcomeKind::Dead(_) => "dead",
+    }
+}
+
+/// Maps a handler result to what is stored, applying the stage's retry policy.
+fn outcome_kind(stage: &Stage, result: ItemResult, budget_used: i64, now: i64) -> OutcomeKind {
+    let exhausted = budget_used >= stage.policy.max_attempts;
+    match result {
+        Ok(value) => OutcomeKind::Completed(value),
+        Err(HandlerError::Permanent(error)) => OutcomeKind::Dead(error),
+        Err(e) if exhausted => OutcomeKind::Dead(e.detail().clone()),
+        Err(HandlerError::Transient(error)) => OutcomeKind::Failed {
+            error,
+            retry_at: now + stage.policy.backoff.delay_ms(budget_used),
+        },
+        Err(HandlerError::RetryAfter(after, error)) => OutcomeKind::Failed {
+            error,
+            retry_at: now + after.as_millis() as i64,
+        },
+    }
+}
+
+/// Takes the limiter permit (if any), runs the handler, gives the permit back with
+/// feedback. Returns None when the handler was told to stop.
+async fn call(
+    shared: &Arc<Shared>,
+    stage: &Arc<Stage>,
+    token: i64,
+    items: Vec<ClaimedItem>,
+    mut cancel: watch::Receiver<bool>,
+) -> Option<(Vec<Job>, Vec<ItemResult>)> {
+    let n = items.len();
+    if let Some(limiter) = &stage.policy.limiter {
+        let cost = limiter.cost_per_item * n as f64;
+        loop {
+            let now = shared.clock.now();
+            let hold_until = now + stage.policy.lease.as_millis() as i64;
+            match shared.store.limiter_acquire(&limiter.name, cost, token, hold_until, now).await {
+                Ok(Permit::Granted) => break,
+                Ok(Permit::Wait { ms, reason }) => {
+                    if matches!(reason, WaitReason::Paused | WaitReason::CircuitOpen) {
+                        shared.blocked.lock().expect("blocked map").insert(stage.policy.name.clone(), now + ms);
+                    }
+                    let nap = Duration::from_millis(ms.max(1) as u64).min(LIMITER_MAX_SLEEP);
+                    tokio::select! {
+                        _ = tokio::time::sleep(nap) => {}
+                        _ = cancelled(&mut cancel) => return None,
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(limiter = %limiter.name, error = %e, "limiter unavailable; retrying");
+                    tokio::time::sleep(LIMITER_MAX_SLEEP).await;
+                }
+            }
+        }
+    }
+    let jobs: Vec<Job> = items
+        .into_iter()
+        .map(|item| Job {
+            id: item.id,
+            run_id: item.run_id,
+            stage: stage.policy.name.clone(),
+            key: item.key,
+            payload: item.payload,
+            attempt: item.attempt,
+            lease_token: token,
+            spawns: Mutex::new(Vec::new()),
+            store: shared.store.clone(),
+            clock: shared.clock.clone(),
+            cancel: cancel.clone(),
+        })
+        .collect();
+    let handler = stage.handler.clone();
+    // The handler runs in its own task so that a panic becomes a failed attempt.
+    let mut running = tokio::spawn(async move {
+        let results = handler.handle_batch(&jobs).await;
+        (jobs, results)
+    });
+    let joined = tokio::select! {
+        joined = &mut running => joined,
+        _ = cancelled(&mut cancel) => {
+            running.abort();
+            release_limiter(shared, stage, token, LimiterFeedback::Neutral).await;
+            return None;
+        }
+    };
+    let (jobs, mut results) = match joined {
+        Ok(done) => done,
+        Err(e) => {
+            tracing::error!(stage = %stage.policy.name, error = %e, "handler panicked");
+            release_limiter(shared, stage, token, LimiterFeedback::Neutral).await;
+            return None;
+        }
+    };
+    if results.len() != n {
+        let msg = format!("handler returned {} results for {n} items", results.len());
+        results = (0..n).map(|_| Err(HandlerError::transient(&msg))).collect();
+    }
+    release_limiter(shared, stage, token, feedback(&results, shared.clock.now())).await;
+    Some((jobs, results))
+}
+
+/// Resolves once the engine asks the handler to stop.
+async fn cancelled(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|c| *c).await;
+}
+
+/// What the limiter learns from a call's results.
+fn feedback(results: &[ItemResult], now: i64) -> LimiterFeedback {
+    let throttled = results.iter().filter_map(|r| match r {
+        Err(HandlerError::RetryAfter(d, _)) => Some(now + d.as_millis() as i64),
+        _ => None,
+    });
+    if let Some(until) = throttled.max() {
+        LimiterFeedback::Throttled { until }
+    } else if results.iter().any(|r| matches!(r, Err(HandlerError::Transient(_)))) {
+        LimiterFeedback::Failure
+    } else if results.iter().any(|r| r.is_ok()) {
+        LimiterFeedback::Success
+    } else {
+        LimiterFeedback::Neutral
+    }
+}
+
+async fn release_limiter(shared: &Arc<Shared>, stage: &Stage, token: i64, fb: LimiterFeedback) {
+    if let Some(limiter) = &stage.policy.limiter
+        && let Err(e) = shared.store.limiter_release(&limiter.name, token, fb, shared.clock.now()).await
+    {
+        tracing::warn!(limiter = %limiter.name, error = %e, "limiter release failed; the slot expires with the lease");
+    }
+}
+
+/// Extends the lease every third of its length; tells the handler to stop when it is lost.
+async fn heartbeat(shared: Arc<Shared>, stage: Arc<Stage>, token: i64, ids: Vec<i64>, cancel: watch::Sender<bool>) {
+    let lease = stage.policy.lease;
+    loop {
+        tokio::time::sleep(lease / 3).await;
+        let expires = shared.clock.now() + lease.as_millis() as i64;
+        match shared.store.item_heartbeat(&ids, token, expires).await {
+            Ok(held) if held.len() == ids.len() => {}
+            Ok(held) => {
+                tracing::warn!(stage = %stage.policy.name, lost = ids.len() - held.len(), "lease lost or run cancelled; stopping handler");
+                let _ = cancel.send(true);
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, "heartbeat failed; retrying"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn feedback_prefers_throttle_then_failure() {
+        let ok: ItemResult = Ok(json!(1));
+        let t = Err(HandlerError::transient("x"));
+        let r = Err(HandlerError::retry_after(Duration::from_secs(2), "429"));
+        assert_eq!(feedback(&[ok.clone(), t.clone(), r], 1000), LimiterFeedback::Throttled { until: 3000 });
+        assert_eq!(feedback(&[ok.clone(), t], 0), LimiterFeedback::Failure);
+        assert_eq!(feedback(&[ok], 0), LimiterFeedback::Success);
+        assert_eq!(feedback(&[Err(HandlerError::permanent("bad"))], 0), LimiterFeedback::Neutral);
+    }
+}

@@ -1,0 +1,310 @@
+//! Workers: claim due items, run their handlers under a lease, record outcomes.
+//!
+//! A worker runs up to `concurrency` handler calls at once. It claims only for free
+//! capacity (`free slots x batch size`, capped by `claim_batch`), so no claimed item waits
+//! for a slot while its lease runs. Each call gets a heartbeat that extends the lease and
+//! tells the handler to stop when the lease is lost or the run is cancelled. Outcomes go
+//! through one completer task that commits many of them per transaction.
+//!
+//! On shutdown it stops claiming, lets calls in flight finish within the grace period, then
+//! aborts the rest and gives their items back.
+
+mod batch;
+mod completer;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::task::JoinSet;
+
+use crate::clock::{SharedClock, system_clock};
+use crate::error::{StoreError, StoreResult};
+use crate::handler::{BatchHandler, Handler, Single};
+use crate::policy::StagePolicy;
+use crate::store::{ClaimParams, SharedStore};
+
+/// Worker settings.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Name recorded on items and attempts.
+    pub name: String,
+    /// Handler calls running at once.
+    pub concurrency: usize,
+    /// Largest number of items claimed per query.
+    pub claim_batch: i64,
+    /// Longest wait between claims when idle (PostgreSQL wakes earlier on NOTIFY).
+    pub poll_interval: Duration,
+    /// How long in-flight calls may run after shutdown is requested.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            name: default_worker_name(),
+            concurrency: 8,
+            claim_batch: 64,
+            poll_interval: Duration::from_millis(250),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+impl WorkerConfig {
+    /// Checks the values; the error names the field.
+    pub fn validate(&self) -> StoreResult<()> {
+        if self.concurrency == 0 {
+            return Err(StoreError::Config("worker.concurrency must be >= 1".into()));
+        }
+        if self.claim_batch < 1 {
+            return Err(StoreError::Config("worker.claim_batch must be >= 1".into()));
+        }
+        if self.poll_interval.is_zero() {
+            return Err(StoreError::Config("worker.poll_interval must be > 0".into()));
+        }
+        Ok(())
+    }
+}
+
+/// `host-pid-random`: unique per process, readable in SQL.
+pub fn default_worker_name() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into());
+    format!("{host}-{}-{:04x}", std::process::id(), fastrand::u16(..))
+}
+
+/// What a worker did, counted as it ran.
+#[derive(Debug, Default, Serialize)]
+pub struct WorkerStats {
+    /// Items claimed.
+    pub claimed: AtomicU64,
+    /// Items completed.
+    pub completed: AtomicU64,
+    /// Attempts that failed and will be retried.
+    pub failed: AtomicU64,
+    /// Items that went dead.
+    pub dead: AtomicU64,
+    /// Outcomes rejected because the lease was lost.
+    pub lease_lost: AtomicU64,
+    /// Items given back at shutdown.
+    pub released: AtomicU64,
+}
+
+impl WorkerStats {
+    /// A plain snapshot: (claimed, completed, failed, dead, lease_lost, released).
+    pub fn snapshot(&self) -> [u64; 6] {
+        [
+            &self.claimed,
+            &self.completed,
+            &self.failed,
+            &self.dead,
+            &self.lease_lost,
+            &self.released,
+        ]
+        .map(|c| c.load(Ordering::Relaxed))
+    }
+}
+
+/// A stage this worker serves.
+pub(crate) struct Stage {
+    pub(crate) policy: StagePolicy,
+    pub(crate) handler: Arc<dyn BatchHandler>,
+}
+
+/// A worker process's engine: register stages, then [`Worker::run`].
+pub struct Worker {
+    store: SharedStore,
+    clock: SharedClock,
+    config: WorkerConfig,
+    stages: Vec<Arc<Stage>>,
+    stats: Arc<WorkerStats>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("config", &self.config)
+            .field("stages", &self.stages.iter().map(|s| &s.policy.name).collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// State shared by the worker loop and its batch tasks.
+pub(crate) struct Shared {
+    pub(crate) store: SharedStore,
+    pub(crate) clock: SharedClock,
+    pub(crate) stats: Arc<WorkerStats>,
+    pub(crate) completer: completer::Completer,
+    /// Stages whose limiter said "paused" or "circuit open", until when (ms).
+    pub(crate) blocked: std::sync::Mutex<HashMap<String, i64>>,
+}
+
+impl Worker {
+    /// A worker on `store` with `config` and the wall clock.
+    pub fn new(store: SharedStore, config: WorkerConfig) -> Self {
+        Self {
+            store,
+            clock: system_clock(),
+            config,
+            stages: Vec::new(),
+            stats: Arc::new(WorkerStats::default()),
+        }
+    }
+
+    /// Uses `clock` instead of the wall clock.
+    pub fn with_clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Serves stage `policy.name` with a per-item handler.
+    pub fn handler(self, policy: StagePolicy, handler: impl Handler) -> Self {
+        self.batch_handler(policy, Single(handler))
+    }
+
+    /// Serves stage `policy.name` with a batch handler (up to `policy.batch_size` items per call).
+    pub fn batch_handler(mut self, policy: StagePolicy, handler: impl BatchHandler) -> Self {
+        self.stages.push(Arc::new(Stage {
+            policy,
+            handler: Arc::new(handler),
+        }));
+        self
+    }
+
+    /// Counters, readable while the worker runs.
+    pub fn stats(&self) -> Arc<WorkerStats> {
+        self.stats.clone()
+    }
+
+    /// Runs until `shutdown` resolves, then drains gracefully.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> StoreResult<Arc<WorkerStats>> {
+        self.config.validate()?;
+        let policies: Vec<StagePolicy> = self.stages.iter().map(|s| s.policy.clone()).collect();
+        self.store.stage_register(&policies, self.clock.now()).await?;
+        let shared = Arc::new(Shared {
+            completer: completer::Completer::start(self.store.clone(), self.clock.clone()),
+            store: self.store.clone(),
+            clock: self.clock.clone(),
+            stats: self.stats.clone(),
+            blocked: std::sync::Mutex::new(HashMap::new()),
+        });
+        tracing::info!(worker = %self.config.name, stages = ?policies.iter().map(|p| &p.name).collect::<Vec<_>>(),
+            concurrency = self.config.concurrency, backend = self.store.backend(), "worker started");
+        let mut tasks: JoinSet<()> = JoinSet::new();
+        let mut held: HashMap<tokio::task::Id, (i64, Vec<i64>)> = HashMap::new();
+        let mut shutdown = std::pin::pin!(shutdown);
+        let mut next_stage = 0;
+        loop {
+            let full_claim = self.claim_round(&shared, &mut tasks, &mut held, &mut next_stage).await;
+            let busy = tasks.len() >= self.config.concurrency;
+            tokio::select! {
+                biased;
+                _ = &mut shutdown => break,
+                Some(done) = tasks.join_next_with_id() => forget_task(&mut held, done),
+                _ = self.store.wait_for_work(self.config.poll_interval), if !busy && !full_claim => {}
+                _ = std::future::ready(()), if !busy && full_claim => {}
+            }
+        }
+        self.drain(&shared, tasks, held).await;
+        shared.completer.close().await;
+        tracing::info!(worker = %self.config.name, stats = ?self.stats.snapshot(), "worker stopped");
+        Ok(self.stats)
+    }
+
+    /// Claims for free capacity, stage by stage; returns whether a claim came back full.
+    async fn claim_round(
+        &self,
+        shared: &Arc<Shared>,
+        tasks: &mut JoinSet<()>,
+        held: &mut HashMap<tokio::task::Id, (i64, Vec<i64>)>,
+        next_stage: &mut usize,
+    ) -> bool {
+        let mut full = false;
+        for i in 0..self.stages.len() {
+            let stage = &self.stages[(*next_stage + i) % self.stages.len()];
+            let free = self.config.concurrency.saturating_sub(tasks.len());
+            if free == 0 {
+                break;
+            }
+            let now = self.clock.now();
+            if shared.blocked.lock().expect("blocked map").get(&stage.policy.name).is_some_and(|t| *t > now) {
+                continue;
+            }
+            let batch = stage.policy.batch_size;
+            let limit = ((free * batch) as i64).min(self.config.claim_batch).max(1);
+            let token = fastrand::i64(1..i64::MAX);
+            let params = ClaimParams {
+                stage: stage.policy.name.clone(),
+                limit,
+                worker: self.config.name.clone(),
+                lease_token: token,
+                lease_expires_at: now + stage.policy.lease.as_millis() as i64,
+                now,
+            };
+            let items = match self.store.item_claim(&params).await {
+                Ok(items) => items,
+                Err(e) => {
+                    tracing::warn!(stage = %stage.policy.name, error = %e, "claim failed; will retry");
+                    continue;
+                }
+            };
+            full |= items.len() as i64 == limit;
+            self.stats.claimed.fetch_add(items.len() as u64, Ordering::Relaxed);
+            let mut items = items.into_iter().peekable();
+            while items.peek().is_some() {
+                let chunk: Vec<_> = items.by_ref().take(batch).collect();
+                let ids = chunk.iter().map(|c| c.id).collect();
+                let handle = tasks.spawn(batch::run(shared.clone(), stage.clone(), token, chunk));
+                held.insert(handle.id(), (token, ids));
+            }
+        }
+        *next_stage = next_stage.wrapping_add(1);
+        full
+    }
+
+    /// Lets calls in flight finish within the grace period, then aborts and releases the rest.
+    async fn drain(
+        &self,
+        shared: &Arc<Shared>,
+        mut tasks: JoinSet<()>,
+        mut held: HashMap<tokio::task::Id, (i64, Vec<i64>)>,
+    ) {
+        tracing::info!(in_flight = tasks.len(), grace = ?self.config.shutdown_grace, "shutting down: no new claims");
+        let deadline = tokio::time::sleep(self.config.shutdown_grace);
+        let mut deadline = std::pin::pin!(deadline);
+        while !tasks.is_empty() {
+            tokio::select! {
+                Some(done) = tasks.join_next_with_id() => forget_task(&mut held, done),
+                _ = &mut deadline => break,
+            }
+        }
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+        for (token, ids) in held.into_values() {
+            match self.store.item_release(&ids, token, self.clock.now()).await {
+                Ok(n) => {
+                    shared.stats.released.fetch_add(n, Ordering::Relaxed);
+                }
+                Err(e) => tracing::warn!(error = %e, "could not release items; their leases will expire"),
+            }
+        }
+    }
+}
+
+fn forget_task(
+    held: &mut HashMap<tokio::task::Id, (i64, Vec<i64>)>,
+    done: Result<(tokio::task::Id, ()), tokio::task::JoinError>,
+) {
+    match done {
+        Ok((id, ())) => {
+            held.remove(&id);
+        }
+        Err(e) => {
+            held.remove(&e.id());
+            tracing::error!(error = %e, "batch task failed");
+        }
+    }
+}
