@@ -129,6 +129,12 @@ pub struct LimiterState {
 pub enum Permit {
     /// Go ahead.
     Granted,
+    /// Go ahead after the given milliseconds: the next tokens are reserved for this caller,
+    /// so the configured rate is met exactly however the acquirers' polls are timed.
+    Reserved {
+        /// Milliseconds until the reserved tokens exist.
+        ms: Millis,
+    },
     /// Ask again after the given milliseconds.
     Wait {
         /// Milliseconds to wait.
@@ -197,7 +203,10 @@ impl LimiterState {
     /// Takes `cost` units if possible (`in_flight` already counted by the store).
     pub fn try_take(&mut self, cost: f64, now: Millis) -> Permit {
         if now < self.paused_until {
-            return Permit::Wait { ms: self.paused_until - now, reason: WaitReason::Paused };
+            return Permit::Wait {
+                ms: self.paused_until - now,
+                reason: WaitReason::Paused,
+            };
         }
         if now < self.circuit_open_until {
             return Permit::Wait {
@@ -206,7 +215,10 @@ impl LimiterState {
             };
         }
         if self.config.max_concurrent > 0 && self.in_flight >= self.config.max_concurrent {
-            return Permit::Wait { ms: CONCURRENCY_RECHECK_MS, reason: WaitReason::Concurrency };
+            return Permit::Wait {
+                ms: CONCURRENCY_RECHECK_MS,
+                reason: WaitReason::Concurrency,
+            };
         }
         self.refill(now);
         // A call costing more than the burst could never run; it waits for a full bucket.
@@ -215,9 +227,19 @@ impl LimiterState {
             self.tokens = (self.tokens - cost).max(0.0);
             return Permit::Granted;
         }
-        let missing = cost - self.tokens;
-        let ms = (missing / self.current_rate * 1000.0).ceil().max(1.0) as Millis;
-        Permit::Wait { ms, reason: WaitReason::Rate }
+        let ms_until =
+            |tokens: f64| ((tokens / self.current_rate) * 1000.0).ceil().max(1.0) as Millis;
+        if self.tokens >= 0.0 {
+            // Nobody holds a reservation: this caller takes the next tokens (the bucket goes
+            // negative), and the others wait until it is back at zero.
+            let ms = ms_until(cost - self.tokens);
+            self.tokens -= cost;
+            return Permit::Reserved { ms };
+        }
+        Permit::Wait {
+            ms: ms_until(-self.tokens),
+            reason: WaitReason::Rate,
+        }
     }
 
     fn refill(&mut self, now: Millis) {
@@ -267,10 +289,20 @@ mod tests {
     fn bucket_refills_at_the_rate() {
         let mut s = state(10.0, 1.0);
         assert_eq!(s.try_take(1.0, 0), Permit::Granted);
-        assert_eq!(s.try_take(1.0, 0), Permit::Wait { ms: 100, reason: WaitReason::Rate });
-        assert_eq!(s.try_take(1.0, 100), Permit::Granted);
-        let granted = (0..=1000).step_by(10).filter(|t| s.try_take(1.0, 100 + t) == Permit::Granted);
-        assert_eq!(granted.count(), 10, "10/s over one more second");
+        assert_eq!(s.try_take(1.0, 0), Permit::Reserved { ms: 100 });
+        assert_eq!(
+            s.try_take(1.0, 0),
+            Permit::Wait {
+                ms: 100,
+                reason: WaitReason::Rate
+            }
+        );
+        assert_eq!(s.try_take(1.0, 100), Permit::Reserved { ms: 100 });
+        let mut s = state(10.0, 1.0);
+        let takes = (0..=1000)
+            .step_by(10)
+            .filter(|t| !matches!(s.try_take(1.0, *t), Permit::Wait { .. }));
+        assert_eq!(takes.count(), 11, "one at once, then 10/s over one second");
     }
 
     #[test]
@@ -278,10 +310,26 @@ mod tests {
         let mut s = state(10.0, 1.0);
         s.apply(LimiterFeedback::Throttled { until: 5_000 }, 1_000);
         assert_eq!(s.current_rate, 5.0);
-        assert!(matches!(s.try_take(1.0, 4_999), Permit::Wait { reason: WaitReason::Paused, .. }));
+        assert!(matches!(
+            s.try_take(1.0, 4_999),
+            Permit::Wait {
+                reason: WaitReason::Paused,
+                ..
+            }
+        ));
         assert_eq!(s.blocked_until(4_999), Some(5_000));
-        assert!(matches!(s.try_take(1.0, 5_000), Permit::Wait { reason: WaitReason::Rate, .. }));
-        assert_eq!(s.try_take(1.0, 5_200), Permit::Granted);
+        assert_eq!(
+            s.try_take(1.0, 5_000),
+            Permit::Reserved { ms: 200 },
+            "half the rate after a 429"
+        );
+        assert!(matches!(
+            s.try_take(1.0, 5_100),
+            Permit::Wait {
+                reason: WaitReason::Rate,
+                ..
+            }
+        ));
         for _ in 0..100 {
             s.apply(LimiterFeedback::Success, 6_000);
         }
@@ -299,7 +347,13 @@ mod tests {
         assert_eq!(s.blocked_until(20), None);
         s.apply(LimiterFeedback::Failure, 30);
         assert_eq!(s.blocked_until(30), Some(2_030));
-        assert!(matches!(s.try_take(1.0, 100), Permit::Wait { reason: WaitReason::CircuitOpen, .. }));
+        assert!(matches!(
+            s.try_take(1.0, 100),
+            Permit::Wait {
+                reason: WaitReason::CircuitOpen,
+                ..
+            }
+        ));
         assert_eq!(s.try_take(1.0, 2_030), Permit::Granted);
         assert_eq!(s.circuit_opens, 1);
     }
@@ -308,7 +362,13 @@ mod tests {
     fn concurrency_cap_is_respected() {
         let mut s = LimiterState::fresh(LimiterConfig::new("api", 1000.0).max_concurrent(2), 0);
         s.in_flight = 2;
-        assert!(matches!(s.try_take(1.0, 0), Permit::Wait { reason: WaitReason::Concurrency, .. }));
+        assert!(matches!(
+            s.try_take(1.0, 0),
+            Permit::Wait {
+                reason: WaitReason::Concurrency,
+                ..
+            }
+        ));
         s.in_flight = 1;
         assert_eq!(s.try_take(1.0, 0), Permit::Granted);
     }

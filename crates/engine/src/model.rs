@@ -88,9 +88,14 @@ impl RunStatus {
 
     /// Parses a stored name.
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Running, Self::Completed, Self::Failed, Self::Cancelled]
-            .into_iter()
-            .find(|st| st.as_str() == s)
+        [
+            Self::Running,
+            Self::Completed,
+            Self::Failed,
+            Self::Cancelled,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
     }
 }
 

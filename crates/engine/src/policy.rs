@@ -154,7 +154,10 @@ impl StagePolicy {
             return bad("name must not be empty".into());
         }
         if self.max_attempts < 1 {
-            return bad(format!("max_attempts must be >= 1, got {}", self.max_attempts));
+            return bad(format!(
+                "max_attempts must be >= 1, got {}",
+                self.max_attempts
+            ));
         }
         if self.batch_size < 1 {
             return bad("batch_size must be >= 1".into());
@@ -207,7 +210,10 @@ mod tests {
 
     #[test]
     fn validation_names_the_field() {
-        let err = StagePolicy::new("frames").max_attempts(0).validate().unwrap_err();
+        let err = StagePolicy::new("frames")
+            .max_attempts(0)
+            .validate()
+            .unwrap_err();
         assert!(err.to_string().contains("max_attempts"), "{err}");
     }
 }

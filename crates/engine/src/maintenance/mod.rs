@@ -110,7 +110,11 @@ impl Maintenance {
         for (run, status) in &finished {
             tracing::info!(run, status = status.as_str(), "run finished");
         }
-        Ok(PassReport { rescued, finished, pruned })
+        Ok(PassReport {
+            rescued,
+            finished,
+            pruned,
+        })
     }
 
     /// Runs passes on a ticker while leader, until `shutdown` resolves.

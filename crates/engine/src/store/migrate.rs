@@ -77,8 +77,16 @@ mod tests {
     use super::*;
 
     static M: [Migration; 2] = [
-        Migration { version: 1, name: "init", sql: "CREATE TABLE a (x INT);" },
-        Migration { version: 2, name: "more", sql: "CREATE TABLE b (x INT);" },
+        Migration {
+            version: 1,
+            name: "init",
+            sql: "CREATE TABLE a (x INT);",
+        },
+        Migration {
+            version: 2,
+            name: "more",
+            sql: "CREATE TABLE b (x INT);",
+        },
     ];
 
     #[test]
@@ -91,6 +99,11 @@ mod tests {
         let err = pending(&M, &edited).unwrap_err().to_string();
         assert!(err.contains("modified"), "{err}");
         let newer = vec![(9, "future".to_string(), 0)];
-        assert!(pending(&M, &newer).unwrap_err().to_string().contains("upgrade"));
+        assert!(
+            pending(&M, &newer)
+                .unwrap_err()
+                .to_string()
+                .contains("upgrade")
+        );
     }
 }

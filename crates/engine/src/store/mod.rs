@@ -185,7 +185,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Pauses or resumes a whole run (`stage` None) or one stage of it.
     async fn run_pause(&self, run_id: i64, stage: Option<&str>, paused: bool) -> StoreResult<()>;
     /// Marks runs whose items are all final as completed or failed; returns them.
-    async fn run_finish_ready(&self, now: Millis) -> StoreResult<Vec<(i64, crate::model::RunStatus)>>;
+    async fn run_finish_ready(
+        &self,
+        now: Millis,
+    ) -> StoreResult<Vec<(i64, crate::model::RunStatus)>>;
 
     /// Inserts items into a running run (keys that exist are left alone).
     async fn item_insert(&self, run_id: i64, items: &[NewItem], now: Millis) -> StoreResult<u64>;
@@ -199,7 +202,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         lease_expires_at: Millis,
     ) -> StoreResult<Vec<i64>>;
     /// Marks the start of an outside call for the attempt holding `lease_token`.
-    async fn item_mark_external(&self, item_id: i64, lease_token: i64, now: Millis) -> StoreResult<()>;
+    async fn item_mark_external(
+        &self,
+        item_id: i64,
+        lease_token: i64,
+        now: Millis,
+    ) -> StoreResult<()>;
     /// Records outcomes; each is fenced by its lease token. Returns, per outcome, whether
     /// it was recorded (false: the lease was lost and nothing was written for it).
     async fn item_record(&self, outcomes: &[Outcome], now: Millis) -> StoreResult<Vec<bool>>;

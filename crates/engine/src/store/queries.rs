@@ -21,7 +21,9 @@ impl Queries {
             let name_end = after.find('\n').unwrap_or(after.len());
             let name = after[..name_end].trim();
             let body_and_rest = &after[name_end..];
-            let body_end = body_and_rest.find("-- name: ").unwrap_or(body_and_rest.len());
+            let body_end = body_and_rest
+                .find("-- name: ")
+                .unwrap_or(body_and_rest.len());
             let body = body_and_rest[..body_end].trim();
             by_name.insert(name, body);
             rest = &body_and_rest[body_end..];

@@ -25,12 +25,14 @@ pub(crate) fn json_col(column: &'static str, text: Option<String>) -> StoreResul
 
 /// Parses a stored item status.
 pub(crate) fn item_status(s: &str) -> StoreResult<ItemStatus> {
-    ItemStatus::parse(s).ok_or_else(|| StoreError::Config(format!("unknown item status {s:?} in database")))
+    ItemStatus::parse(s)
+        .ok_or_else(|| StoreError::Config(format!("unknown item status {s:?} in database")))
 }
 
 /// Parses a stored run status.
 pub(crate) fn run_status(s: &str) -> StoreResult<RunStatus> {
-    RunStatus::parse(s).ok_or_else(|| StoreError::Config(format!("unknown run status {s:?} in database")))
+    RunStatus::parse(s)
+        .ok_or_else(|| StoreError::Config(format!("unknown run status {s:?} in database")))
 }
 
 /// The JSON array `item_record` takes.
@@ -112,7 +114,9 @@ pub(crate) struct Recorded {
 }
 
 /// The JSON array `attempt_insert_many` takes.
-pub(crate) fn attempts_param<'a>(rows: impl Iterator<Item = (&'a Recorded, Option<&'a Value>)>) -> String {
+pub(crate) fn attempts_param<'a>(
+    rows: impl Iterator<Item = (&'a Recorded, Option<&'a Value>)>,
+) -> String {
     let rows: Vec<Value> = rows
         .map(|(r, error)| {
             json!({
@@ -818,7 +822,7 @@ macro_rules! impl_store {
                 sqlx::query(self.sql("limiter_slot_expire")).bind(name).bind(now).execute(&mut *tx).await?;
                 let mut state = self.limiter_load_tx(&mut tx, name, now).await?;
                 let permit = state.try_take(cost, now);
-                if permit == Permit::Granted && state.config.max_concurrent > 0 {
+                if !matches!(permit, Permit::Wait { .. }) && state.config.max_concurrent > 0 {
                     sqlx::query(self.sql("limiter_slot_take"))
                         .bind(name)
                         .bind(holder)

@@ -16,10 +16,21 @@ use crate::worker::{Shared, Stage};
 const LIMITER_MAX_SLEEP: Duration = Duration::from_millis(500);
 
 /// Runs one batch of claimed items of `stage` to recorded outcomes.
-pub(crate) async fn run(shared: Arc<Shared>, stage: Arc<Stage>, token: i64, items: Vec<ClaimedItem>) {
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    stage: Arc<Stage>,
+    token: i64,
+    items: Vec<ClaimedItem>,
+) {
     let (cancel_tx, cancel_rx) = watch::channel(false);
     let ids: Vec<i64> = items.iter().map(|i| i.id).collect();
-    let heartbeat = tokio::spawn(heartbeat(shared.clone(), stage.clone(), token, ids.clone(), cancel_tx));
+    let heartbeat = tokio::spawn(heartbeat(
+        shared.clone(),
+        stage.clone(),
+        token,
+        ids.clone(),
+        cancel_tx,
+    ));
     let budget: Vec<i64> = items.iter().map(|i| i.budget_used).collect();
     let results = call(&shared, &stage, token, items, cancel_rx).await;
     heartbeat.abort();
@@ -52,7 +63,9 @@ pub(crate) async fn run(shared: Arc<Shared>, stage: Arc<Stage>, token: i64, item
                 counter.fetch_add(1, Ordering::Relaxed);
             }
         }
-        Err(e) => tracing::warn!(error = %e, items = ?ids, "outcomes not recorded; leases will expire and items be rescued"),
+        Err(e) => {
+            tracing::warn!(error = %e, items = ?ids, "outcomes not recorded; leases will expire and items be rescued")
+        }
     }
 }
 
@@ -97,11 +110,25 @@ async fn call(
         loop {
             let now = shared.clock.now();
             let hold_until = now + stage.policy.lease.as_millis() as i64;
-            match shared.store.limiter_acquire(&limiter.name, cost, token, hold_until, now).await {
+            match shared
+                .store
+                .limiter_acquire(&limiter.name, cost, token, hold_until, now)
+                .await
+            {
                 Ok(Permit::Granted) => break,
+                Ok(Permit::Reserved { ms }) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(ms as u64)) => break,
+                        _ = cancelled(&mut cancel) => return None,
+                    }
+                }
                 Ok(Permit::Wait { ms, reason }) => {
                     if matches!(reason, WaitReason::Paused | WaitReason::CircuitOpen) {
-                        shared.blocked.lock().expect("blocked map").insert(stage.policy.name.clone(), now + ms);
+                        shared
+                            .blocked
+                            .lock()
+                            .expect("blocked map")
+                            .insert(stage.policy.name.clone(), now + ms);
                     }
                     let nap = Duration::from_millis(ms.max(1) as u64).min(LIMITER_MAX_SLEEP);
                     tokio::select! {
@@ -175,7 +202,10 @@ fn feedback(results: &[ItemResult], now: i64) -> LimiterFeedback {
     });
     if let Some(until) = throttled.max() {
         LimiterFeedback::Throttled { until }
-    } else if results.iter().any(|r| matches!(r, Err(HandlerError::Transient(_)))) {
+    } else if results
+        .iter()
+        .any(|r| matches!(r, Err(HandlerError::Transient(_))))
+    {
         LimiterFeedback::Failure
     } else if results.iter().any(|r| r.is_ok()) {
         LimiterFeedback::Success
@@ -186,14 +216,23 @@ fn feedback(results: &[ItemResult], now: i64) -> LimiterFeedback {
 
 async fn release_limiter(shared: &Arc<Shared>, stage: &Stage, token: i64, fb: LimiterFeedback) {
     if let Some(limiter) = &stage.policy.limiter
-        && let Err(e) = shared.store.limiter_release(&limiter.name, token, fb, shared.clock.now()).await
+        && let Err(e) = shared
+            .store
+            .limiter_release(&limiter.name, token, fb, shared.clock.now())
+            .await
     {
         tracing::warn!(limiter = %limiter.name, error = %e, "limiter release failed; the slot expires with the lease");
     }
 }
 
 /// Extends the lease every third of its length; tells the handler to stop when it is lost.
-async fn heartbeat(shared: Arc<Shared>, stage: Arc<Stage>, token: i64, ids: Vec<i64>, cancel: watch::Sender<bool>) {
+async fn heartbeat(
+    shared: Arc<Shared>,
+    stage: Arc<Stage>,
+    token: i64,
+    ids: Vec<i64>,
+    cancel: watch::Sender<bool>,
+) {
     let lease = stage.policy.lease;
     loop {
         tokio::time::sleep(lease / 3).await;
@@ -220,9 +259,15 @@ mod tests {
         let ok: ItemResult = Ok(json!(1));
         let t = Err(HandlerError::transient("x"));
         let r = Err(HandlerError::retry_after(Duration::from_secs(2), "429"));
-        assert_eq!(feedback(&[ok.clone(), t.clone(), r], 1000), LimiterFeedback::Throttled { until: 3000 });
+        assert_eq!(
+            feedback(&[ok.clone(), t.clone(), r], 1000),
+            LimiterFeedback::Throttled { until: 3000 }
+        );
         assert_eq!(feedback(&[ok.clone(), t], 0), LimiterFeedback::Failure);
         assert_eq!(feedback(&[ok], 0), LimiterFeedback::Success);
-        assert_eq!(feedback(&[Err(HandlerError::permanent("bad"))], 0), LimiterFeedback::Neutral);
+        assert_eq!(
+            feedback(&[Err(HandlerError::permanent("bad"))], 0),
+            LimiterFeedback::Neutral
+        );
     }
 }

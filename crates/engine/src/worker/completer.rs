@@ -42,7 +42,9 @@ impl Completer {
             None => false,
         };
         if !sent {
-            return Err(crate::error::StoreError::Config("worker is shutting down".into()));
+            return Err(crate::error::StoreError::Config(
+                "worker is shutting down".into(),
+            ));
         }
         rx.await
             .unwrap_or_else(|_| Err(crate::error::StoreError::Config("completer stopped".into())))
@@ -70,7 +72,10 @@ async fn run(store: SharedStore, clock: SharedClock, mut rx: mpsc::UnboundedRece
                 Err(_) => break,
             }
         }
-        let all: Vec<Outcome> = requests.iter().flat_map(|(o, _)| o.iter().cloned()).collect();
+        let all: Vec<Outcome> = requests
+            .iter()
+            .flat_map(|(o, _)| o.iter().cloned())
+            .collect();
         match store.item_record(&all, clock.now()).await {
             Ok(flags) => {
                 let mut flags = flags.into_iter();

@@ -64,7 +64,9 @@ impl WorkerConfig {
             return Err(StoreError::Config("worker.claim_batch must be >= 1".into()));
         }
         if self.poll_interval.is_zero() {
-            return Err(StoreError::Config("worker.poll_interval must be > 0".into()));
+            return Err(StoreError::Config(
+                "worker.poll_interval must be > 0".into(),
+            ));
         }
         Ok(())
     }
@@ -127,7 +129,14 @@ impl std::fmt::Debug for Worker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Worker")
             .field("config", &self.config)
-            .field("stages", &self.stages.iter().map(|s| &s.policy.name).collect::<Vec<_>>())
+            .field(
+                "stages",
+                &self
+                    .stages
+                    .iter()
+                    .map(|s| &s.policy.name)
+                    .collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -183,7 +192,9 @@ impl Worker {
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> StoreResult<Arc<WorkerStats>> {
         self.config.validate()?;
         let policies: Vec<StagePolicy> = self.stages.iter().map(|s| s.policy.clone()).collect();
-        self.store.stage_register(&policies, self.clock.now()).await?;
+        self.store
+            .stage_register(&policies, self.clock.now())
+            .await?;
         let shared = Arc::new(Shared {
             completer: completer::Completer::start(self.store.clone(), self.clock.clone()),
             store: self.store.clone(),
@@ -198,7 +209,9 @@ impl Worker {
         let mut shutdown = std::pin::pin!(shutdown);
         let mut next_stage = 0;
         loop {
-            let full_claim = self.claim_round(&shared, &mut tasks, &mut held, &mut next_stage).await;
+            let full_claim = self
+                .claim_round(&shared, &mut tasks, &mut held, &mut next_stage)
+                .await;
             let busy = tasks.len() >= self.config.concurrency;
             tokio::select! {
                 biased;
@@ -230,7 +243,13 @@ impl Worker {
                 break;
             }
             let now = self.clock.now();
-            if shared.blocked.lock().expect("blocked map").get(&stage.policy.name).is_some_and(|t| *t > now) {
+            if shared
+                .blocked
+                .lock()
+                .expect("blocked map")
+                .get(&stage.policy.name)
+                .is_some_and(|t| *t > now)
+            {
                 continue;
             }
             let batch = stage.policy.batch_size;
@@ -252,7 +271,9 @@ impl Worker {
                 }
             };
             full |= items.len() as i64 == limit;
-            self.stats.claimed.fetch_add(items.len() as u64, Ordering::Relaxed);
+            self.stats
+                .claimed
+                .fetch_add(items.len() as u64, Ordering::Relaxed);
             let mut items = items.into_iter().peekable();
             while items.peek().is_some() {
                 let chunk: Vec<_> = items.by_ref().take(batch).collect();
@@ -288,7 +309,9 @@ impl Worker {
                 Ok(n) => {
                     shared.stats.released.fetch_add(n, Ordering::Relaxed);
                 }
-                Err(e) => tracing::warn!(error = %e, "could not release items; their leases will expire"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not release items; their leases will expire")
+                }
             }
         }
     }

@@ -42,7 +42,10 @@ pub struct PgStore {
 impl PgStore {
     /// Connects to `url` and starts the LISTEN task. Does not migrate.
     pub async fn connect(url: &str) -> Result<Self, crate::error::StoreError> {
-        let pool = PgPoolOptions::new().max_connections(POOL_SIZE).connect(url).await?;
+        let pool = PgPoolOptions::new()
+            .max_connections(POOL_SIZE)
+            .connect(url)
+            .await?;
         let local_wake = Arc::new(Notify::new());
         spawn_listener(pool.clone(), local_wake.clone());
         Ok(Self {
