@@ -15,6 +15,9 @@ use crate::worker::{Shared, Stage};
 /// Longest single sleep while waiting for a limiter, so cancellation is noticed.
 const LIMITER_MAX_SLEEP: Duration = Duration::from_millis(500);
 
+/// How long a handler told to stop may take before it is aborted.
+const CANCEL_GRACE: Duration = Duration::from_secs(2);
+
 /// Runs one batch of claimed items of `stage` to recorded outcomes.
 pub(crate) async fn run(
     shared: Arc<Shared>,
@@ -168,7 +171,10 @@ async fn call(
     let joined = tokio::select! {
         joined = &mut running => joined,
         _ = cancelled(&mut cancel) => {
-            running.abort();
+            // The handler saw the signal too (Job::cancelled); give it a moment to wind down.
+            if tokio::time::timeout(CANCEL_GRACE, &mut running).await.is_err() {
+                running.abort();
+            }
             release_limiter(shared, stage, token, LimiterFeedback::Neutral).await;
             return None;
         }

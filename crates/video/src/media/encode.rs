@@ -1,0 +1,271 @@
+//! Encoding RGB frames into an H.264 MP4 segment through a pipe.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use image::RgbImage;
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncWriteExt;
+use tokio::process::{Child, ChildStdin};
+use tokio::task::JoinHandle;
+
+use super::atomic::{rename_into_place, temp_path_for};
+use super::frames::read_all;
+use super::tool::{self, FFMPEG};
+use super::{MediaError, Rational};
+
+/// libx264's presets, fastest first.
+const PRESETS: [&str; 10] = [
+    "ultrafast",
+    "superfast",
+    "veryfast",
+    "faster",
+    "fast",
+    "medium",
+    "slow",
+    "slower",
+    "veryslow",
+    "placebo",
+];
+
+/// libx264 settings for [`SegmentEncoder`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EncodeSettings {
+    /// Constant rate factor, 0 (lossless) to 51; 18 is visually near-transparent.
+    pub crf: u8,
+    /// libx264 preset, `ultrafast` to `placebo`.
+    pub preset: String,
+    /// Encoder threads. libx264's output depends on the thread count, so it is fixed
+    /// (not "auto", which follows the machine's cores) to make output reproducible
+    /// across machines. 1 by default: the pipeline encodes several segments at once.
+    pub threads: u32,
+}
+
+impl Default for EncodeSettings {
+    fn default() -> Self {
+        Self {
+            crf: 18,
+            preset: "medium".into(),
+            threads: 1,
+        }
+    }
+}
+
+impl EncodeSettings {
+    fn validate(&self, path: &Path) -> Result<(), MediaError> {
+        let invalid = |what: String| {
+            Err(MediaError::InvalidArgument {
+                path: path.to_owned(),
+                what,
+            })
+        };
+        if self.crf > 51 {
+            return invalid(format!("crf {}: must be 0..=51", self.crf));
+        }
+        if !PRESETS.contains(&self.preset.as_str()) {
+            return invalid(format!(
+                "preset {:?}: must be one of {}",
+                self.preset,
+                PRESETS.join(", ")
+            ));
+        }
+        if self.threads == 0 {
+            return invalid("threads 0: must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// Encodes frames pushed one at a time into an MP4 (H.264, yuv420p) with `ffmpeg`.
+///
+/// Output is deterministic: the same frames and settings give a byte-identical file
+/// (fixed thread count, bitexact flags, no metadata). It is written under a temporary
+/// name and renamed by [`finish`](Self::finish); dropping an unfinished encoder kills
+/// ffmpeg and removes the temporary file.
+#[derive(Debug)]
+pub struct SegmentEncoder {
+    out_path: PathBuf,
+    tmp_path: PathBuf,
+    width: u32,
+    height: u32,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stderr: Option<JoinHandle<Vec<u8>>>,
+    frames: u64,
+    finished: bool,
+}
+
+impl SegmentEncoder {
+    /// Starts encoding `width` x `height` frames at `fps` into `out_path` (`.mp4`).
+    pub async fn create(
+        out_path: &Path,
+        width: u32,
+        height: u32,
+        fps: Rational,
+        settings: &EncodeSettings,
+    ) -> Result<Self, MediaError> {
+        settings.validate(out_path)?;
+        let odd_or_zero = |v: u32| v == 0 || !v.is_multiple_of(2);
+        if odd_or_zero(width) || odd_or_zero(height) || fps.num == 0 || fps.den == 0 {
+            let what = format!(
+                "frame size {width}x{height} at {fps} fps: yuv420p needs even, non-zero sizes"
+            );
+            return Err(MediaError::InvalidArgument {
+                path: out_path.to_owned(),
+                what,
+            });
+        }
+        let tmp_path = temp_path_for(out_path);
+        let mut cmd = tool::command(FFMPEG, ["-v", "error", "-nostdin", "-y"]);
+        cmd.args([
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "rgb24",
+            "-s",
+            &format!("{width}x{height}"),
+        ])
+        .args(["-framerate", &fps.to_string(), "-i", "-", "-map", "0:v:0"])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            &settings.preset,
+            "-crf",
+            &settings.crf.to_string(),
+        ])
+        .args([
+            "-threads",
+            &settings.threads.to_string(),
+            "-pix_fmt",
+            "yuv420p",
+        ])
+        .args([
+            "-fflags",
+            "+bitexact",
+            "-flags:v",
+            "+bitexact",
+            "-map_metadata",
+            "-1",
+            "-f",
+            "mp4",
+        ])
+        .arg(&tmp_path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| tool::spawn_error(FFMPEG, out_path, e))?;
+        let stdin = child.stdin.take();
+        let stderr = child.stderr.take().map(|s| tokio::spawn(read_all(s)));
+        Ok(Self {
+            out_path: out_path.to_owned(),
+            tmp_path,
+            width,
+            height,
+            child,
+            stdin,
+            stderr,
+            frames: 0,
+            finished: false,
+        })
+    }
+
+    /// Frames pushed so far.
+    pub fn frames(&self) -> u64 {
+        self.frames
+    }
+
+    /// Sends one frame to the encoder; it must have the size given to [`create`](Self::create).
+    pub async fn push(&mut self, frame: &RgbImage) -> Result<(), MediaError> {
+        if frame.dimensions() != (self.width, self.height) {
+            return Err(MediaError::FrameSize {
+                path: self.out_path.clone(),
+                width: self.width,
+                height: self.height,
+                got_width: frame.width(),
+                got_height: frame.height(),
+            });
+        }
+        let Some(stdin) = self.stdin.as_mut() else {
+            return Err(self.closed());
+        };
+        if let Err(source) = stdin.write_all(frame.as_raw()).await {
+            // A broken pipe means ffmpeg exited: its stderr says why.
+            self.stdin = None;
+            self.wait_success().await?;
+            return Err(MediaError::Io {
+                path: self.out_path.clone(),
+                action: "send frame to ffmpeg",
+                source,
+            });
+        }
+        self.frames += 1;
+        Ok(())
+    }
+
+    /// Closes the input, waits for ffmpeg and renames the file into place.
+    pub async fn finish(mut self) -> Result<PathBuf, MediaError> {
+        if self.frames == 0 {
+            let what = "frame count 0: push at least one frame before finish".to_owned();
+            return Err(MediaError::InvalidArgument {
+                path: self.out_path.clone(),
+                what,
+            });
+        }
+        let Some(mut stdin) = self.stdin.take() else {
+            return Err(self.closed());
+        };
+        let flushed = stdin.shutdown().await;
+        drop(stdin);
+        self.wait_success().await?;
+        flushed.map_err(|source| MediaError::Io {
+            path: self.out_path.clone(),
+            action: "send frames to ffmpeg",
+            source,
+        })?;
+        rename_into_place(&self.tmp_path, &self.out_path).await?;
+        self.finished = true;
+        Ok(self.out_path.clone())
+    }
+
+    fn closed(&self) -> MediaError {
+        let what = "encoder: ffmpeg already failed, no more frames accepted".to_owned();
+        MediaError::InvalidArgument {
+            path: self.out_path.clone(),
+            what,
+        }
+    }
+
+    async fn wait_success(&mut self) -> Result<(), MediaError> {
+        let status = self.child.wait().await.map_err(|source| MediaError::Io {
+            path: self.out_path.clone(),
+            action: "wait for ffmpeg",
+            source,
+        })?;
+        let stderr = match self.stderr.take() {
+            Some(task) => task.await.unwrap_or_default(),
+            None => Vec::new(),
+        };
+        if !status.success() {
+            let stderr = tool::tidy_stderr(&stderr);
+            return Err(MediaError::ToolFailed {
+                tool: FFMPEG,
+                path: self.out_path.clone(),
+                status,
+                stderr,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Drop for SegmentEncoder {
+    fn drop(&mut self) {
+        if !self.finished {
+            let _ = self.child.start_kill();
+            let _ = std::fs::remove_file(&self.tmp_path);
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! Decoding a video into RGB frames, one at a time, through a pipe.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use image::RgbImage;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::process::{Child, ChildStdout};
+use tokio::task::JoinHandle;
+
+use super::MediaError;
+use super::probe::probe_display_size;
+use super::tool::{self, FFMPEG};
+
+/// Streams the frames of a video as [`RgbImage`]s, decoded by an `ffmpeg` child.
+///
+/// Memory stays at one frame plus the pipe buffer. The child is killed if the reader
+/// is dropped early.
+#[derive(Debug)]
+pub struct FrameReader {
+    path: PathBuf,
+    width: u32,
+    height: u32,
+    child: Child,
+    stdout: ChildStdout,
+    stderr: Option<JoinHandle<Vec<u8>>>,
+    frames_read: u64,
+    done: bool,
+}
+
+impl FrameReader {
+    /// Opens `path`, asking ffprobe for the frame size (rotation applied).
+    pub async fn open(path: &Path) -> Result<Self, MediaError> {
+        let (width, height) = probe_display_size(path).await?;
+        Self::open_with_size(path, width, height).await
+    }
+
+    /// Opens `path` whose decoded frames are `width` x `height` (e.g. from
+    /// [`MediaInfo::display_size`](super::MediaInfo::display_size)).
+    pub async fn open_with_size(path: &Path, width: u32, height: u32) -> Result<Self, MediaError> {
+        // passthrough: every decoded frame exactly once; the default for rawvideo
+        // output is constant-rate, which may duplicate or drop frames.
+        let mut cmd = tool::command(FFMPEG, ["-v", "error", "-nostdin", "-i"]);
+        cmd.arg(path)
+            .args([
+                "-map",
+                "0:v:0",
+                "-fps_mode",
+                "passthrough",
+                "-f",
+                "rawvideo",
+                "-pix_fmt",
+                "rgb24",
+                "-",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| tool::spawn_error(FFMPEG, path, e))?;
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let stderr = child.stderr.take().map(|s| tokio::spawn(read_all(s)));
+        Ok(Self {
+            path: path.to_owned(),
+            width,
+            height,
+            child,
+            stdout,
+            stderr,
+            frames_read: 0,
+            done: false,
+        })
+    }
+
+    /// Frame width in pixels.
+    pub fn width(&self) -> u32 {
+        self.width
+    }
+
+    /// Frame height in pixels.
+    pub fn height(&self) -> u32 {
+        self.height
+    }
+
+    /// Frames returned so far.
+    pub fn frames_read(&self) -> u64 {
+        self.frames_read
+    }
+
+    /// The next frame, or `None` once ffmpeg finished successfully.
+    pub async fn next_frame(&mut self) -> Result<Option<RgbImage>, MediaError> {
+        if self.done {
+            return Ok(None);
+        }
+        let frame_bytes = self.width as usize * self.height as usize * 3;
+        let mut buf = vec![0u8; frame_bytes];
+        let filled = read_full(&mut self.stdout, &mut buf)
+            .await
+            .map_err(|source| MediaError::Io {
+                path: self.path.clone(),
+                action: "read decoded frames",
+                source,
+            })?;
+        if filled == frame_bytes {
+            self.frames_read += 1;
+            let image = RgbImage::from_raw(self.width, self.height, buf)
+                .expect("buffer has the frame's size");
+            return Ok(Some(image));
+        }
+        self.done = true;
+        self.wait_success().await?;
+        if filled != 0 {
+            return Err(MediaError::BadFrameFile {
+                path: self.path.clone(),
+                detail: format!(
+                    "decoder output ended inside frame {} ({filled} of {frame_bytes} bytes): frames are not {}x{}",
+                    self.frames_read, self.width, self.height
+                ),
+            });
+        }
+        Ok(None)
+    }
+
+    async fn wait_success(&mut self) -> Result<(), MediaError> {
+        let status = self.child.wait().await.map_err(|source| MediaError::Io {
+            path: self.path.clone(),
+            action: "wait for ffmpeg",
+            source,
+        })?;
+        let stderr = match self.stderr.take() {
+            Some(task) => task.await.unwrap_or_default(),
+            None => Vec::new(),
+        };
+        if !status.success() {
+            let stderr = tool::tidy_stderr(&stderr);
+            return Err(MediaError::ToolFailed {
+                tool: FFMPEG,
+                path: self.path.clone(),
+                status,
+                stderr,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Reads until `buf` is full or EOF; returns the bytes read.
+async fn read_full<R: AsyncRead + Unpin>(reader: &mut R, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]).await? {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    Ok(filled)
+}
+
+/// Collects a child's stderr; with `-v error` it stays small.
+pub(crate) async fn read_all<R: AsyncRead + Unpin>(mut reader: R) -> Vec<u8> {
+    let mut out = Vec::new();
+    let _ = reader.read_to_end(&mut out).await;
+    out
+}

@@ -1,0 +1,35 @@
+//! The media layer: everything the pipeline asks of ffmpeg and ffprobe.
+//!
+//! The system `ffmpeg`/`ffprobe` binaries are driven through `tokio::process`;
+//! frames travel as raw RGB24 through pipes, one frame at a time, so no step holds a
+//! whole video in memory. Every file this module produces is written under a hidden
+//! temporary name and renamed into place, so a half-written file never looks complete.
+//!
+//! # Layout
+//! - [`probe`]: ffprobe metadata ([`MediaInfo`]) and input validation.
+//! - [`split`]: keyframe-aligned segments by stream copy ([`Segment`]).
+//! - [`frames`]: decode a video into [`image::RgbImage`]s ([`FrameReader`]).
+//! - [`frame_file`]: per-frame artifact files (raw RGB with a size header).
+//! - [`encode`]: encode frames into an H.264 segment ([`SegmentEncoder`]).
+//! - [`assemble`]: join segments and mux the original audio and captions.
+//! - [`thumbnail`]: JPEG thumbnails.
+
+pub mod assemble;
+mod atomic;
+pub mod encode;
+mod error;
+pub mod frame_file;
+pub mod frames;
+pub mod probe;
+pub mod split;
+pub mod thumbnail;
+mod tool;
+
+pub use assemble::assemble;
+pub use encode::{EncodeSettings, SegmentEncoder};
+pub use error::MediaError;
+pub use frame_file::{read_frame_file, write_frame_file};
+pub use frames::FrameReader;
+pub use probe::{MediaInfo, Rational, probe};
+pub use split::{Segment, split};
+pub use thumbnail::{THUMBNAIL_MAX_WIDTH, thumbnail_image, write_thumbnail};
