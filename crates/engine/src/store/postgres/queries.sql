@@ -46,12 +46,14 @@ INSERT INTO stage_pauses (run_id, stage) VALUES ($1, $2) ON CONFLICT DO NOTHING;
 DELETE FROM stage_pauses WHERE run_id = $1 AND stage = $2;
 
 -- name: run_ready_to_finish
--- Runs still marked running whose items are all final; dead > 0 means it failed.
+-- Runs still marked running where nothing can make progress: every item is final, or
+-- waits for an input that is dead. dead > 0 means the run failed (a retry reopens it).
 SELECT r.id, (SELECT count(*) FROM items d WHERE d.run_id = r.id AND d.status = 'dead') AS dead
 FROM runs r
-WHERE r.status = 'running'
+WHERE r.status = 'running' AND NOT r.paused
   AND NOT EXISTS (SELECT 1 FROM items i WHERE i.run_id = r.id
-                  AND i.status IN ('pending', 'running', 'failed', 'unknown'));
+                  AND (i.status IN ('running', 'failed', 'unknown')
+                       OR (i.status = 'pending' AND i.waiting_on = 0)));
 
 -- name: run_finish
 UPDATE runs SET status = $2, finished_at = $3 WHERE id = $1 AND status = 'running';
