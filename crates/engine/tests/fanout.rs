@@ -197,8 +197,82 @@ async fn item_dependencies(db: TestDb) {
     assert!(err.contains("nope/missing"), "{err}");
 }
 
+/// A waiter blocked by a dead input does not keep its run running forever: the run ends
+/// failed; a retry of the dead input reopens it, and the waiter then runs.
+async fn dead_input_fails_the_run_and_retry_resumes_it(db: TestDb) {
+    use idempipe_engine::store::RetryParams;
+    use idempipe_engine::{Maintenance, MaintenanceConfig, RunStatus};
+    let store = db.store().await;
+    let items = vec![
+        NewItem::new("frame", "1", json!(null)).in_group("frames"),
+        NewItem::new("frame", "2", json!(null)).in_group("frames"),
+        NewItem::new("encode", "seg", json!(null)).after_group("frames"),
+    ];
+    let run = store
+        .run_create(
+            &RunCreate {
+                pipeline: "t".into(),
+                fingerprint: "dead".into(),
+                input: "-".into(),
+                params: json!({}),
+                items,
+            },
+            0,
+        )
+        .await
+        .unwrap();
+    let maintenance = Maintenance::new(store.clone(), MaintenanceConfig::default());
+    let (token, frames) = claim(&*store, "frame", 2, 0, 1_000).await;
+    let outcomes = vec![
+        Outcome {
+            item_id: frames[0].id,
+            lease_token: token,
+            kind: OutcomeKind::Completed(json!(1)),
+            spawns: vec![],
+        },
+        Outcome {
+            item_id: frames[1].id,
+            lease_token: token,
+            kind: OutcomeKind::Dead(json!({"message": "400"})),
+            spawns: vec![],
+        },
+    ];
+    store.item_record(&outcomes, 1).await.unwrap();
+    assert_eq!(
+        maintenance.finish_runs_once().await.unwrap(),
+        vec![(run, RunStatus::Failed)]
+    );
+    let n = store
+        .item_retry(
+            &RetryParams {
+                run_id: run,
+                stage: None,
+                statuses: vec![ItemStatus::Dead],
+            },
+            2,
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    assert_eq!(store.run_get(run).await.unwrap().status, RunStatus::Running);
+    let (token, again) = claim(&*store, "frame", 2, 2, 1_000).await;
+    let ok = Outcome {
+        item_id: again[0].id,
+        lease_token: token,
+        kind: OutcomeKind::Completed(json!(2)),
+        spawns: vec![],
+    };
+    record_one(&*store, ok, 3).await.unwrap();
+    assert!(
+        maintenance.finish_runs_once().await.unwrap().is_empty(),
+        "the encode is ready now"
+    );
+    assert_eq!(claim(&*store, "encode", 1, 3, 1_000).await.1.len(), 1);
+}
+
 backend_tests!(
     fan_out_of_10k_is_all_or_nothing,
     waiter_released_exactly_at_last_input,
-    item_dependencies
+    item_dependencies,
+    dead_input_fails_the_run_and_retry_resumes_it,
 );
