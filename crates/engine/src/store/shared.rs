@@ -129,6 +129,18 @@ pub(crate) fn attempts_param<'a>(
     Value::Array(rows).to_string()
 }
 
+/// Items per bulk insert statement (bounded so one statement's JSON stays a few MB).
+pub(crate) const INSERT_CHUNK: usize = 10_000;
+
+/// The JSON array `item_insert_many` takes.
+pub(crate) fn insert_param(items: &[&crate::model::NewItem]) -> String {
+    let rows: Vec<Value> = items
+        .iter()
+        .map(|i| json!({ "stage": i.stage, "key": i.key, "group": i.group, "payload": i.payload }))
+        .collect();
+    Value::Array(rows).to_string()
+}
+
 /// JSON array text of the given values.
 pub(crate) fn json_array<T: serde::Serialize>(values: &[T]) -> String {
     serde_json::to_string(values).expect("serialising plain values cannot fail")
@@ -169,7 +181,9 @@ macro_rules! impl_store {
                 Ok(())
             }
 
-            /// Inserts items and their groups and dependencies inside `tx`.
+            /// Inserts items and their groups and dependencies inside `tx`. Items without
+            /// dependencies go first, in bulk statements; the others follow one by one in
+            /// list order, so a waiter sees the group members listed before it.
             async fn insert_items_tx(
                 &self,
                 tx: &mut Tx,
@@ -177,8 +191,31 @@ macro_rules! impl_store {
                 items: &[NewItem],
                 now: Millis,
             ) -> StoreResult<u64> {
+                let (simple, dependent): (Vec<&NewItem>, Vec<&NewItem>) =
+                    items.iter().partition(|i| i.deps.is_empty());
                 let mut inserted = 0;
-                for item in items {
+                for chunk in simple.chunks(shared::INSERT_CHUNK) {
+                    let groups: Vec<Option<String>> = sqlx::query_scalar(self.sql("item_insert_many"))
+                        .bind(run_id)
+                        .bind(now)
+                        .bind(shared::insert_param(chunk))
+                        .fetch_all(&mut **tx)
+                        .await?;
+                    inserted += groups.len() as u64;
+                    let mut per_group: HashMap<String, i64> = HashMap::new();
+                    for group in groups.into_iter().flatten() {
+                        *per_group.entry(group).or_default() += 1;
+                    }
+                    for (group, n) in per_group {
+                        sqlx::query(self.sql("group_add"))
+                            .bind(run_id)
+                            .bind(group)
+                            .bind(n)
+                            .execute(&mut **tx)
+                            .await?;
+                    }
+                }
+                for item in dependent {
                     let id: Option<i64> = sqlx::query_scalar(self.sql("item_insert"))
                         .bind(run_id)
                         .bind(&item.stage)

@@ -25,18 +25,13 @@ pub(crate) async fn run(
     token: i64,
     items: Vec<ClaimedItem>,
 ) {
-    let (cancel_tx, cancel_rx) = watch::channel(false);
     let ids: Vec<i64> = items.iter().map(|i| i.id).collect();
-    let heartbeat = tokio::spawn(heartbeat(
-        shared.clone(),
-        stage.clone(),
-        token,
-        ids.clone(),
-        cancel_tx,
-    ));
+    let (lease_entry, cancel_rx) = shared
+        .leases
+        .register(ids.clone(), token, stage.policy.lease);
     let budget: Vec<i64> = items.iter().map(|i| i.budget_used).collect();
     let results = call(&shared, &stage, token, items, cancel_rx).await;
-    heartbeat.abort();
+    shared.leases.forget(lease_entry);
     let Some((jobs, results)) = results else {
         tracing::info!(stage = %stage.policy.name, items = ?ids, "handler stopped: lease lost or run cancelled");
         return;
@@ -228,30 +223,6 @@ async fn release_limiter(shared: &Arc<Shared>, stage: &Stage, token: i64, fb: Li
             .await
     {
         tracing::warn!(limiter = %limiter.name, error = %e, "limiter release failed; the slot expires with the lease");
-    }
-}
-
-/// Extends the lease every third of its length; tells the handler to stop when it is lost.
-async fn heartbeat(
-    shared: Arc<Shared>,
-    stage: Arc<Stage>,
-    token: i64,
-    ids: Vec<i64>,
-    cancel: watch::Sender<bool>,
-) {
-    let lease = stage.policy.lease;
-    loop {
-        tokio::time::sleep(lease / 3).await;
-        let expires = shared.clock.now() + lease.as_millis() as i64;
-        match shared.store.item_heartbeat(&ids, token, expires).await {
-            Ok(held) if held.len() == ids.len() => {}
-            Ok(held) => {
-                tracing::warn!(stage = %stage.policy.name, lost = ids.len() - held.len(), "lease lost or run cancelled; stopping handler");
-                let _ = cancel.send(true);
-                return;
-            }
-            Err(e) => tracing::warn!(error = %e, "heartbeat failed; retrying"),
-        }
     }
 }
 

@@ -11,6 +11,7 @@
 
 mod batch;
 mod completer;
+mod heartbeat;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -147,6 +148,8 @@ pub(crate) struct Shared {
     pub(crate) clock: SharedClock,
     pub(crate) stats: Arc<WorkerStats>,
     pub(crate) completer: completer::Completer,
+    /// Leases of the batches in flight, renewed by one heartbeat task.
+    pub(crate) leases: heartbeat::Leases,
     /// Stages whose limiter said "paused" or "circuit open", until when (ms).
     pub(crate) blocked: std::sync::Mutex<HashMap<String, i64>>,
 }
@@ -201,7 +204,18 @@ impl Worker {
             clock: self.clock.clone(),
             stats: self.stats.clone(),
             blocked: std::sync::Mutex::new(HashMap::new()),
+            leases: heartbeat::Leases::default(),
         });
+        let heartbeat = {
+            let shared = shared.clone();
+            let tick = self.heartbeat_tick();
+            tokio::spawn(async move {
+                shared
+                    .leases
+                    .run(shared.store.clone(), shared.clock.clone(), tick)
+                    .await
+            })
+        };
         tracing::info!(worker = %self.config.name, stages = ?policies.iter().map(|p| &p.name).collect::<Vec<_>>(),
             concurrency = self.config.concurrency, backend = self.store.backend(), "worker started");
         let mut tasks: JoinSet<()> = JoinSet::new();
@@ -216,15 +230,33 @@ impl Worker {
             tokio::select! {
                 biased;
                 _ = &mut shutdown => break,
-                Some(done) = tasks.join_next_with_id() => forget_task(&mut held, done),
+                Some(done) = tasks.join_next_with_id() => {
+                    forget_task(&mut held, done);
+                    // Outcomes commit in groups; collect every slot they freed before claiming.
+                    while let Some(done) = tasks.try_join_next_with_id() {
+                        forget_task(&mut held, done);
+                    }
+                }
                 _ = self.store.wait_for_work(self.config.poll_interval), if !busy && !full_claim => {}
                 _ = std::future::ready(()), if !busy && full_claim => {}
             }
         }
         self.drain(&shared, tasks, held).await;
+        heartbeat.abort();
         shared.completer.close().await;
         tracing::info!(worker = %self.config.name, stats = ?self.stats.snapshot(), "worker stopped");
         Ok(self.stats)
+    }
+
+    /// Heartbeat granularity: a sixth of the shortest lease, at least 20 ms.
+    fn heartbeat_tick(&self) -> Duration {
+        let shortest = self
+            .stages
+            .iter()
+            .map(|s| s.policy.lease)
+            .min()
+            .unwrap_or(Duration::from_secs(30));
+        (shortest / 6).max(Duration::from_millis(20))
     }
 
     /// Claims for free capacity, stage by stage; returns whether a claim came back full.
@@ -236,10 +268,12 @@ impl Worker {
         next_stage: &mut usize,
     ) -> bool {
         let mut full = false;
+        // Claim in batches: wait for a quarter of the slots to free up unless idle.
+        let min_free = (self.config.concurrency / 4).max(1);
         for i in 0..self.stages.len() {
             let stage = &self.stages[(*next_stage + i) % self.stages.len()];
             let free = self.config.concurrency.saturating_sub(tasks.len());
-            if free == 0 {
+            if free == 0 || (free < min_free && !tasks.is_empty()) {
                 break;
             }
             let now = self.clock.now();

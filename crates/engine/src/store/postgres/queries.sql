@@ -66,6 +66,17 @@ INSERT INTO items (run_id, stage, key, group_name, payload, next_attempt_at, cre
 VALUES ($1, $2, $3, $4, $5::jsonb, $6, $6, $6)
 ON CONFLICT (run_id, stage, key) DO NOTHING RETURNING id;
 
+-- name: item_insert_many
+-- $3: JSON array of {stage, key, group?, payload} without dependencies.
+INSERT INTO items (run_id, stage, key, group_name, payload, next_attempt_at, created_at, updated_at)
+SELECT $1, i.stage, i.key, i."group", COALESCE(i.payload, 'null'::jsonb), $2, $2, $2
+FROM jsonb_to_recordset($3::jsonb) AS i(stage text, key text, "group" text, payload jsonb)
+ON CONFLICT (run_id, stage, key) DO NOTHING RETURNING group_name;
+
+-- name: group_add
+INSERT INTO groups (run_id, name, remaining, total) VALUES ($1, $2, $3, $3)
+ON CONFLICT (run_id, name) DO UPDATE SET remaining = groups.remaining + $3, total = groups.total + $3;
+
 -- name: item_lookup
 SELECT id, status FROM items WHERE run_id = $1 AND stage = $2 AND key = $3;
 

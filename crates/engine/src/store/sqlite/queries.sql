@@ -65,6 +65,18 @@ INSERT INTO items (run_id, stage, key, group_name, payload, next_attempt_at, cre
 VALUES ($1, $2, $3, $4, $5, $6, $6, $6)
 ON CONFLICT (run_id, stage, key) DO NOTHING RETURNING id;
 
+-- name: item_insert_many
+-- $3: JSON array of {stage, key, group?, payload} without dependencies. WHERE true keeps
+-- SQLite's parser from reading ON CONFLICT as a join constraint.
+INSERT INTO items (run_id, stage, key, group_name, payload, next_attempt_at, created_at, updated_at)
+SELECT $1, value ->> 'stage', value ->> 'key', value ->> 'group', value -> 'payload', $2, $2, $2
+FROM json_each($3) WHERE true
+ON CONFLICT (run_id, stage, key) DO NOTHING RETURNING group_name;
+
+-- name: group_add
+INSERT INTO groups (run_id, name, remaining, total) VALUES ($1, $2, $3, $3)
+ON CONFLICT (run_id, name) DO UPDATE SET remaining = remaining + $3, total = total + $3;
+
 -- name: item_lookup
 SELECT id, status FROM items WHERE run_id = $1 AND stage = $2 AND key = $3;
 

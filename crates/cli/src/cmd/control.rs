@@ -1,0 +1,130 @@
+//! `idempipe retry|cancel|pause|resume`: steer a run; each prints what it changed.
+
+use idempipe_engine::store::RetryParams;
+use idempipe_engine::{Clock, ItemStatus, SystemClock};
+use serde_json::json;
+
+use crate::db::DbArgs;
+use crate::output::{JsonArg, print_json};
+
+/// Re-run the failed items of a run (and, if asked, dead and unknown ones); nothing else.
+#[derive(clap::Args, Debug)]
+pub(crate) struct RetryArgs {
+    /// Run id.
+    run: i64,
+    /// Only this stage.
+    #[arg(long)]
+    stage: Option<String>,
+    /// Also revive dead items (permanent errors, attempts exhausted). On by default when
+    /// neither --dead nor --unknown nor --failed-only is given.
+    #[arg(long)]
+    dead: bool,
+    /// Also retry unknown items (an outside call may have happened; it will be sent again
+    /// with the same idempotency key).
+    #[arg(long)]
+    unknown: bool,
+    /// Retry only items in `failed` (waiting for their backoff): make them due now.
+    #[arg(long, conflicts_with_all = ["dead", "unknown"])]
+    failed_only: bool,
+    #[command(flatten)]
+    db: DbArgs,
+    #[command(flatten)]
+    out: JsonArg,
+}
+
+/// Retries.
+pub(crate) async fn retry(args: RetryArgs) -> anyhow::Result<i32> {
+    let store = args.db.open().await?;
+    let mut statuses = vec![ItemStatus::Failed];
+    if args.dead || (!args.unknown && !args.failed_only) {
+        statuses.push(ItemStatus::Dead);
+    }
+    if args.unknown {
+        statuses.push(ItemStatus::Unknown);
+    }
+    let params = RetryParams {
+        run_id: args.run,
+        stage: args.stage.clone(),
+        statuses: statuses.clone(),
+    };
+    let n = store.item_retry(&params, SystemClock.now()).await?;
+    let names: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
+    if args.out.json {
+        print_json(
+            &json!({ "run": args.run, "stage": args.stage, "statuses": names, "retried": n }),
+        )?;
+    } else {
+        let scope = args
+            .stage
+            .as_deref()
+            .map(|s| format!(" of stage {s}"))
+            .unwrap_or_default();
+        println!(
+            "run {}: {n} item(s){scope} in {} made due again",
+            args.run,
+            names.join("/")
+        );
+        if n > 0 {
+            println!("a worker (`idempipe worker`, or rerunning `idempipe process`) picks them up");
+        }
+    }
+    Ok(0)
+}
+
+/// Cancel a run: every item not yet final is cancelled; running handlers are told to stop.
+#[derive(clap::Args, Debug)]
+pub(crate) struct CancelArgs {
+    /// Run id.
+    run: i64,
+    #[command(flatten)]
+    db: DbArgs,
+    #[command(flatten)]
+    out: JsonArg,
+}
+
+/// Cancels.
+pub(crate) async fn cancel(args: CancelArgs) -> anyhow::Result<i32> {
+    let store = args.db.open().await?;
+    let n = store.run_cancel(args.run, SystemClock.now()).await?;
+    if args.out.json {
+        print_json(&json!({ "run": args.run, "cancelled_items": n }))?;
+    } else {
+        println!(
+            "run {}: cancelled; {n} item(s) that were not final are now cancelled",
+            args.run
+        );
+    }
+    Ok(0)
+}
+
+/// Pause or resume a run, or one stage of it.
+#[derive(clap::Args, Debug)]
+pub(crate) struct PauseArgs {
+    /// Run id.
+    run: i64,
+    /// Only this stage.
+    #[arg(long)]
+    stage: Option<String>,
+    #[command(flatten)]
+    db: DbArgs,
+    #[command(flatten)]
+    out: JsonArg,
+}
+
+/// Pauses (`paused` true) or resumes.
+pub(crate) async fn pause(args: PauseArgs, paused: bool) -> anyhow::Result<i32> {
+    let store = args.db.open().await?;
+    store
+        .run_pause(args.run, args.stage.as_deref(), paused)
+        .await?;
+    let what = if paused { "paused" } else { "resumed" };
+    if args.out.json {
+        print_json(&json!({ "run": args.run, "stage": args.stage, "state": what }))?;
+    } else {
+        match &args.stage {
+            Some(s) => println!("run {}: stage {s} {what}", args.run),
+            None => println!("run {}: {what}", args.run),
+        }
+    }
+    Ok(0)
+}

@@ -1,0 +1,7 @@
+//! One module per subcommand.
+
+pub(crate) mod attempts;
+pub(crate) mod control;
+pub(crate) mod failures;
+pub(crate) mod runs;
+pub(crate) mod status;

@@ -1,0 +1,75 @@
+//! `idempipe runs`: recent runs with status, progress, start/end and input.
+
+use idempipe_engine::StageCount;
+use serde::Serialize;
+
+use crate::db::DbArgs;
+use crate::output::{JsonArg, print_json, time};
+
+/// List recent runs.
+#[derive(clap::Args, Debug)]
+pub(crate) struct RunsArgs {
+    #[command(flatten)]
+    db: DbArgs,
+    #[command(flatten)]
+    out: JsonArg,
+    /// How many runs to show, newest first.
+    #[arg(long, default_value_t = 20)]
+    limit: i64,
+}
+
+#[derive(Serialize)]
+struct RunLine {
+    #[serde(flatten)]
+    run: idempipe_engine::Run,
+    items_total: i64,
+    items_completed: i64,
+}
+
+/// Prints the runs.
+pub(crate) async fn run(args: RunsArgs) -> anyhow::Result<i32> {
+    let store = args.db.open().await?;
+    let mut lines = Vec::new();
+    for run in store.run_list(args.limit).await? {
+        let counts = store.item_counts(run.id).await?;
+        let total = counts.iter().map(|c| c.count).sum();
+        let completed = counts
+            .iter()
+            .filter(|c| c.status == "completed")
+            .map(|c: &StageCount| c.count)
+            .sum();
+        lines.push(RunLine {
+            run,
+            items_total: total,
+            items_completed: completed,
+        });
+    }
+    if args.out.json {
+        print_json(&lines)?;
+        return Ok(0);
+    }
+    println!(
+        "{:>5}  {:<10} {:>15}  {:<19}  {:<19}  input",
+        "run", "status", "items done", "started", "finished"
+    );
+    for l in &lines {
+        let status = if l.run.paused {
+            "paused".to_string()
+        } else {
+            l.run.status.as_str().to_string()
+        };
+        println!(
+            "{:>5}  {:<10} {:>15}  {:<19}  {:<19}  {}",
+            l.run.id,
+            status,
+            format!("{}/{}", l.items_completed, l.items_total),
+            time(l.run.created_at),
+            l.run.finished_at.map(time).unwrap_or_else(|| "-".into()),
+            l.run.input
+        );
+    }
+    if lines.is_empty() {
+        println!("no runs in {}", crate::db::redact(&args.db.url()));
+    }
+    Ok(0)
+}
