@@ -21,6 +21,25 @@ pub struct TestDb {
     pub url: String,
     pub backend: &'static str,
     _dir: Option<TempDir>,
+    schema: Option<String>,
+}
+
+impl Drop for TestDb {
+    /// Drops the test's PostgreSQL schema (from a thread of its own: drop cannot await).
+    fn drop(&mut self) {
+        let Some(schema) = self.schema.take() else { return };
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                if let Ok(pool) = sqlx::PgPool::connect(&pg_admin_url()).await {
+                    let sql = format!("DROP SCHEMA IF EXISTS {schema} CASCADE");
+                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&pool).await;
+                    pool.close().await;
+                }
+            });
+        })
+        .join();
+    }
 }
 
 /// A directory removed on drop.
@@ -53,6 +72,7 @@ impl TestDb {
             url,
             backend: "sqlite",
             _dir: Some(dir),
+            schema: None,
         }
     }
 
@@ -75,6 +95,7 @@ impl TestDb {
             url,
             backend: "postgres",
             _dir: None,
+            schema: Some(schema),
         }
     }
 
