@@ -1,0 +1,79 @@
+//! `idempipe`: process videos durably, run workers, serve the enhancement API, and see and
+//! steer runs. State lives in a SQLite file (default) or PostgreSQL (`--db`).
+
+mod cmd;
+mod db;
+mod output;
+
+use clap::{Parser, Subcommand};
+
+/// Bulletproof pipelines of expensive, non-idempotent calls: every unit of work is a row
+/// with its status, attempts and errors; done work is never redone; failures are retried
+/// alone.
+#[derive(Parser, Debug)]
+#[command(name = "idempipe", version, about, long_about = None)]
+struct Cli {
+    /// Log filter (tracing syntax), e.g. `debug` or `idempipe_engine=debug,info`.
+    #[arg(long, global = true, env = "IDEMPIPE_LOG", default_value = "info")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// List recent runs with status, progress, start and end.
+    Runs(cmd::runs::RunsArgs),
+    /// Per-stage counts, rate, ETA and failures grouped by kind for one run.
+    Status(cmd::status::StatusArgs),
+    /// Each failed, dead or unknown item of a run with its last error.
+    Failures(cmd::failures::FailuresArgs),
+    /// The attempt history of one item.
+    Attempts(cmd::attempts::AttemptsArgs),
+    /// Re-run only the failed (and dead/unknown) items of a run or stage.
+    Retry(cmd::control::RetryArgs),
+    /// Cancel a run.
+    Cancel(cmd::control::CancelArgs),
+    /// Pause a run or one of its stages.
+    Pause(cmd::control::PauseArgs),
+    /// Resume a paused run or stage.
+    Resume(cmd::control::PauseArgs),
+    /// Serve the frame-enhancement API (shared/enhance-api.md) over HTTP.
+    EnhanceServer(cmd::enhance_server::EnhanceServerArgs),
+}
+
+fn init_tracing(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|e| {
+        eprintln!("idempipe: invalid --log filter {filter:?} ({e}); using `info`");
+        tracing_subscriber::EnvFilter::new("info")
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    init_tracing(&cli.log);
+    let result = match cli.command {
+        Command::Runs(a) => cmd::runs::run(a).await,
+        Command::Status(a) => cmd::status::run(a).await,
+        Command::Failures(a) => cmd::failures::run(a).await,
+        Command::Attempts(a) => cmd::attempts::run(a).await,
+        Command::Retry(a) => cmd::control::retry(a).await,
+        Command::Cancel(a) => cmd::control::cancel(a).await,
+        Command::Pause(a) => cmd::control::pause(a, true).await,
+        Command::Resume(a) => cmd::control::pause(a, false).await,
+        Command::EnhanceServer(a) => cmd::enhance_server::run(a).await.map(|()| 0),
+    };
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("idempipe: error: {e:#}");
+            std::process::exit(2);
+        }
+    }
+}

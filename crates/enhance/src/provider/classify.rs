@@ -1,0 +1,95 @@
+//! Turning an HTTP error response into a [`ProviderError`], per the API contract.
+
+use std::time::Duration;
+
+use super::ProviderError;
+use crate::server::ErrorBody;
+
+/// Longest excerpt of a non-JSON error body quoted in a message.
+const BODY_EXCERPT: usize = 200;
+
+/// Classifies a non-200 answer: 408, 429 and 5xx except 501 are retryable (with
+/// `Retry-After` when sent), every other status is permanent.
+pub(crate) fn classify_status(
+    url: &str,
+    status: u16,
+    retry_after: Option<Duration>,
+    body: &[u8],
+) -> ProviderError {
+    let detail = error_detail(body);
+    let message = format!("{url} answered {status}: {detail}");
+    let retryable = matches!(status, 408 | 429) || (500..=599).contains(&status) && status != 501;
+    if retryable {
+        ProviderError::Retryable {
+            retry_after,
+            status: Some(status),
+            message,
+        }
+    } else {
+        ProviderError::Permanent {
+            status: Some(status),
+            message,
+        }
+    }
+}
+
+/// The `message` of a contract error body, else a printable excerpt of the body.
+fn error_detail(body: &[u8]) -> String {
+    if let Ok(err) = serde_json::from_slice::<ErrorBody>(body) {
+        return format!("{} ({})", err.message, err.error);
+    }
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    if text.is_empty() {
+        return "empty body".into();
+    }
+    let excerpt: String = text.chars().take(BODY_EXCERPT).collect();
+    if excerpt.len() < text.len() {
+        format!("{excerpt}...")
+    } else {
+        excerpt
+    }
+}
+
+/// `Retry-After` in delay-seconds form. The HTTP-date form is ignored (treated as
+/// absent): the contract specifies seconds, and the caller's backoff still applies.
+pub(crate) fn parse_retry_after(value: Option<&str>) -> Option<Duration> {
+    value?.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_map_to_classes() {
+        let body = br#"{"error":"bad_image","message":"not a png"}"#;
+        let e = classify_status("http://x/v1/enhance", 400, None, body);
+        assert!(!e.is_retryable());
+        assert!(e.message().contains("not a png") && e.message().contains("http://x/v1/enhance"));
+        assert!(!classify_status("u", 413, None, b"").is_retryable());
+        assert!(!classify_status("u", 404, None, b"").is_retryable());
+        assert!(!classify_status("u", 501, None, b"").is_retryable());
+        let e = classify_status("u", 429, Some(Duration::from_secs(3)), b"");
+        assert_eq!(e.retry_after(), Some(Duration::from_secs(3)));
+        for s in [500, 502, 503, 504, 408] {
+            assert!(classify_status("u", s, None, b"oops").is_retryable(), "{s}");
+        }
+    }
+
+    #[test]
+    fn retry_after_seconds_only() {
+        assert_eq!(parse_retry_after(Some(" 7 ")), Some(Duration::from_secs(7)));
+        assert_eq!(
+            parse_retry_after(Some("Wed, 21 Oct 2015 07:28:00 GMT")),
+            None
+        );
+        assert_eq!(parse_retry_after(None), None);
+    }
+
+    #[test]
+    fn long_bodies_are_cut() {
+        let long = "x".repeat(1000);
+        assert!(error_detail(long.as_bytes()).len() < 210);
+    }
+}

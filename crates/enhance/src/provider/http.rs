@@ -1,0 +1,278 @@
+//! The HTTP provider: calls a service implementing the enhancement API contract.
+//!
+//! A 200 whose body is not a decodable image, or is an image of another size, is
+//! classified Retryable: the contract forbids it, so it points at a flaky proxy or a
+//! misbehaving backend that a later call may not reproduce. The engine's attempt limit
+//! still bounds how often that is tried.
+
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use image::RgbImage;
+use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
+use reqwest::{Client, Url};
+
+use super::classify::{classify_status, parse_retry_after};
+use super::{Provider, ProviderConfigError, ProviderError};
+use crate::codec::{self, ImageFormat};
+use crate::idempotency::validate_key;
+use crate::params::EnhanceParams;
+
+/// How an [`HttpProvider`] talks to the service.
+#[derive(Debug, Clone)]
+pub struct HttpProviderConfig {
+    /// Whole-request timeout (connect, upload, processing, download).
+    pub timeout: Duration,
+    /// Timeout for establishing a TCP connection.
+    pub connect_timeout: Duration,
+    /// Format frames are sent in: PNG keeps results deterministic, JPEG is smaller.
+    pub format: ImageFormat,
+}
+
+impl Default for HttpProviderConfig {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(5),
+            format: ImageFormat::Png,
+        }
+    }
+}
+
+/// Calls `POST {base}/v1/enhance` over a pooled HTTP/1 client.
+#[derive(Debug, Clone)]
+pub struct HttpProvider {
+    client: Client,
+    endpoint: Url,
+    name: String,
+    config: HttpProviderConfig,
+}
+
+impl HttpProvider {
+    /// Validates `base_url` (`http://host[:port][/path]`, no query or fragment) and
+    /// builds the client.
+    pub fn new(base_url: &str, config: HttpProviderConfig) -> Result<Self, ProviderConfigError> {
+        let bad = |reason: &str| ProviderConfigError::BadUrl {
+            url: base_url.to_string(),
+            reason: reason.to_string(),
+        };
+        let mut base = Url::parse(base_url)
+            .map_err(|e| bad(&format!("{e}; expected e.g. http://127.0.0.1:8080")))?;
+        match base.scheme() {
+            "http" => {}
+            "https" => {
+                return Err(bad(
+                    "https is not supported by this build (no TLS); use http:// or a local TLS proxy",
+                ));
+            }
+            other => {
+                return Err(bad(&format!(
+                    "scheme {other:?} is not supported; use http://"
+                )));
+            }
+        }
+        let host = base
+            .host_str()
+            .ok_or_else(|| bad("it has no host"))?
+            .to_string();
+        if base.query().is_some() || base.fragment().is_some() {
+            return Err(bad("it must not have a query or fragment"));
+        }
+        if !base.path().ends_with('/') {
+            let path = format!("{}/", base.path());
+            base.set_path(&path);
+        }
+        let endpoint = base.join("v1/enhance").map_err(|e| bad(&e.to_string()))?;
+        let name = match base.port() {
+            Some(port) => format!("http({host}:{port})"),
+            None => format!("http({host})"),
+        };
+        let client = Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(config.connect_timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(ProviderConfigError::Client)?;
+        Ok(Self {
+            client,
+            endpoint,
+            name,
+            config,
+        })
+    }
+
+    /// The full URL requests go to.
+    pub fn endpoint(&self) -> &Url {
+        &self.endpoint
+    }
+
+    fn url_with_params(&self, params: &EnhanceParams) -> Url {
+        let mut url = self.endpoint.clone();
+        {
+            let mut query = url.query_pairs_mut();
+            for (name, value) in params.fields() {
+                query.append_pair(name, &value.to_string());
+            }
+        }
+        url
+    }
+
+    async fn call(
+        &self,
+        frame: RgbImage,
+        params: &EnhanceParams,
+        key: &str,
+    ) -> Result<RgbImage, ProviderError> {
+        params
+            .validate()
+            .map_err(|e| ProviderError::permanent(e.to_string()))?;
+        validate_key(key.as_bytes()).map_err(|e| ProviderError::permanent(e.to_string()))?;
+        let format = self.config.format;
+        let (width, height) = frame.dimensions();
+        let body = blocking(move || codec::encode(&frame, format))
+            .await?
+            .map_err(|e| ProviderError::permanent(format!("could not encode the frame: {e}")))?;
+
+        let url = self.endpoint.as_str();
+        let response = self
+            .client
+            .post(self.url_with_params(params))
+            .header(CONTENT_TYPE, format.content_type())
+            .header("Idempotency-Key", key)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| self.transport_error(&e))?;
+        let status = response.status().as_u16();
+        let retry_after = parse_retry_after(
+            response
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok()),
+        );
+        let answered_format = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(ImageFormat::from_content_type)
+            .unwrap_or(format);
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| self.transport_error(&e))?;
+        if status != 200 {
+            return Err(classify_status(url, status, retry_after, &bytes));
+        }
+        let garbled = |what: String| ProviderError::Retryable {
+            retry_after: None,
+            status: Some(200),
+            message: format!("{url} answered 200 with {what}"),
+        };
+        let image = blocking(move || codec::decode(&bytes, answered_format))
+            .await?
+            .map_err(|e| garbled(format!("a body that is not an image: {e}")))?;
+        if image.dimensions() != (width, height) {
+            let (w, h) = image.dimensions();
+            return Err(garbled(format!(
+                "a {w}x{h} image for a {width}x{height} frame"
+            )));
+        }
+        Ok(image)
+    }
+
+    fn transport_error(&self, e: &reqwest::Error) -> ProviderError {
+        let url = self.endpoint.as_str();
+        let what = if e.is_timeout() {
+            format!("timed out (limit {:?}) calling {url}", self.config.timeout)
+        } else if e.is_connect() {
+            format!("could not connect to {url}")
+        } else {
+            format!("request to {url} failed")
+        };
+        ProviderError::retryable(format!("{what}: {}", error_chain(e)))
+    }
+}
+
+#[async_trait]
+impl Provider for HttpProvider {
+    async fn enhance(
+        &self,
+        frame: RgbImage,
+        params: &EnhanceParams,
+        key: &str,
+    ) -> Result<RgbImage, ProviderError> {
+        let started = Instant::now();
+        let result = self.call(frame, params, key).await;
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        match &result {
+            Ok(_) => tracing::debug!(provider = %self.name, key, ms, "frame enhanced"),
+            Err(e) => {
+                tracing::debug!(provider = %self.name, key, ms, status = e.status(), error = %e, "enhance call failed")
+            }
+        }
+        result
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// Runs CPU-bound codec work off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ProviderError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ProviderError::permanent(format!("codec task failed: {e}")))
+}
+
+/// An error and its causes on one line (reqwest's own message omits the cause).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_urls() {
+        let p = HttpProvider::new("http://127.0.0.1:8080", HttpProviderConfig::default()).unwrap();
+        assert_eq!(p.endpoint().as_str(), "http://127.0.0.1:8080/v1/enhance");
+        assert_eq!(p.name(), "http(127.0.0.1:8080)");
+        let p = HttpProvider::new("http://h/api", HttpProviderConfig::default()).unwrap();
+        assert_eq!(p.endpoint().as_str(), "http://h/api/v1/enhance");
+        for bad in [
+            "127.0.0.1:8080",
+            "not a url",
+            "ftp://h/",
+            "https://h/",
+            "http://h/?a=1",
+        ] {
+            let err = HttpProvider::new(bad, HttpProviderConfig::default()).unwrap_err();
+            assert!(err.to_string().contains(bad), "{err}");
+        }
+    }
+
+    #[test]
+    fn params_in_query() {
+        let p = HttpProvider::new("http://h:1", HttpProviderConfig::default()).unwrap();
+        let params = EnhanceParams {
+            sharpness: 1.5,
+            contrast: 0.0,
+            brightness: 1.0,
+        };
+        assert_eq!(
+            p.url_with_params(&params).query(),
+            Some("sharpness=1.5&contrast=0&brightness=1")
+        );
+    }
+}

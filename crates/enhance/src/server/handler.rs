@@ -1,0 +1,212 @@
+//! `POST /v1/enhance`: checks, admission (rate limit, injected faults), the idempotency
+//! cache, then decode, enhance and encode on the blocking pool.
+
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+
+use super::ServerState;
+use super::cache::fingerprint;
+use super::error::ApiError;
+use crate::codec::{self, CodecError, ImageFormat};
+use crate::idempotency::validate_key;
+use crate::params::EnhanceParams;
+
+/// Header naming the unit of work.
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// Answers one enhancement request and counts its status.
+pub(crate) async fn enhance(
+    State(state): State<ServerState>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let response = match process(&state, query.as_deref(), &headers, body).await {
+        Ok(response) => response,
+        Err(err) => err.into_response(),
+    };
+    state.inner.stats.answered(response.status().as_u16());
+    response
+}
+
+async fn process(
+    state: &ServerState,
+    query: Option<&str>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let config = &state.inner.config;
+    let body = read_body(body, config.max_body_bytes).await?;
+    let key = match headers.get(IDEMPOTENCY_KEY) {
+        Some(value) => {
+            validate_key(value.as_bytes())
+                .map_err(|e| ApiError::BadIdempotencyKey(e.to_string()))?;
+            // Visible ASCII, checked above.
+            Some(String::from_utf8_lossy(value.as_bytes()).into_owned())
+        }
+        None => None,
+    };
+    let params = parse_params(query.unwrap_or(""))?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let format = ImageFormat::from_content_type(content_type).ok_or_else(|| {
+        ApiError::UnsupportedFormat(format!(
+            "Content-Type {content_type:?} is not supported; send image/png or image/jpeg"
+        ))
+    })?;
+
+    admit(state)?;
+    if !config.latency.is_zero() {
+        tokio::time::sleep(config.latency).await;
+    }
+
+    let output = match key.as_deref().and_then(|k| {
+        state
+            .inner
+            .cache
+            .slot(k, request_fingerprint(format, &params, &body))
+            .map(|s| (k, s))
+    }) {
+        Some((key, (slot, id))) => {
+            let mut ran = false;
+            let output = slot
+                .get_or_try_init(|| {
+                    ran = true;
+                    run_enhancement(state, body, format, params)
+                })
+                .await?
+                .clone();
+            if ran {
+                state.inner.cache.filled(key, id, output.len());
+            } else {
+                state.inner.stats.replayed();
+                tracing::debug!(key, "answered from the idempotency cache");
+            }
+            output
+        }
+        None => run_enhancement(state, body, format, params).await?,
+    };
+    let mut response = (StatusCode::OK, output).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(format.content_type()),
+    );
+    Ok(response)
+}
+
+/// Reads the whole body, refusing more than `limit` bytes.
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => Err(ApiError::TooLarge(
+            format!("request body is larger than the limit of {limit} bytes"),
+        )),
+        Err(err) => Err(ApiError::BadBody(format!(
+            "could not read the request body: {err}"
+        ))),
+    }
+}
+
+/// Rate limit, 429 bursts and injected 503s, in that order.
+fn admit(state: &ServerState) -> Result<(), ApiError> {
+    let inner = &state.inner;
+    // Retry-After is whole seconds; round up so a client never comes back too early.
+    let limited = |wait: Duration| ApiError::RateLimited {
+        retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
+    };
+    if let Some(bucket) = &inner.limiter
+        && let Err(wait) = bucket.try_acquire(Instant::now())
+    {
+        return Err(limited(wait));
+    }
+    if let Some(wait) = inner.faults.burst_429() {
+        return Err(limited(wait));
+    }
+    if inner.faults.fail_now() {
+        return Err(ApiError::Unavailable(
+            "injected failure (server configured with a failure rate)".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Decodes, enhances and re-encodes on the blocking pool.
+async fn run_enhancement(
+    state: &ServerState,
+    body: Bytes,
+    format: ImageFormat,
+    params: EnhanceParams,
+) -> Result<Bytes, ApiError> {
+    let inner = state.inner.clone();
+    let task = tokio::task::spawn_blocking(move || {
+        let frame =
+            codec::decode_limited(&body, format, inner.config.max_pixels).map_err(|e| match e {
+                CodecError::TooLarge { .. } => ApiError::TooLarge(e.to_string()),
+                other => ApiError::BadImage(other.to_string()),
+            })?;
+        inner.stats.enhanced();
+        let enhanced = crate::algorithm::enhance(&frame, &params);
+        let bytes =
+            codec::encode(&enhanced, format).map_err(|e| ApiError::Internal(e.to_string()))?;
+        Ok(Bytes::from(bytes))
+    });
+    task.await
+        .map_err(|e| ApiError::Internal(format!("enhancement task failed: {e}")))?
+}
+
+/// Parses `sharpness`, `contrast` and `brightness`; anything else is refused so a
+/// misspelt parameter does not silently fall back to its default.
+fn parse_params(query: &str) -> Result<EnhanceParams, ApiError> {
+    let mut params = EnhanceParams::default();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let slot = match name {
+            "sharpness" => &mut params.sharpness,
+            "contrast" => &mut params.contrast,
+            "brightness" => &mut params.brightness,
+            other => {
+                return Err(ApiError::BadParams(format!(
+                    "unknown query parameter {other:?}; accepted: sharpness, contrast, brightness"
+                )));
+            }
+        };
+        *slot = value
+            .parse()
+            .map_err(|_| ApiError::BadParams(format!("{name} must be a number, got {value:?}")))?;
+    }
+    params
+        .validate()
+        .map_err(|e| ApiError::BadParams(e.to_string()))?;
+    Ok(params)
+}
+
+fn request_fingerprint(format: ImageFormat, params: &EnhanceParams, body: &[u8]) -> u64 {
+    let mut p = [0u8; 12];
+    for (i, (_, v)) in params.fields().iter().enumerate() {
+        p[i * 4..i * 4 + 4].copy_from_slice(&v.to_le_bytes());
+    }
+    fingerprint(&[format.content_type().as_bytes(), &p, body])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_parse_and_validate() {
+        assert_eq!(parse_params("").unwrap(), EnhanceParams::default());
+        let p = parse_params("sharpness=2&contrast=0.5").unwrap();
+        assert_eq!((p.sharpness, p.contrast, p.brightness), (2.0, 0.5, 1.0));
+        assert!(parse_params("sharpness=abc").is_err());
+        assert!(parse_params("sharpness=9").is_err());
+        assert!(parse_params("sharpnes=1").is_err());
+        assert!(parse_params("contrast=NaN").is_err());
+    }
+}
