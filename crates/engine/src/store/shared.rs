@@ -586,17 +586,23 @@ macro_rules! impl_store {
             }
 
             async fn item_claim(&self, p: &ClaimParams) -> StoreResult<Vec<ClaimedItem>> {
-                let mut tx = self.begin_write().await?;
-                let rows = sqlx::query(self.sql("item_claim"))
+                let query = sqlx::query(self.sql("item_claim"))
                     .bind(&p.stage)
                     .bind(p.now)
                     .bind(p.limit)
                     .bind(p.lease_token)
                     .bind(p.lease_expires_at)
-                    .bind(&p.worker)
-                    .fetch_all(&mut *tx)
-                    .await?;
-                tx.commit().await?;
+                    .bind(&p.worker);
+                // The claim is one statement; where the backend makes a single statement
+                // atomic on its own, it skips the BEGIN/COMMIT round trips.
+                let rows = if SINGLE_STATEMENT_IS_ATOMIC {
+                    query.fetch_all(&self.pool).await?
+                } else {
+                    let mut tx = self.begin_write().await?;
+                    let rows = query.fetch_all(&mut *tx).await?;
+                    tx.commit().await?;
+                    rows
+                };
                 rows.iter()
                     .map(|row| {
                         let attempts: i64 = row.try_get(4)?;
@@ -614,13 +620,15 @@ macro_rules! impl_store {
             }
 
             async fn item_heartbeat(&self, ids: &[i64], lease_token: i64, lease_expires_at: Millis) -> StoreResult<Vec<i64>> {
-                let mut tx = self.begin_write().await?;
-                let held: Vec<i64> = sqlx::query_scalar(self.sql("item_heartbeat"))
+                let query = sqlx::query_scalar(self.sql("item_heartbeat"))
                     .bind(shared::json_array(ids))
                     .bind(lease_token)
-                    .bind(lease_expires_at)
-                    .fetch_all(&mut *tx)
-                    .await?;
+                    .bind(lease_expires_at);
+                if SINGLE_STATEMENT_IS_ATOMIC {
+                    return Ok(query.fetch_all(&self.pool).await?);
+                }
+                let mut tx = self.begin_write().await?;
+                let held: Vec<i64> = query.fetch_all(&mut *tx).await?;
                 tx.commit().await?;
                 Ok(held)
             }

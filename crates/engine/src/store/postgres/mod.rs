@@ -17,6 +17,8 @@ use crate::store::queries::Queries;
 use crate::store::shared::impl_store;
 
 const BACKEND: &str = "postgres";
+/// Every statement is its own transaction; claims and heartbeats need no BEGIN/COMMIT.
+const SINGLE_STATEMENT_IS_ATOMIC: bool = true;
 static QUERIES: LazyLock<Queries> = LazyLock::new(|| Queries::parse(include_str!("queries.sql")));
 static MIGRATIONS: &[Migration] = &[Migration {
     version: 1,

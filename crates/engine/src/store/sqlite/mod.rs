@@ -17,6 +17,9 @@ use crate::store::queries::Queries;
 use crate::store::shared::impl_store;
 
 const BACKEND: &str = "sqlite";
+/// A lone UPDATE in WAL mode can fail with SQLITE_BUSY_SNAPSHOT when another process
+/// commits between its read and its write; `BEGIN IMMEDIATE` takes the write lock first.
+const SINGLE_STATEMENT_IS_ATOMIC: bool = false;
 static QUERIES: LazyLock<Queries> = LazyLock::new(|| Queries::parse(include_str!("queries.sql")));
 static MIGRATIONS: &[Migration] = &[Migration {
     version: 1,
