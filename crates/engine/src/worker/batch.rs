@@ -52,6 +52,9 @@ pub(crate) async fn run(
     match shared.completer.record(outcomes).await {
         Ok(flags) => {
             for (recorded, kind) in flags.into_iter().zip(kinds) {
+                let outcome = if recorded { kind } else { "lease_lost" };
+                metrics::counter!("idempipe_outcomes_total", "stage" => stage.policy.name.clone(), "outcome" => outcome)
+                    .increment(1);
                 let counter = match (recorded, kind) {
                     (false, _) => &shared.stats.lease_lost,
                     (true, "completed") => &shared.stats.completed,
@@ -121,6 +124,9 @@ async fn call(
                     }
                 }
                 Ok(Permit::Wait { ms, reason }) => {
+                    metrics::counter!("idempipe_limiter_waits_total", "limiter" => limiter.name.clone(),
+                        "reason" => format!("{reason:?}").to_lowercase())
+                    .increment(1);
                     if matches!(reason, WaitReason::Paused | WaitReason::CircuitOpen) {
                         shared
                             .blocked
@@ -158,6 +164,7 @@ async fn call(
         })
         .collect();
     let handler = stage.handler.clone();
+    let started = std::time::Instant::now();
     // The handler runs in its own task so that a panic becomes a failed attempt.
     let mut running = tokio::spawn(async move {
         let results = handler.handle_batch(&jobs).await;
@@ -182,6 +189,8 @@ async fn call(
             return None;
         }
     };
+    metrics::histogram!("idempipe_handler_duration_seconds", "stage" => stage.policy.name.clone())
+        .record(started.elapsed().as_secs_f64());
     if results.len() != n {
         let msg = format!("handler returned {} results for {n} items", results.len());
         results = (0..n).map(|_| Err(HandlerError::transient(&msg))).collect();

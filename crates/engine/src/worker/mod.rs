@@ -308,6 +308,8 @@ impl Worker {
             self.stats
                 .claimed
                 .fetch_add(items.len() as u64, Ordering::Relaxed);
+            metrics::counter!("idempipe_claimed_total", "stage" => stage.policy.name.clone())
+                .increment(items.len() as u64);
             let mut items = items.into_iter().peekable();
             while items.peek().is_some() {
                 let chunk: Vec<_> = items.by_ref().take(batch).collect();

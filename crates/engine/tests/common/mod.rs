@@ -27,9 +27,14 @@ pub struct TestDb {
 impl Drop for TestDb {
     /// Drops the test's PostgreSQL schema (from a thread of its own: drop cannot await).
     fn drop(&mut self) {
-        let Some(schema) = self.schema.take() else { return };
+        let Some(schema) = self.schema.take() else {
+            return;
+        };
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async {
                 if let Ok(pool) = sqlx::PgPool::connect(&pg_admin_url()).await {
                     let sql = format!("DROP SCHEMA IF EXISTS {schema} CASCADE");

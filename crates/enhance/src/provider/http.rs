@@ -203,7 +203,16 @@ impl Provider for HttpProvider {
     ) -> Result<RgbImage, ProviderError> {
         let started = Instant::now();
         let result = self.call(frame, params, key).await;
-        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        let secs = started.elapsed().as_secs_f64();
+        let ms = secs * 1000.0;
+        let status = match &result {
+            Ok(_) => "200".to_string(),
+            Err(e) => e
+                .status()
+                .map_or_else(|| "error".to_string(), |s| s.to_string()),
+        };
+        metrics::histogram!("idempipe_enhance_api_duration_seconds").record(secs);
+        metrics::counter!("idempipe_enhance_api_requests_total", "status" => status).increment(1);
         match &result {
             Ok(_) => tracing::debug!(provider = %self.name, key, ms, "frame enhanced"),
             Err(e) => {

@@ -80,7 +80,6 @@ CREATE TABLE attempts (
     error            TEXT
 );
 CREATE INDEX attempts_by_item ON attempts (item_id, attempt);
-CREATE INDEX attempts_by_run ON attempts (run_id, ended_at);
 
 -- Fan-in, counted: each row is one missing input of a waiting item.
 CREATE TABLE item_waits (
