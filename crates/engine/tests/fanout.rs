@@ -270,9 +270,60 @@ async fn dead_input_fails_the_run_and_retry_resumes_it(db: TestDb) {
     assert_eq!(claim(&*store, "encode", 1, 3, 1_000).await.1.len(), 1);
 }
 
+/// A waiter released by an item and by a group in the same recorded batch gets both
+/// decrements (PostgreSQL records a batch in one statement).
+async fn item_and_group_release_in_one_batch(db: TestDb) {
+    let store = db.store().await;
+    let items = vec![
+        NewItem::new("a", "1", json!(null)).in_group("g"),
+        NewItem::new("a", "2", json!(null)).in_group("g"),
+        NewItem::new("b", "w", json!(null))
+            .after_item("a", "1")
+            .after_group("g"),
+    ];
+    let run = store
+        .run_create(
+            &RunCreate {
+                pipeline: "t".into(),
+                fingerprint: "both".into(),
+                input: "-".into(),
+                params: json!({}),
+                items,
+            },
+            0,
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.item_get(run, "b", "w").await.unwrap().waiting_on, 2);
+    let (token, claimed) = claim(&*store, "a", 2, 0, 1_000).await;
+    let outcomes: Vec<Outcome> = claimed
+        .iter()
+        .map(|c| Outcome {
+            item_id: c.id,
+            lease_token: token,
+            kind: OutcomeKind::Completed(json!(null)),
+            spawns: vec![],
+        })
+        .collect();
+    assert_eq!(
+        store.item_record(&outcomes, 1).await.unwrap(),
+        vec![true, true]
+    );
+    assert_eq!(store.item_get(run, "b", "w").await.unwrap().waiting_on, 0);
+    assert_eq!(claim(&*store, "b", 1, 1, 1_000).await.1.len(), 1);
+    for c in &claimed {
+        assert_eq!(
+            store.attempt_list(c.id).await.unwrap().len(),
+            1,
+            "one attempt row per outcome"
+        );
+    }
+}
+
 backend_tests!(
     fan_out_of_10k_is_all_or_nothing,
     waiter_released_exactly_at_last_input,
     item_dependencies,
     dead_input_fails_the_run_and_retry_resumes_it,
+    item_and_group_release_in_one_batch,
 );

@@ -650,6 +650,28 @@ macro_rules! impl_store {
                 if outcomes.is_empty() {
                     return Ok(Vec::new());
                 }
+                if let Some(sql) = QUERIES.find("item_record_all")
+                    && outcomes.iter().all(|o| o.spawns.is_empty())
+                {
+                    let rows = sqlx::query(sql)
+                        .bind(shared::record_param(outcomes))
+                        .bind(now)
+                        .fetch_all(&self.pool)
+                        .await?;
+                    let mut woken: i64 = 0;
+                    let mut done = std::collections::HashSet::new();
+                    for row in &rows {
+                        done.insert(row.try_get::<i64, _>(0)?);
+                        woken = woken.max(row.try_get::<i64, _>(9)?);
+                    }
+                    if woken > 0 {
+                        if let Some(notify) = QUERIES.find("notify") {
+                            sqlx::query(notify).execute(&self.pool).await?;
+                        }
+                        self.local_wake.notify_waiters();
+                    }
+                    return Ok(outcomes.iter().map(|o| done.contains(&o.item_id)).collect());
+                }
                 let mut tx = self.begin_write().await?;
                 let rows = sqlx::query(self.sql("item_record"))
                     .bind(shared::record_param(outcomes))

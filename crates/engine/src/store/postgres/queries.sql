@@ -266,3 +266,52 @@ DELETE FROM limiter_slots WHERE limiter = $1 AND holder = $2;
 -- Wakes LISTENing workers when the transaction commits (SQLite has no equivalent: its
 -- workers poll, and those in the same process are woken directly).
 SELECT pg_notify('idempipe_work', '');
+
+-- name: item_record_all
+-- item_record, the attempts it writes and the fan-in it releases, as ONE statement
+-- (PostgreSQL's data-modifying CTEs) instead of a transaction of several round trips.
+-- Used when no outcome spawns items. All CTEs see the same snapshot: `upd` changes
+-- running items, `wake` pending waiters, so no row is changed twice; a waiter released by
+-- an item and a group at once is decremented by the sum (`dec`).
+WITH o AS (
+    SELECT * FROM jsonb_to_recordset($1::jsonb)
+        AS o(id bigint, token bigint, status text, result jsonb, error jsonb, next_at bigint)
+), upd AS (
+    UPDATE items SET status = o.status,
+        result = o.result,
+        last_error = COALESCE(o.error, items.last_error),
+        next_attempt_at = COALESCE(o.next_at, items.next_attempt_at),
+        completed_at = CASE WHEN o.status = 'completed' THEN $2::bigint END,
+        lease_token = NULL, lease_expires_at = NULL, updated_at = $2
+    FROM o
+    WHERE items.id = o.id AND items.lease_token = o.token AND items.status = 'running'
+    RETURNING items.id, items.run_id, items.attempts, items.worker, items.claimed_at,
+        items.external_call_at, items.group_name, items.has_waiters, items.status
+), att AS (
+    INSERT INTO attempts (item_id, run_id, attempt, worker, started_at, ended_at, external_call_at, outcome, error)
+    SELECT upd.id, upd.run_id, upd.attempts, upd.worker, upd.claimed_at, $2, upd.external_call_at, upd.status, o.error
+    FROM upd JOIN o ON o.id = upd.id
+), grp AS (
+    UPDATE groups g SET remaining = g.remaining - c.n
+    FROM (SELECT run_id, group_name, count(*) AS n FROM upd
+          WHERE status = 'completed' AND group_name IS NOT NULL GROUP BY run_id, group_name) c
+    WHERE g.run_id = c.run_id AND g.name = c.group_name
+    RETURNING g.run_id, g.name, g.remaining
+), gw AS (
+    UPDATE group_waits SET released = TRUE FROM grp
+    WHERE group_waits.run_id = grp.run_id AND group_waits.group_name = grp.name
+      AND grp.remaining = 0 AND NOT group_waits.released
+    RETURNING group_waits.waiter_id
+), dec AS (
+    SELECT waiter_id, count(*) AS n FROM (
+        SELECT iw.waiter_id FROM item_waits iw JOIN upd ON iw.input_id = upd.id
+        WHERE upd.status = 'completed' AND upd.has_waiters
+        UNION ALL SELECT waiter_id FROM gw) x
+    GROUP BY waiter_id
+), wake AS (
+    UPDATE items w SET waiting_on = w.waiting_on - dec.n FROM dec WHERE w.id = dec.waiter_id
+    RETURNING w.id
+)
+SELECT upd.id, upd.run_id, upd.attempts, upd.worker, upd.claimed_at, upd.external_call_at,
+       upd.group_name, upd.has_waiters, upd.status, (SELECT count(*) FROM wake) AS woken
+FROM upd;
