@@ -97,7 +97,7 @@ pub(crate) async fn failure_groups(
             });
     }
     let mut groups: Vec<FailureGroup> = groups.into_values().collect();
-    groups.sort_by(|a, b| b.count.cmp(&a.count));
+    groups.sort_by_key(|g| std::cmp::Reverse(g.count));
     Ok(groups)
 }
 
