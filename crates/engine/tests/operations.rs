@@ -393,6 +393,56 @@ async fn leadership_moves_when_the_leader_dies(db: TestDb) {
     );
 }
 
+/// Panics on its first attempt.
+struct PanicsOnce;
+
+#[async_trait]
+impl Handler for PanicsOnce {
+    async fn handle(&self, job: &Job) -> ItemResult {
+        if job.attempt == 1 {
+            panic!("bug in handler for {}", job.key);
+        }
+        Ok(json!("second time lucky"))
+    }
+}
+
+/// A panicking handler costs one attempt, recorded at once with the panic message, not a
+/// lease expiry.
+async fn handler_panic_is_a_failed_attempt(db: TestDb) {
+    let store = db.store().await;
+    let run = run_with_items(&*store, "s", 1, SystemClock.now()).await;
+    let policy = StagePolicy::new("s")
+        .lease(Duration::from_secs(600))
+        .backoff(idempipe_engine::Backoff {
+            base: Duration::from_millis(1),
+            cap: Duration::from_millis(1),
+            jitter: 0.0,
+        });
+    let worker = Worker::new(store.clone(), config(1, Duration::from_millis(20)))
+        .handler(policy, PanicsOnce);
+    let handle = tokio::spawn(worker.run(tokio::time::sleep(Duration::from_secs(5))));
+    eventually(
+        Duration::from_secs(5),
+        "completed on the second attempt",
+        || {
+            let store = store.clone();
+            async move { count(&*store, run, "completed").await == 1 }
+        },
+    )
+    .await;
+    handle.abort();
+    let item = store.item_get(run, "s", "item/00000").await.unwrap();
+    let attempts = store.attempt_list(item.id).await.unwrap();
+    assert_eq!(attempts[0].outcome, "failed");
+    assert_eq!(attempts[0].error.as_ref().unwrap()["kind"], "panic");
+    assert!(
+        attempts[0].error.as_ref().unwrap()["message"]
+            .as_str()
+            .unwrap()
+            .contains("bug in handler")
+    );
+}
+
 backend_tests!(
     cancel_stops_running_handlers,
     pause_and_resume,
@@ -402,4 +452,5 @@ backend_tests!(
     new_work_wakes_idle_workers,
     read_api_reports_progress,
     leadership_moves_when_the_leader_dies,
+    handler_panic_is_a_failed_attempt,
 );

@@ -9,6 +9,7 @@ use tokio::sync::watch;
 
 use crate::handler::{HandlerError, ItemResult, Job};
 use crate::limiter::{LimiterFeedback, Permit, WaitReason};
+use crate::model::NewItem;
 use crate::store::{ClaimedItem, Outcome, OutcomeKind};
 use crate::worker::{Shared, Stage};
 
@@ -32,20 +33,32 @@ pub(crate) async fn run(
     let budget: Vec<i64> = items.iter().map(|i| i.budget_used).collect();
     let results = call(&shared, &stage, token, items, cancel_rx).await;
     shared.leases.forget(lease_entry);
-    let Some((jobs, results)) = results else {
-        tracing::info!(stage = %stage.policy.name, items = ?ids, "handler stopped: lease lost or run cancelled");
-        return;
+    let (spawns, results): (Vec<Vec<NewItem>>, Vec<ItemResult>) = match results {
+        Ok((jobs, results)) => (jobs.iter().map(Job::take_spawns).collect(), results),
+        Err(Stopped::Cancelled) => {
+            tracing::info!(stage = %stage.policy.name, items = ?ids, "handler stopped: lease lost or run cancelled");
+            return;
+        }
+        Err(Stopped::Panicked(message)) => {
+            let error = serde_json::json!({ "kind": "panic", "message": message });
+            let results = ids
+                .iter()
+                .map(|_| Err(HandlerError::Transient(error.clone())))
+                .collect();
+            (vec![Vec::new(); ids.len()], results)
+        }
     };
     let now = shared.clock.now();
-    let outcomes: Vec<Outcome> = jobs
+    let outcomes: Vec<Outcome> = ids
         .iter()
+        .zip(spawns)
         .zip(results)
         .zip(budget)
-        .map(|((job, result), used)| Outcome {
-            item_id: job.id,
+        .map(|(((id, spawns), result), used)| Outcome {
+            item_id: *id,
             lease_token: token,
             kind: outcome_kind(&stage, result, used, now),
-            spawns: job.take_spawns(),
+            spawns,
         })
         .collect();
     let kinds: Vec<&'static str> = outcomes.iter().map(|o| kind_name(&o.kind)).collect();
@@ -96,6 +109,14 @@ fn outcome_kind(stage: &Stage, result: ItemResult, budget_used: i64, now: i64) -
     }
 }
 
+/// Why a handler call produced no results.
+enum Stopped {
+    /// The engine told it to stop (lease lost, run cancelled): nothing to record.
+    Cancelled,
+    /// It panicked: each item records a transient failure with the panic message.
+    Panicked(String),
+}
+
 /// Takes the limiter permit (if any), runs the handler, gives the permit back with
 /// feedback. Returns None when the handler was told to stop.
 async fn call(
@@ -104,7 +125,7 @@ async fn call(
     token: i64,
     items: Vec<ClaimedItem>,
     mut cancel: watch::Receiver<bool>,
-) -> Option<(Vec<Job>, Vec<ItemResult>)> {
+) -> Result<(Vec<Job>, Vec<ItemResult>), Stopped> {
     let n = items.len();
     if let Some(limiter) = &stage.policy.limiter {
         let cost = limiter.cost_per_item * n as f64;
@@ -120,7 +141,7 @@ async fn call(
                 Ok(Permit::Reserved { ms }) => {
                     tokio::select! {
                         _ = tokio::time::sleep(Duration::from_millis(ms as u64)) => break,
-                        _ = cancelled(&mut cancel) => return None,
+                        _ = cancelled(&mut cancel) => return Err(Stopped::Cancelled),
                     }
                 }
                 Ok(Permit::Wait { ms, reason }) => {
@@ -137,7 +158,7 @@ async fn call(
                     let nap = Duration::from_millis(ms.max(1) as u64).min(LIMITER_MAX_SLEEP);
                     tokio::select! {
                         _ = tokio::time::sleep(nap) => {}
-                        _ = cancelled(&mut cancel) => return None,
+                        _ = cancelled(&mut cancel) => return Err(Stopped::Cancelled),
                     }
                 }
                 Err(e) => {
@@ -178,7 +199,7 @@ async fn call(
                 running.abort();
             }
             release_limiter(shared, stage, token, LimiterFeedback::Neutral).await;
-            return None;
+            return Err(Stopped::Cancelled);
         }
     };
     let (jobs, mut results) = match joined {
@@ -186,7 +207,7 @@ async fn call(
         Err(e) => {
             tracing::error!(stage = %stage.policy.name, error = %e, "handler panicked");
             release_limiter(shared, stage, token, LimiterFeedback::Neutral).await;
-            return None;
+            return Err(Stopped::Panicked(e.to_string()));
         }
     };
     metrics::histogram!("idempipe_handler_duration_seconds", "stage" => stage.policy.name.clone())
@@ -196,7 +217,7 @@ async fn call(
         results = (0..n).map(|_| Err(HandlerError::transient(&msg))).collect();
     }
     release_limiter(shared, stage, token, feedback(&results, shared.clock.now())).await;
-    Some((jobs, results))
+    Ok((jobs, results))
 }
 
 /// Resolves once the engine asks the handler to stop.
