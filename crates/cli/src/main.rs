@@ -38,6 +38,8 @@ enum Command {
     Pause(cmd::control::PauseArgs),
     /// Resume a paused run or stage.
     Resume(cmd::control::PauseArgs),
+    /// Delete finished runs older than a given age.
+    Prune(cmd::prune::PruneArgs),
     /// Serve the frame-enhancement API (shared/enhance-api.md) over HTTP.
     EnhanceServer(cmd::enhance_server::EnhanceServerArgs),
 }
@@ -67,6 +69,7 @@ async fn main() {
         Command::Cancel(a) => cmd::control::cancel(a).await,
         Command::Pause(a) => cmd::control::pause(a, true).await,
         Command::Resume(a) => cmd::control::pause(a, false).await,
+        Command::Prune(a) => cmd::prune::run(a).await,
         Command::EnhanceServer(a) => cmd::enhance_server::run(a).await.map(|()| 0),
     };
     match result {

@@ -184,6 +184,11 @@ async fn control_commands_say_what_they_changed() {
         cancelled["cancelled_items"], 3,
         "the completed item stays completed"
     );
+    let (_, out, _) = idempipe(&db, &["prune", "--older-than", "0"]);
+    assert!(
+        out.contains("deleted 1 finished run"),
+        "the cancelled run is finished: {out}"
+    );
     let (code, _, err) = idempipe(&db, &["status", "42"]);
     assert_eq!(code, 2);
     assert!(err.contains("run 42 not found"), "{err}");

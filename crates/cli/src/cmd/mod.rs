@@ -4,5 +4,6 @@ pub(crate) mod attempts;
 pub(crate) mod control;
 pub(crate) mod enhance_server;
 pub(crate) mod failures;
+pub(crate) mod prune;
 pub(crate) mod runs;
 pub(crate) mod status;
