@@ -3,5 +3,7 @@
 //! # Layout
 //! - [`media`]: the ffmpeg/ffprobe layer (probe, split, decode, encode, assemble,
 //!   thumbnails), streaming frames through pipes so memory stays bounded.
+//! - [`pipeline`]: the stages on the engine, run creation and resume, progress, report.
 
 pub mod media;
+pub mod pipeline;

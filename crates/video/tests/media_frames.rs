@@ -1,6 +1,6 @@
 //! `FrameReader` on whole files, frame files and thumbnails.
 
-#[path = "media_support.rs"]
+#[path = "support/media.rs"]
 mod support;
 
 use std::time::Instant;

@@ -1,6 +1,6 @@
 //! `media::probe` against the sample videos and broken inputs.
 
-#[path = "media_support.rs"]
+#[path = "support/media.rs"]
 mod support;
 
 use idempipe_video::media::{MediaError, MediaInfo, Rational, probe};

@@ -1,6 +1,6 @@
 //! Decode -> encode -> assemble, end to end with the real ffmpeg.
 
-#[path = "media_support.rs"]
+#[path = "support/media.rs"]
 mod support;
 
 use std::path::{Path, PathBuf};

@@ -1,6 +1,6 @@
 //! `media::split` and decoding its segments with `FrameReader`.
 
-#[path = "media_support.rs"]
+#[path = "support/media.rs"]
 mod support;
 
 use idempipe_video::media::{FrameReader, MediaError, Segment, probe, split};

@@ -1,5 +1,4 @@
-//! Helpers shared by the `media_*` tests (included with `#[path]`; on its own this
-//! file is an empty test target).
+//! Helpers shared by the `media_*` tests (included with `#[path]`).
 #![allow(dead_code, unreachable_pub)]
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,234 @@
+//! `idempipe process INPUT -o OUTPUT.mp4`: enhance a video in this process; rerunning the
+//! same command after Ctrl-C, a kill or a crash resumes the same run.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use idempipe_engine::{RunStatus, SharedStore};
+use idempipe_video::media;
+use idempipe_video::pipeline::{
+    self, DriveOptions, DriveOutcome, OnFrameFailure, ProcessRequest, Settings,
+};
+
+use crate::db::{DbArgs, default_db_path};
+
+/// Exit code of a precondition failure (bad input, unwritable output, API unreachable).
+pub(crate) const EXIT_USAGE: i32 = 2;
+/// Exit code when interrupted by a signal (128 + SIGINT).
+pub(crate) const EXIT_INTERRUPTED: i32 = 130;
+
+/// Arguments of `idempipe process`.
+#[derive(Debug, Args)]
+pub(crate) struct ProcessArgs {
+    /// The input video.
+    pub(crate) input: PathBuf,
+    /// The output video (.mp4); OUTPUT.thumb.jpg and OUTPUT.report.json go next to it.
+    #[arg(short, long, value_name = "OUTPUT")]
+    pub(crate) output: PathBuf,
+    /// Where state lives.
+    #[command(flatten)]
+    pub(crate) db: DbArgs,
+    /// Handler calls at once [default: number of CPUs].
+    #[arg(long, value_name = "N")]
+    pub(crate) workers: Option<usize>,
+    /// Settings of the run.
+    #[command(flatten)]
+    pub(crate) settings: SettingsArgs,
+}
+
+/// The settings shared by `process` and `submit`.
+#[derive(Debug, Args)]
+pub(crate) struct SettingsArgs {
+    /// Base URL of an enhancement API (http://host:port); frames are enhanced in process
+    /// when omitted.
+    #[arg(long, value_name = "URL")]
+    pub(crate) api: Option<String>,
+    /// Directory for intermediate files, shared by all workers [default: artifacts/ next
+    /// to the default database]
+    #[arg(long, value_name = "DIR")]
+    pub(crate) artifacts: Option<PathBuf>,
+    /// H.264 quality: 0 (lossless) to 51, lower is better.
+    #[arg(long, value_name = "Q", default_value_t = 18)]
+    pub(crate) crf: u8,
+    /// libx264 preset: ultrafast, superfast, veryfast, faster, fast, medium, slow, slower, veryslow.
+    #[arg(long, value_name = "P", default_value = "medium")]
+    pub(crate) preset: String,
+    /// Sharpening strength: 0 off, 1 standard, up to 4.
+    #[arg(long, value_name = "F", default_value_t = 1.0)]
+    pub(crate) sharpness: f32,
+    /// Contrast strength: 0 off, 1 standard, up to 4.
+    #[arg(long, value_name = "F", default_value_t = 1.0)]
+    pub(crate) contrast: f32,
+    /// Brightness (mid-tone lift) strength: 0 off, 1 standard, up to 4.
+    #[arg(long, value_name = "F", default_value_t = 1.0)]
+    pub(crate) brightness: f32,
+    /// A frame that cannot be enhanced: `fail` (the run fails and lists it; `idempipe
+    /// retry` redoes only those) or `keep-original` (use the original frame, noted in the report).
+    #[arg(long, value_name = "POLICY", default_value = "fail")]
+    pub(crate) on_frame_failure: OnFrameFailure,
+    /// Target segment length in seconds (cuts fall on keyframes).
+    #[arg(long, value_name = "S", default_value_t = 2.0)]
+    pub(crate) segment_seconds: f64,
+    /// Segments whose frames may be on disk at once (bounds disk use).
+    #[arg(long, value_name = "K", default_value_t = 4)]
+    pub(crate) segments_in_flight: u32,
+    /// Enhancement calls per second across all workers [default: 1000 local, 50 with --api]
+    #[arg(long, value_name = "R")]
+    pub(crate) api_rate: Option<f64>,
+}
+
+impl SettingsArgs {
+    /// The pipeline settings these flags describe.
+    pub(crate) fn to_settings(&self) -> Settings {
+        let defaults = Settings::default();
+        Settings {
+            provider: self.api.clone().unwrap_or(defaults.provider),
+            enhance: idempipe_enhance::EnhanceParams {
+                sharpness: self.sharpness,
+                contrast: self.contrast,
+                brightness: self.brightness,
+            },
+            crf: self.crf,
+            preset: self.preset.clone(),
+            on_frame_failure: self.on_frame_failure,
+            segment_secs: self.segment_seconds,
+            window: self.segments_in_flight,
+            api_rate: self.api_rate.unwrap_or(if self.api.is_some() {
+                50.0
+            } else {
+                defaults.api_rate
+            }),
+        }
+    }
+
+    /// The artifact directory: the flag, else `artifacts/` in the state directory.
+    pub(crate) fn artifacts_dir(&self) -> PathBuf {
+        self.artifacts
+            .clone()
+            .unwrap_or_else(|| state_dir().join("artifacts"))
+    }
+}
+
+/// Runs `idempipe process`; returns the exit code.
+pub(crate) async fn run(args: ProcessArgs) -> anyhow::Result<i32> {
+    let settings = args.settings.to_settings();
+    let request = ProcessRequest {
+        input: args.input.clone(),
+        output: args.output.clone(),
+        artifacts: args.settings.artifacts_dir(),
+        settings,
+    };
+    if let Err(e) = preflight(&request).await {
+        eprintln!("error: {e}");
+        return Ok(EXIT_USAGE);
+    }
+    let store = open_store(&args.db).await?;
+    let start = match pipeline::start_or_resume(&store, &request).await {
+        Ok(start) => start,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(EXIT_USAGE);
+        }
+    };
+    eprintln!("{}", start.message);
+    let run_id = start.run_id;
+    let finished = match start.status {
+        RunStatus::Running => {
+            let options = DriveOptions {
+                concurrency: args.workers.unwrap_or(DriveOptions::default().concurrency),
+                ..DriveOptions::default()
+            };
+            match pipeline::drive(store.clone(), run_id, &options, shutdown_signal()).await? {
+                DriveOutcome::Finished(run) => run.status,
+                DriveOutcome::Interrupted => {
+                    eprintln!(
+                        "interrupted: completed work is kept; run the same command again to resume run {run_id}"
+                    );
+                    return Ok(EXIT_INTERRUPTED);
+                }
+            }
+        }
+        status => status,
+    };
+    report_end(&store, run_id, finished, &start.params).await
+}
+
+/// Checks what can be checked before any work: settings, input, output directory, API.
+pub(crate) async fn preflight(request: &ProcessRequest) -> Result<(), pipeline::PipelineError> {
+    request.settings.validate()?;
+    media::probe(&request.input).await?;
+    pipeline::check_output_dir(&request.output).await?;
+    if !request.settings.is_local() {
+        pipeline::check_api(&request.settings.provider).await?;
+    }
+    Ok(())
+}
+
+async fn report_end(
+    store: &SharedStore,
+    run_id: i64,
+    status: RunStatus,
+    params: &pipeline::RunParams,
+) -> anyhow::Result<i32> {
+    if status == RunStatus::Completed {
+        println!("{}", params.output.display());
+        eprintln!(
+            "run {run_id} completed: thumbnail {}, report {}",
+            params.thumbnail.display(),
+            params.report.display()
+        );
+        return Ok(0);
+    }
+    let failed = pipeline::failed_items(store, run_id).await?;
+    eprintln!(
+        "run {run_id} {}: {} item(s) failed",
+        status.as_str(),
+        failed.len()
+    );
+    for f in &failed {
+        eprintln!(
+            "  {} {} ({}, {} attempt(s)): {}",
+            f.stage, f.key, f.status, f.attempts, f.error
+        );
+    }
+    if status == RunStatus::Failed {
+        eprintln!("run `idempipe retry {run_id}` to re-run only those");
+    }
+    Ok(1)
+}
+
+/// Opens the store, first creating the default SQLite file's directory if that is used.
+pub(crate) async fn open_store(db: &DbArgs) -> anyhow::Result<SharedStore> {
+    if db.db.is_none()
+        && let Some(dir) = default_db_path().parent()
+    {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the state directory {}", dir.display()))?;
+    }
+    db.open().await
+}
+
+/// The directory of the default database, where default artifacts go too.
+pub(crate) fn state_dir() -> PathBuf {
+    default_db_path()
+        .parent()
+        .map_or_else(|| PathBuf::from("."), PathBuf::from)
+}
+
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM.
+pub(crate) async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let term = async {
+        match term.as_mut() {
+            Some(t) => {
+                t.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}

@@ -1,0 +1,53 @@
+//! `idempipe submit INPUT -o OUTPUT --db URL`: enqueue a run (or find the one already
+//! producing OUTPUT) for `idempipe worker` processes, print its id and exit.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use idempipe_video::pipeline::{self, ProcessRequest};
+
+use crate::db::DbArgs;
+
+use super::process::{EXIT_USAGE, SettingsArgs, open_store, preflight};
+
+/// Arguments of `idempipe submit`.
+#[derive(Debug, Args)]
+pub(crate) struct SubmitArgs {
+    /// The input video (a path every worker can read).
+    pub(crate) input: PathBuf,
+    /// The output video (.mp4), written by whichever worker assembles it.
+    #[arg(short, long, value_name = "OUTPUT")]
+    pub(crate) output: PathBuf,
+    /// The database shared with the other workers (postgres://... for several machines).
+    #[command(flatten)]
+    pub(crate) db: DbArgs,
+    /// Settings of the run.
+    #[command(flatten)]
+    pub(crate) settings: SettingsArgs,
+}
+
+/// Runs `idempipe submit`; prints the run id on stdout.
+pub(crate) async fn run(args: SubmitArgs) -> anyhow::Result<i32> {
+    let request = ProcessRequest {
+        input: args.input.clone(),
+        output: args.output.clone(),
+        artifacts: args.settings.artifacts_dir(),
+        settings: args.settings.to_settings(),
+    };
+    if let Err(e) = preflight(&request).await {
+        eprintln!("error: {e}");
+        return Ok(EXIT_USAGE);
+    }
+    let store = open_store(&args.db).await?;
+    match pipeline::start_or_resume(&store, &request).await {
+        Ok(start) => {
+            eprintln!("{}", start.message);
+            println!("{}", start.run_id);
+            Ok(0)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(EXIT_USAGE)
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! `idempipe worker --db URL`: serve every video run in the database until SIGINT or
+//! SIGTERM, with maintenance (one process leads it at a time).
+
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use idempipe_engine::{Maintenance, MaintenanceConfig, Worker, WorkerConfig};
+use idempipe_video::pipeline::{self, PipelineOptions};
+use tokio::sync::watch;
+
+use crate::db::DbArgs;
+
+use super::process::{open_store, shutdown_signal};
+
+/// Arguments of `idempipe worker`.
+#[derive(Debug, Args)]
+pub(crate) struct WorkerArgs {
+    /// The database shared with the other workers (postgres://... for several machines).
+    #[command(flatten)]
+    pub(crate) db: DbArgs,
+    /// Handler calls at once [default: number of CPUs].
+    #[arg(long, value_name = "N")]
+    pub(crate) concurrency: Option<usize>,
+    /// Name recorded on the items this worker runs [default: host-pid-random].
+    #[arg(long)]
+    pub(crate) name: Option<String>,
+    /// Also serve Prometheus metrics of this worker (handler durations, outcomes, claims,
+    /// enhancement API latency, items and limiters) at http://ADDR/metrics. No token: bind
+    /// it to an address only your monitoring can reach.
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) metrics_listen: Option<std::net::SocketAddr>,
+}
+
+/// Runs `idempipe worker` until a signal; returns the exit code.
+pub(crate) async fn run(args: WorkerArgs) -> anyhow::Result<i32> {
+    // The recorder must exist before the worker records anything.
+    let metrics = args
+        .metrics_listen
+        .map(|addr| (addr, idempipe_web::install_metrics_recorder()));
+    let store = open_store(&args.db).await?;
+    pipeline::ensure_limiter(&store, None).await?;
+    let mut config = WorkerConfig {
+        concurrency: args
+            .concurrency
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+        ..WorkerConfig::default()
+    };
+    if let Some(name) = args.name {
+        config.name = name;
+    }
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let worker = pipeline::register(
+        Worker::new(store.clone(), config),
+        store.clone(),
+        &PipelineOptions::default(),
+    );
+    let maintenance = Maintenance::new(
+        store.clone(),
+        MaintenanceConfig {
+            interval: Duration::from_millis(500),
+            retain: None,
+        },
+    );
+    if let Some((addr, handle)) = metrics {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen for metrics on {addr}"))?;
+        tracing::info!(%addr, "serving metrics at /metrics");
+        tokio::spawn(idempipe_web::serve_metrics(
+            listener,
+            handle,
+            store.clone(),
+            stopped(stop_rx.clone()),
+        ));
+    }
+    let maintenance = tokio::spawn(maintenance.run(stopped(stop_rx.clone())));
+    let worker = tokio::spawn(worker.run(stopped(stop_rx)));
+    shutdown_signal().await;
+    eprintln!("stopping: letting calls in flight finish");
+    let _ = stop_tx.send(true);
+    worker.await??;
+    maintenance.await?;
+    Ok(0)
+}

@@ -1,0 +1,65 @@
+//! Where a run's files go: `ARTIFACTS/run-<id>/`, one directory per run so that runs
+//! never share a frame.
+
+use std::path::{Path, PathBuf};
+
+/// The artifact directory of one run.
+#[derive(Debug, Clone)]
+pub(crate) struct RunDir(PathBuf);
+
+impl RunDir {
+    /// `root/run-<id>`.
+    pub(crate) fn new(root: &Path, run_id: i64) -> Self {
+        Self(root.join(format!("run-{run_id}")))
+    }
+
+    /// The run's directory.
+    pub(crate) fn root(&self) -> PathBuf {
+        self.0.clone()
+    }
+
+    /// The stream-copied input segments.
+    pub(crate) fn segments(&self) -> PathBuf {
+        self.0.join("segments")
+    }
+
+    /// The frame files of segment `seg` (deleted once the segment is encoded).
+    pub(crate) fn frames(&self, seg: u32) -> PathBuf {
+        self.0.join("frames").join(seg_key(seg))
+    }
+
+    /// The decoded original of frame `global` of segment `seg`.
+    pub(crate) fn original(&self, seg: u32, global: u64) -> PathBuf {
+        self.frames(seg).join(format!("{global:06}.orig.rgb"))
+    }
+
+    /// The enhanced frame `global` of segment `seg`.
+    pub(crate) fn enhanced(&self, seg: u32, global: u64) -> PathBuf {
+        self.frames(seg).join(format!("{global:06}.enh.rgb"))
+    }
+
+    /// The encoded (enhanced) segment `seg`.
+    pub(crate) fn encoded(&self, seg: u32) -> PathBuf {
+        self.0
+            .join("encoded")
+            .join(format!("seg_{}.mp4", seg_key(seg)))
+    }
+}
+
+/// Key of segment items (`extract`, `encode`): zero-padded so keys sort by position.
+pub(crate) fn seg_key(seg: u32) -> String {
+    format!("{seg:05}")
+}
+
+/// Key of a frame item: `frame/000123` with the frame's index in the whole video.
+pub(crate) fn frame_key(global: u64) -> String {
+    format!("frame/{global:06}")
+}
+
+/// Group of the frames of segment `seg` (its encode waits for it).
+pub(crate) fn frames_group(seg: u32) -> String {
+    format!("frames/{}", seg_key(seg))
+}
+
+/// Group of every encode (the thumbnail waits for it).
+pub(crate) const ENCODES_GROUP: &str = "encodes";

@@ -1,0 +1,92 @@
+//! What every stage handler shares: the store, run parameters (cached per run) and
+//! providers (cached per URL).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use idempipe_engine::{HandlerError, SharedStore};
+use idempipe_enhance::provider::{HttpProvider, HttpProviderConfig, LocalProvider, Provider};
+
+use super::artifacts::RunDir;
+use super::register::PipelineOptions;
+use super::settings::{LOCAL_PROVIDER, RunParams};
+
+/// Shared state of the stage handlers of one worker.
+pub(crate) struct Ctx {
+    pub(crate) store: SharedStore,
+    pub(crate) options: PipelineOptions,
+    runs: Mutex<HashMap<i64, Arc<RunParams>>>,
+    providers: Mutex<HashMap<String, Arc<dyn Provider>>>,
+}
+
+impl Ctx {
+    pub(crate) fn new(store: SharedStore, options: PipelineOptions) -> Self {
+        Self {
+            store,
+            options,
+            runs: Mutex::default(),
+            providers: Mutex::default(),
+        }
+    }
+
+    /// The parameters of `run_id`; read once, then cached (they never change).
+    pub(crate) async fn params(&self, run_id: i64) -> Result<Arc<RunParams>, HandlerError> {
+        if let Some(p) = self.runs.lock().expect("run cache").get(&run_id) {
+            return Ok(p.clone());
+        }
+        let run = self
+            .store
+            .run_get(run_id)
+            .await
+            .map_err(HandlerError::transient)?;
+        let params: RunParams = serde_json::from_value(run.params).map_err(|e| {
+            HandlerError::permanent(format!("run {run_id}: params are not a video run's: {e}"))
+        })?;
+        let params = Arc::new(params);
+        self.runs
+            .lock()
+            .expect("run cache")
+            .insert(run_id, params.clone());
+        Ok(params)
+    }
+
+    /// The parameters and artifact directory of `run_id`.
+    pub(crate) async fn run(&self, run_id: i64) -> Result<(Arc<RunParams>, RunDir), HandlerError> {
+        let params = self.params(run_id).await?;
+        let dir = RunDir::new(&params.artifacts, run_id);
+        Ok((params, dir))
+    }
+
+    /// The provider named by a run's settings (`local` or a base URL), built once.
+    pub(crate) fn provider(&self, name: &str) -> Result<Arc<dyn Provider>, HandlerError> {
+        let mut cache = self.providers.lock().expect("provider cache");
+        if let Some(p) = cache.get(name) {
+            return Ok(p.clone());
+        }
+        let provider: Arc<dyn Provider> = if name == LOCAL_PROVIDER {
+            Arc::new(LocalProvider::new())
+        } else {
+            let config = HttpProviderConfig {
+                timeout: self.options.api_timeout,
+                ..HttpProviderConfig::default()
+            };
+            Arc::new(HttpProvider::new(name, config).map_err(HandlerError::permanent)?)
+        };
+        cache.insert(name.to_owned(), provider.clone());
+        Ok(provider)
+    }
+}
+
+/// A media-layer failure inside a stage: transient (disk, a killed ffmpeg), with the
+/// message naming the file.
+pub(crate) fn transient(e: impl std::fmt::Display) -> HandlerError {
+    HandlerError::transient(e)
+}
+
+/// A payload field the stage cannot do without.
+pub(crate) fn payload<T: serde::de::DeserializeOwned>(
+    value: &serde_json::Value,
+) -> Result<T, HandlerError> {
+    serde_json::from_value(value.clone())
+        .map_err(|e| HandlerError::permanent(format!("bad payload: {e}")))
+}

@@ -1,0 +1,107 @@
+//! Running a worker and maintenance in this process until a run ends (what
+//! `idempipe process` does), or until interrupted.
+
+use std::future::Future;
+use std::time::Duration;
+
+use idempipe_engine::{
+    Maintenance, MaintenanceConfig, Run, RunStatus, SharedStore, Worker, WorkerConfig,
+};
+use tokio::sync::watch;
+
+use super::error::PipelineError;
+use super::progress::{ProgressStyle, wait_for_run};
+use super::register::{PipelineOptions, register};
+
+/// How [`drive`] runs the work.
+#[derive(Debug, Clone)]
+pub struct DriveOptions {
+    /// Handler calls at once.
+    pub concurrency: usize,
+    /// Time between maintenance passes (rescues, finishing the run).
+    pub maintenance_interval: Duration,
+    /// How in-flight calls may finish after an interrupt.
+    pub shutdown_grace: Duration,
+    /// Progress display.
+    pub progress: ProgressStyle,
+    /// Stage tunables.
+    pub pipeline: PipelineOptions,
+}
+
+impl Default for DriveOptions {
+    fn default() -> Self {
+        Self {
+            concurrency: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            maintenance_interval: Duration::from_millis(200),
+            shutdown_grace: Duration::from_secs(10),
+            progress: ProgressStyle::Auto,
+            pipeline: PipelineOptions::default(),
+        }
+    }
+}
+
+/// How [`drive`] ended.
+#[derive(Debug, Clone)]
+pub enum DriveOutcome {
+    /// The run completed, failed or was cancelled.
+    Finished(Run),
+    /// The interrupt fired first; work done so far is kept and a rerun resumes.
+    Interrupted,
+}
+
+/// Serves every video run in `store` with an in-process worker and maintenance until
+/// `run_id` ends or `interrupt` resolves, then shuts both down gracefully.
+pub async fn drive(
+    store: SharedStore,
+    run_id: i64,
+    options: &DriveOptions,
+    interrupt: impl Future<Output = ()>,
+) -> Result<DriveOutcome, PipelineError> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let config = WorkerConfig {
+        concurrency: options.concurrency,
+        shutdown_grace: options.shutdown_grace,
+        ..WorkerConfig::default()
+    };
+    let worker = register(
+        Worker::new(store.clone(), config),
+        store.clone(),
+        &options.pipeline,
+    );
+    let worker = tokio::spawn(worker.run(stopped(stop_rx.clone())));
+    let maintenance = Maintenance::new(
+        store.clone(),
+        MaintenanceConfig {
+            interval: options.maintenance_interval,
+            retain: None,
+        },
+    );
+    let maintenance = tokio::spawn(maintenance.run(stopped(stop_rx)));
+    let outcome = tokio::select! {
+        run = wait_for_run(&store, run_id, options.progress) => run.map(DriveOutcome::Finished),
+        _ = interrupt => Ok(DriveOutcome::Interrupted),
+    };
+    let _ = stop_tx.send(true);
+    let worker = worker.await;
+    let _ = maintenance.await;
+    match worker {
+        Ok(Err(e)) => return Err(e.into()),
+        Err(e) => tracing::error!(error = %e, "worker task failed"),
+        Ok(Ok(_)) => {}
+    }
+    match outcome? {
+        // The run may have ended between the last poll and the interrupt.
+        DriveOutcome::Interrupted => {
+            let run = store.run_get(run_id).await?;
+            Ok(if run.status == RunStatus::Running {
+                DriveOutcome::Interrupted
+            } else {
+                DriveOutcome::Finished(run)
+            })
+        }
+        finished => Ok(finished),
+    }
+}

@@ -1,0 +1,64 @@
+//! The video enhancement pipeline on the idempipe engine.
+//!
+//! A run of pipeline [`PIPELINE`] turns one input video into an enhanced output video,
+//! a JPEG thumbnail and a JSON report. Each stage is an engine [`Handler`](idempipe_engine::Handler):
+//!
+//! ```text
+//! ingest -> split -> per segment N:  extract/N -> frame/* (one item per frame) -> encode/N
+//!                                    (extract/N waits for encode/N-K: K segments in flight)
+//!                    when every encode is done: thumbnail -> assemble (captions: later)
+//! ```
+//!
+//! Everything a handler needs is in the run's `params` ([`RunParams`]); artifacts live
+//! under `ARTIFACTS/run-<id>/`, so two runs never share a frame.
+//!
+//! # Layout
+//! - [`settings`]: user settings ([`Settings`]) and the run's parameters ([`RunParams`]).
+//! - [`start`]: [`start_or_resume`], which finds or creates the run for an output.
+//! - [`register`](mod@register): stage policies and [`register()`], which puts the stages on a worker.
+//! - [`drive`]: [`drive()`], a worker plus maintenance in process until a run ends.
+//! - [`progress`]: waiting for a run while printing progress.
+//! - [`report`]: the run's JSON report and the list of failed items.
+//! - `stages/`: one file per stage handler; `artifacts.rs`: where files go.
+
+mod artifacts;
+mod context;
+pub mod drive;
+mod error;
+pub mod progress;
+pub mod register;
+pub mod report;
+pub mod settings;
+mod stages;
+pub mod start;
+
+pub use drive::{DriveOptions, DriveOutcome, drive};
+pub use error::PipelineError;
+pub use progress::{ProgressStyle, wait_for_run};
+pub use register::{ENHANCE_LIMITER, PipelineOptions, ensure_limiter, register, stage_policies};
+pub use report::{FailedItem, failed_items};
+pub use settings::{OnFrameFailure, RunParams, Settings};
+pub use start::{ProcessRequest, RunStart, check_api, check_output_dir, start_or_resume};
+
+/// The pipeline name runs of this module carry.
+pub const PIPELINE: &str = "video";
+
+/// Stage names, in pipeline order.
+pub mod stage {
+    /// Probes the input.
+    pub const INGEST: &str = "ingest";
+    /// Splits it into keyframe-aligned segments.
+    pub const SPLIT: &str = "split";
+    /// Decodes one segment into frame files.
+    pub const EXTRACT: &str = "extract";
+    /// Enhances one frame.
+    pub const FRAME: &str = "frame";
+    /// Encodes one segment from its enhanced frames.
+    pub const ENCODE: &str = "encode";
+    /// Picks and writes the thumbnail.
+    pub const THUMBNAIL: &str = "thumbnail";
+    /// Joins the segments, muxes the audio, writes the report.
+    pub const ASSEMBLE: &str = "assemble";
+    /// Every stage, in pipeline order.
+    pub const ALL: [&str; 7] = [INGEST, SPLIT, EXTRACT, FRAME, ENCODE, THUMBNAIL, ASSEMBLE];
+}

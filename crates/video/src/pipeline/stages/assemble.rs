@@ -1,0 +1,97 @@
+//! `assemble`: join the encoded segments, mux the original audio, write the output and
+//! the report.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use idempipe_engine::{Handler, HandlerError, ItemResult, Job};
+use serde_json::json;
+
+use super::thumbnail::segments;
+use super::{remove_dir, write_atomic};
+use crate::media::{self, MediaInfo};
+use crate::pipeline::artifacts::RunDir;
+use crate::pipeline::context::{Ctx, transient};
+use crate::pipeline::settings::RunParams;
+use crate::pipeline::{report, stage};
+
+/// Writes the output atomically, then the report (also stored as the run's summary),
+/// then removes the run's artifacts.
+pub(crate) struct Assemble(pub(crate) Arc<Ctx>);
+
+#[async_trait]
+impl Handler for Assemble {
+    async fn handle(&self, job: &Job) -> ItemResult {
+        let started = Instant::now();
+        let (params, dir) = self.0.run(job.run_id).await?;
+        let store = &self.0.store;
+        let ingest = store
+            .item_get(job.run_id, stage::INGEST, "ingest")
+            .await
+            .map_err(transient)?;
+        let info: MediaInfo = serde_json::from_value(ingest.result.unwrap_or_default())
+            .map_err(|e| HandlerError::permanent(format!("ingest result is unusable: {e}")))?;
+        let segments = segments(store, job.run_id).await?;
+        let paths: Vec<PathBuf> = segments.iter().map(|s| dir.encoded(s.index)).collect();
+        if !all_exist(&paths).await && report_of_run(&params, job.run_id).await {
+            // An earlier attempt wrote everything and removed the artifacts, then died
+            // before its completion committed.
+            return Ok(json!({ "output": params.output, "report": params.report }));
+        }
+        if let Some(parent) = params.output.parent() {
+            tokio::fs::create_dir_all(parent).await.map_err(transient)?;
+        }
+        let subtitles = captions(&params, &dir);
+        media::assemble(
+            &paths,
+            &params.input,
+            info.has_audio,
+            subtitles.as_deref(),
+            &params.output,
+        )
+        .await
+        .map_err(transient)?;
+        let elapsed_ms = started.elapsed().as_millis() as i64;
+        let report = report::build(store, job.run_id, &params, &info, elapsed_ms)
+            .await
+            .map_err(transient)?;
+        let text = serde_json::to_vec_pretty(&report).expect("report serialises");
+        write_atomic(&params.report, &text)
+            .await
+            .map_err(|e| transient(format!("{}: {e}", params.report.display())))?;
+        store
+            .run_set_summary(job.run_id, &report)
+            .await
+            .map_err(transient)?;
+        remove_dir(&dir.root()).await.map_err(transient)?;
+        tracing::info!(run = job.run_id, output = %params.output.display(), "output written");
+        Ok(json!({ "output": params.output, "report": params.report }))
+    }
+}
+
+/// The captions track to mux. Captions (speech to text) come in their own issue: that
+/// stage will write `ARTIFACTS/run-<id>/captions.srt` and this returns it.
+fn captions(_params: &RunParams, _dir: &RunDir) -> Option<PathBuf> {
+    None
+}
+
+async fn all_exist(paths: &[PathBuf]) -> bool {
+    for p in paths {
+        if !tokio::fs::try_exists(p).await.unwrap_or(false) {
+            return false;
+        }
+    }
+    true
+}
+
+/// Whether the report next to the output was written by this run.
+async fn report_of_run(params: &RunParams, run_id: i64) -> bool {
+    let Ok(text) = tokio::fs::read(&params.report).await else {
+        return false;
+    };
+    let report: serde_json::Value = serde_json::from_slice(&text).unwrap_or_default();
+    report["run"].as_i64() == Some(run_id)
+        && tokio::fs::try_exists(&params.output).await.unwrap_or(false)
+}

@@ -1,0 +1,132 @@
+//! `frame`: enhance one frame through the run's provider.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use idempipe_engine::{Handler, HandlerError, ItemResult, Job};
+use idempipe_enhance::metrics;
+use idempipe_enhance::provider::ProviderError;
+use image::RgbImage;
+use serde_json::{Value, json};
+
+use super::FrameWork;
+use crate::media::{MediaError, read_frame_file, write_frame_file};
+use crate::pipeline::context::{Ctx, payload, transient};
+use crate::pipeline::settings::OnFrameFailure;
+
+/// How the thumbnail is chosen, stated in results and the report.
+pub(crate) const SCORE_CRITERION: &str = "score = contrast x sharpness of the enhanced frame's luma (standard deviation x mean absolute Laplacian): favours frames that are both well exposed and in focus over fades, black frames and motion blur; ties go to the earliest frame";
+
+/// Reads the original, calls the provider with the item's idempotency key, writes the
+/// enhanced frame atomically and returns its metrics.
+pub(crate) struct Frame(pub(crate) Arc<Ctx>);
+
+#[async_trait]
+impl Handler for Frame {
+    async fn handle(&self, job: &Job) -> ItemResult {
+        let work: FrameWork = payload(&job.payload)?;
+        let params = self.0.params(job.run_id).await?;
+        let settings = &params.settings;
+        let original = read_original(&work).await?;
+        let provider = self.0.provider(&settings.provider)?;
+        if !settings.is_local() {
+            job.begin_external_call().await.map_err(transient)?;
+        }
+        let key = job.idempotency_key();
+        match provider.enhance(original, &settings.enhance, &key).await {
+            Ok(enhanced) => {
+                write_frame_file(&work.enhanced, &enhanced)
+                    .await
+                    .map_err(transient)?;
+                Ok(scores(enhanced).await)
+            }
+            Err(e) => {
+                let error = classify(&e);
+                let last = job.attempt >= self.0.options.frame_max_attempts;
+                let give_up = matches!(error, HandlerError::Permanent(_)) || last;
+                if settings.on_frame_failure == OnFrameFailure::KeepOriginal && give_up {
+                    tracing::warn!(run = job.run_id, key = %job.key, error = %e, "keeping the original frame");
+                    let original = read_original(&work).await?;
+                    write_frame_file(&work.enhanced, &original)
+                        .await
+                        .map_err(transient)?;
+                    return Ok(json!({
+                        "kept_original": true,
+                        "error": error.detail(),
+                        "attempt": job.attempt,
+                    }));
+                }
+                Err(error)
+            }
+        }
+    }
+}
+
+async fn read_original(work: &FrameWork) -> Result<RgbImage, HandlerError> {
+    read_frame_file(&work.original).await.map_err(|e| match e {
+        MediaError::NotFound { .. } => HandlerError::permanent(format!(
+            "{e}: the segment's frames are gone (was the artifact directory cleaned?)"
+        )),
+        other => transient(other),
+    })
+}
+
+/// Metrics of the enhanced frame, computed off the async threads.
+async fn scores(frame: RgbImage) -> Value {
+    let (sharpness, contrast) = tokio::task::spawn_blocking(move || {
+        (metrics::sharpness(&frame), metrics::contrast(&frame))
+    })
+    .await
+    .unwrap_or((0.0, 0.0));
+    json!({ "sharpness": sharpness, "contrast": contrast, "score": sharpness * contrast })
+}
+
+/// 429 with Retry-After waits as asked (pausing the shared limiter), other retryable
+/// failures back off, permanent ones (400, 413) go dead at once.
+fn classify(e: &ProviderError) -> HandlerError {
+    let detail = |kind: &str| json!({ "kind": kind, "status": e.status(), "message": e.message() });
+    match e {
+        ProviderError::Retryable {
+            retry_after: Some(after),
+            ..
+        } => {
+            let mut d = detail("retry_after");
+            d["after_ms"] = json!(after.as_millis() as u64);
+            HandlerError::RetryAfter(*after, d)
+        }
+        ProviderError::Permanent { .. } => HandlerError::Permanent(detail("permanent")),
+        _ => HandlerError::Transient(detail("transient")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn provider_errors_map_to_engine_outcomes() {
+        let e = ProviderError::Retryable {
+            retry_after: Some(Duration::from_secs(2)),
+            status: Some(429),
+            message: "slow".into(),
+        };
+        match classify(&e) {
+            HandlerError::RetryAfter(d, v) => {
+                assert_eq!(d, Duration::from_secs(2));
+                assert_eq!(v["status"], 429);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            classify(&ProviderError::retryable("503")),
+            HandlerError::Transient(_)
+        ));
+        let p = classify(&ProviderError::Permanent {
+            status: Some(400),
+            message: "bad image".into(),
+        });
+        assert_eq!(p.detail()["message"], "bad image");
+        assert!(matches!(p, HandlerError::Permanent(_)));
+    }
+}

@@ -1,0 +1,82 @@
+//! One handler per stage, and the payloads they pass along.
+
+mod assemble;
+mod encode;
+mod extract;
+mod frame;
+mod ingest;
+mod split;
+mod thumbnail;
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::media::Rational;
+
+pub(crate) use assemble::Assemble;
+pub(crate) use encode::Encode;
+pub(crate) use extract::Extract;
+pub(crate) use frame::{Frame, SCORE_CRITERION};
+pub(crate) use ingest::Ingest;
+pub(crate) use split::Split;
+pub(crate) use thumbnail::Thumbnail;
+
+/// Payload of `extract/N` and `encode/N`: one segment and how to decode/encode it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct SegmentWork {
+    /// Segment index.
+    pub(crate) segment: u32,
+    /// The stream-copied input segment.
+    pub(crate) path: PathBuf,
+    /// Global index of its first frame.
+    pub(crate) first_frame: u64,
+    /// Its exact frame count.
+    pub(crate) frame_count: u64,
+    /// Decoded frame width (rotation applied).
+    pub(crate) width: u32,
+    /// Decoded frame height (rotation applied).
+    pub(crate) height: u32,
+    /// Frame rate of the input, kept exactly.
+    pub(crate) fps: Rational,
+}
+
+/// Payload of a `frame` item.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct FrameWork {
+    /// Segment index.
+    pub(crate) segment: u32,
+    /// Position within the segment.
+    pub(crate) index_in_segment: u64,
+    /// Position within the whole video.
+    pub(crate) global: u64,
+    /// The decoded original frame file.
+    pub(crate) original: PathBuf,
+    /// Where the enhanced frame goes.
+    pub(crate) enhanced: PathBuf,
+}
+
+/// Removes a directory tree; a missing one is fine (a retry after the removal committed).
+pub(crate) async fn remove_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    match tokio::fs::remove_dir_all(dir).await {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Writes `bytes` to `path` under a temporary name, then renames it into place.
+pub(crate) async fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.tmp{}", std::process::id()));
+    tokio::fs::write(&tmp, bytes).await?;
+    match tokio::fs::rename(&tmp, path).await {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            Err(e)
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! `thumbnail`: the best enhanced frame by [`SCORE_CRITERION`], as a JPEG.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use idempipe_engine::store::ItemFilter;
+use idempipe_engine::{Handler, SharedStore, StoreError};
+use idempipe_engine::{HandlerError, ItemResult, ItemStatus, Job};
+use serde_json::json;
+
+use super::SCORE_CRITERION;
+use crate::media::{FrameReader, Segment, write_thumbnail};
+use crate::pipeline::context::{Ctx, transient};
+use crate::pipeline::stage;
+
+/// Rows read per page when scanning frame results.
+const PAGE: i64 = 2000;
+
+/// Picks the frame with the highest score (kept originals excluded), decodes it from
+/// its encoded segment and writes the thumbnail.
+pub(crate) struct Thumbnail(pub(crate) Arc<Ctx>);
+
+#[async_trait]
+impl Handler for Thumbnail {
+    async fn handle(&self, job: &Job) -> ItemResult {
+        let (params, dir) = self.0.run(job.run_id).await?;
+        let (global, score) = best_frame(&self.0.store, job.run_id)
+            .await
+            .map_err(transient)?;
+        let segments = segments(&self.0.store, job.run_id).await?;
+        let seg = segments
+            .iter()
+            .find(|s| (s.first_frame..s.first_frame + s.frame_count).contains(&global))
+            .ok_or_else(|| HandlerError::permanent(format!("frame {global} is in no segment")))?;
+        let encoded = dir.encoded(seg.index);
+        let mut reader = FrameReader::open(&encoded).await.map_err(transient)?;
+        let mut picked = None;
+        for _ in 0..=global - seg.first_frame {
+            picked = reader.next_frame().await.map_err(transient)?;
+        }
+        drop(reader);
+        let frame = picked.ok_or_else(|| {
+            transient(format!(
+                "{}: ended before frame {global}",
+                encoded.display()
+            ))
+        })?;
+        write_thumbnail(&params.thumbnail, &frame)
+            .await
+            .map_err(transient)?;
+        Ok(
+            json!({ "path": params.thumbnail, "frame": global, "score": score, "criterion": SCORE_CRITERION }),
+        )
+    }
+}
+
+/// The segments recorded by the `split` item.
+pub(crate) async fn segments(
+    store: &SharedStore,
+    run_id: i64,
+) -> Result<Vec<Segment>, HandlerError> {
+    let split = store
+        .item_get(run_id, stage::SPLIT, "split")
+        .await
+        .map_err(transient)?;
+    let result = split.result.unwrap_or_default();
+    serde_json::from_value(result["segments"].clone())
+        .map_err(|e| HandlerError::permanent(format!("split result has no segment list: {e}")))
+}
+
+/// Highest score among completed, really enhanced frames; ties go to the lowest index.
+/// Frame 0 when none has a score (every frame kept its original).
+async fn best_frame(store: &SharedStore, run_id: i64) -> Result<(u64, f64), StoreError> {
+    let mut best: Option<(u64, f64)> = None;
+    let mut after_id = 0;
+    loop {
+        let filter = ItemFilter {
+            run_id,
+            stage: Some(stage::FRAME.into()),
+            statuses: vec![ItemStatus::Completed],
+            limit: PAGE,
+            after_id,
+        };
+        let page = store.item_list(&filter).await?;
+        for item in &page {
+            let result = item.result.as_ref();
+            let score = result.and_then(|r| r["score"].as_f64());
+            let global = item.payload["global"].as_u64();
+            if let (Some(score), Some(global)) = (score, global) {
+                let better = match best {
+                    None => true,
+                    Some((g, s)) => score > s || (score == s && global < g),
+                };
+                if better {
+                    best = Some((global, score));
+                }
+            }
+        }
+        match page.last() {
+            Some(last) if page.len() as i64 == PAGE => after_id = last.id,
+            _ => break,
+        }
+    }
+    Ok(best.unwrap_or((0, 0.0)))
+}

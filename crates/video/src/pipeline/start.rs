@@ -1,0 +1,244 @@
+//! Finding or creating the run that produces an output.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, UNIX_EPOCH};
+
+use idempipe_engine::store::RunCreate;
+use idempipe_engine::{Clock, NewItem, Run, RunStatus, SharedStore, SystemClock};
+use serde_json::json;
+
+use super::error::PipelineError;
+use super::progress::frame_progress;
+use super::register::ensure_limiter;
+use super::settings::{RunParams, Settings};
+use super::{PIPELINE, stage};
+use crate::media::MediaError;
+
+/// How long the API health check may take.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the user asks for.
+#[derive(Debug, Clone)]
+pub struct ProcessRequest {
+    /// The input video.
+    pub input: PathBuf,
+    /// The output video.
+    pub output: PathBuf,
+    /// Root of the artifact directory (shared by all workers).
+    pub artifacts: PathBuf,
+    /// Settings.
+    pub settings: Settings,
+}
+
+/// The run that will produce the output.
+#[derive(Debug, Clone)]
+pub struct RunStart {
+    /// Its id.
+    pub run_id: i64,
+    /// Whether it existed already.
+    pub resumed: bool,
+    /// Its status now.
+    pub status: RunStatus,
+    /// What happened, for the user ("resuming run 3: 120 of 250 frames already enhanced").
+    pub message: String,
+    /// Its parameters.
+    pub params: RunParams,
+}
+
+/// Resumes the newest run for the same output if input and settings are the same,
+/// otherwise creates a new run (saying why). Runs are found by their fingerprint, the
+/// absolute output path; artifacts are per run id, so runs never mix frames.
+pub async fn start_or_resume(
+    store: &SharedStore,
+    request: &ProcessRequest,
+) -> Result<RunStart, PipelineError> {
+    request.settings.validate()?;
+    let input = tokio::fs::canonicalize(&request.input)
+        .await
+        .map_err(|e| input_error(&request.input, e))?;
+    let meta = tokio::fs::metadata(&input)
+        .await
+        .map_err(|e| input_error(&input, e))?;
+    let mtime_ms = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_millis() as i64);
+    let output = absolute(&request.output)?;
+    let artifacts = absolute(&request.artifacts)?;
+    let params = RunParams::new(
+        input,
+        meta.len(),
+        mtime_ms,
+        output.clone(),
+        artifacts,
+        request.settings.clone(),
+    );
+    ensure_limiter(store, Some(params.settings.api_rate)).await?;
+    let fingerprint = output.to_string_lossy().into_owned();
+    let previous = store.run_find(PIPELINE, &fingerprint).await?;
+    let reason = match &previous {
+        Some(run) if same_identity(run, &params) => match resumable(run, &params).await {
+            Ok(()) => return resume(store, run, params).await,
+            Err(why) => why,
+        },
+        Some(run) => format!(
+            "{} was produced by run {} from a different input/settings",
+            output.display(),
+            run.id
+        ),
+        None => String::new(),
+    };
+    let create = RunCreate {
+        pipeline: PIPELINE.into(),
+        fingerprint,
+        input: params.input.to_string_lossy().into_owned(),
+        params: serde_json::to_value(&params).expect("run params serialise"),
+        items: vec![NewItem::new(stage::INGEST, "ingest", json!({}))],
+    };
+    let run_id = store.run_create(&create, SystemClock.now()).await?;
+    let message = if reason.is_empty() {
+        format!("starting run {run_id}")
+    } else {
+        format!("{reason}; starting run {run_id}")
+    };
+    Ok(RunStart {
+        run_id,
+        resumed: false,
+        status: RunStatus::Running,
+        message,
+        params,
+    })
+}
+
+fn same_identity(run: &Run, params: &RunParams) -> bool {
+    run.params["identity"].as_str() == Some(params.identity.as_str())
+}
+
+/// Whether a run with the same identity can be resumed, else why not.
+async fn resumable(run: &Run, params: &RunParams) -> Result<(), String> {
+    match run.status {
+        RunStatus::Running | RunStatus::Failed => Ok(()),
+        RunStatus::Cancelled => Err(format!("run {} was cancelled", run.id)),
+        RunStatus::Completed if tokio::fs::try_exists(&params.output).await.unwrap_or(false) => {
+            Ok(())
+        }
+        RunStatus::Completed => Err(format!(
+            "run {} completed but {} is gone",
+            run.id,
+            params.output.display()
+        )),
+    }
+}
+
+async fn resume(
+    store: &SharedStore,
+    run: &Run,
+    params: RunParams,
+) -> Result<RunStart, PipelineError> {
+    let p = frame_progress(store, run.id).await?;
+    let message = match run.status {
+        RunStatus::Completed => format!(
+            "run {} already produced {}",
+            run.id,
+            params.output.display()
+        ),
+        RunStatus::Failed => format!(
+            "run {} failed earlier ({} of {} frames enhanced, {} failed)",
+            run.id, p.done, p.total, p.failed
+        ),
+        _ if p.total == 0 => format!("resuming run {}: the input is not split yet", run.id),
+        _ => format!(
+            "resuming run {}: {} of {} frames already enhanced",
+            run.id, p.done, p.total
+        ),
+    };
+    // The stored parameters rule: they are what the run's items were made from.
+    let params = serde_json::from_value(run.params.clone()).map_err(|e| PipelineError::BadRun {
+        run_id: run.id,
+        detail: e.to_string(),
+    })?;
+    Ok(RunStart {
+        run_id: run.id,
+        resumed: true,
+        status: run.status,
+        message,
+        params,
+    })
+}
+
+fn input_error(path: &Path, e: std::io::Error) -> PipelineError {
+    let path = path.to_owned();
+    PipelineError::Media(match e.kind() {
+        std::io::ErrorKind::NotFound => MediaError::NotFound { path },
+        _ => MediaError::Io {
+            path,
+            action: "read metadata",
+            source: e,
+        },
+    })
+}
+
+fn absolute(path: &Path) -> Result<PathBuf, PipelineError> {
+    std::path::absolute(path).map_err(|e| PipelineError::Output {
+        path: path.to_owned(),
+        detail: e.to_string(),
+    })
+}
+
+/// Checks that `output` can be written: its directory exists and accepts a file.
+pub async fn check_output_dir(output: &Path) -> Result<(), PipelineError> {
+    let output = absolute(output)?;
+    let fail = |detail: String| PipelineError::Output {
+        path: output.clone(),
+        detail,
+    };
+    if tokio::fs::metadata(&output).await.is_ok_and(|m| m.is_dir()) {
+        return Err(fail(
+            "it is a directory; give a file name such as out.mp4".into(),
+        ));
+    }
+    let dir = output.parent().unwrap_or(Path::new("/"));
+    match tokio::fs::metadata(dir).await {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Err(fail(format!("{} is not a directory", dir.display()))),
+        Err(e) => return Err(fail(format!("directory {}: {e}", dir.display()))),
+    }
+    let probe = dir.join(format!(".idempipe-write-check-{}", std::process::id()));
+    match tokio::fs::write(&probe, b"").await {
+        Ok(()) => {
+            let _ = tokio::fs::remove_file(&probe).await;
+            Ok(())
+        }
+        Err(e) => Err(fail(format!(
+            "directory {} is not writable: {e}",
+            dir.display()
+        ))),
+    }
+}
+
+/// Checks that the enhancement API at `base_url` answers `GET /healthz` with 200.
+pub async fn check_api(base_url: &str) -> Result<(), PipelineError> {
+    let fail = |detail: String| PipelineError::ApiUnreachable {
+        url: base_url.to_owned(),
+        detail,
+    };
+    let url = format!("{}/healthz", base_url.trim_end_matches('/'));
+    let client = reqwest::Client::builder()
+        .timeout(HEALTH_TIMEOUT)
+        .build()
+        .map_err(|e| fail(e.to_string()))?;
+    match client.get(&url).send().await {
+        Ok(r) if r.status().is_success() => Ok(()),
+        Ok(r) => Err(fail(format!("GET {url} answered {}", r.status()))),
+        Err(e) => {
+            let mut detail = format!("GET {url} failed: {e}");
+            let mut source = std::error::Error::source(&e);
+            while let Some(cause) = source {
+                detail.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            Err(fail(detail))
+        }
+    }
+}
