@@ -22,6 +22,12 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Enhance a video in this process; rerunning the same command resumes it.
+    Process(cmd::process::ProcessArgs),
+    /// Enqueue a run for workers and print its id.
+    Submit(cmd::submit::SubmitArgs),
+    /// Serve all video runs until SIGINT/SIGTERM.
+    Worker(cmd::worker::WorkerArgs),
     /// List recent runs with status, progress, start and end.
     Runs(cmd::runs::RunsArgs),
     /// Per-stage counts, rate, ETA and failures grouped by kind for one run.
@@ -38,6 +44,9 @@ enum Command {
     Pause(cmd::control::PauseArgs),
     /// Resume a paused run or stage.
     Resume(cmd::control::PauseArgs),
+    /// Serve the live dashboard (runs, stages, frame grid, failures, actions), its JSON API
+    /// and /metrics.
+    Serve(cmd::serve::ServeArgs),
     /// Delete finished runs older than a given age.
     Prune(cmd::prune::PruneArgs),
     /// Serve the frame-enhancement API (shared/enhance-api.md) over HTTP.
@@ -61,6 +70,9 @@ async fn main() {
     let cli = Cli::parse();
     init_tracing(&cli.log);
     let result = match cli.command {
+        Command::Process(a) => cmd::process::run(a).await,
+        Command::Submit(a) => cmd::submit::run(a).await,
+        Command::Worker(a) => cmd::worker::run(a).await,
         Command::Runs(a) => cmd::runs::run(a).await,
         Command::Status(a) => cmd::status::run(a).await,
         Command::Failures(a) => cmd::failures::run(a).await,
@@ -69,6 +81,7 @@ async fn main() {
         Command::Cancel(a) => cmd::control::cancel(a).await,
         Command::Pause(a) => cmd::control::pause(a, true).await,
         Command::Resume(a) => cmd::control::pause(a, false).await,
+        Command::Serve(a) => cmd::serve::run(a).await,
         Command::Prune(a) => cmd::prune::run(a).await,
         Command::EnhanceServer(a) => cmd::enhance_server::run(a).await.map(|()| 0),
     };

@@ -1,0 +1,308 @@
+//! Test harness: a fresh database per test on each backend, a run whose items are in
+//! every interesting status (made through the engine's store API), and requests through
+//! the router without a socket.
+#![allow(dead_code, unreachable_pub)]
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use idempipe_engine::store::{ClaimParams, Outcome, OutcomeKind, RunCreate};
+use idempipe_engine::{Clock, NewItem, SharedStore, SystemClock, connect};
+use idempipe_web::AppState;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+/// A token long enough for the builder.
+pub const TOKEN: &str = "test-token-0123456789abcdef";
+
+/// A directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(label: &str) -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let dir = std::env::temp_dir().join(format!(
+            "idempipe-web-{label}-{}-{nanos}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The PostgreSQL server tests use.
+pub fn pg_admin_url() -> String {
+    std::env::var("IDEMPIPE_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
+}
+
+/// A database for one test, and its files.
+pub struct TestDb {
+    pub url: String,
+    pub dir: TempDir,
+    schema: Option<String>,
+}
+
+impl TestDb {
+    /// A new SQLite file.
+    pub fn sqlite() -> Self {
+        let dir = TempDir::new("db");
+        Self {
+            url: dir.path().join("state.db").display().to_string(),
+            dir,
+            schema: None,
+        }
+    }
+
+    /// A new schema in the test PostgreSQL database (dropped afterwards).
+    pub async fn postgres() -> Self {
+        let admin = pg_admin_url();
+        let dir = TempDir::new("pg");
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let schema = format!("web_{}_{}", std::process::id(), nanos % 1_000_000_000_000);
+        let pool = sqlx::PgPool::connect(&admin)
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL at {admin} is required: {e}"));
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        let sep = if admin.contains('?') { '&' } else { '?' };
+        Self {
+            url: format!("{admin}{sep}options=-c%20search_path%3D{schema}"),
+            dir,
+            schema: Some(schema),
+        }
+    }
+
+    pub async fn store(&self) -> SharedStore {
+        connect(&self.url).await.unwrap()
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some(schema) = self.schema.take() else {
+            return;
+        };
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok(pool) = sqlx::PgPool::connect(&pg_admin_url()).await {
+                    let sql = format!("DROP SCHEMA IF EXISTS {schema} CASCADE");
+                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&pool).await;
+                    pool.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// Writes a frame file (u32 LE width, u32 LE height, RGB24) of one colour.
+pub fn write_frame(path: &Path, w: u32, h: u32, rgb: [u8; 3]) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let mut bytes = Vec::new();
+    bytes.extend_from_slice(&w.to_le_bytes());
+    bytes.extend_from_slice(&h.to_le_bytes());
+    for _ in 0..w * h {
+        bytes.extend_from_slice(&rgb);
+    }
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// A video-like run made through the store API, with files under `root`:
+/// ingest completed; frames 0-4 completed, 5-6 failed (503), 7 dead (400), 8 running,
+/// 9 pending. Frame 0 has both files, frame 7 its original only.
+pub struct Fixture {
+    pub run: i64,
+    pub root: PathBuf,
+    pub artifacts: PathBuf,
+}
+
+pub fn frame_key(i: u32) -> String {
+    format!("frame/{i:06}")
+}
+
+pub async fn fixture(store: &SharedStore, root: &Path) -> Fixture {
+    let artifacts = root.join("artifacts");
+    let out = root.join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let frames = artifacts.join("run-x/frames/00000");
+    let mut items = vec![NewItem::new("ingest", "ingest", json!({}))];
+    for i in 0..10u32 {
+        items.push(NewItem::new(
+            "frame",
+            frame_key(i),
+            json!({
+                "segment": 0, "index_in_segment": i, "global": i,
+                "original": frames.join(format!("{i:06}.orig.rgb")),
+                "enhanced": frames.join(format!("{i:06}.enh.rgb")),
+            }),
+        ));
+    }
+    write_frame(&frames.join("000000.orig.rgb"), 4, 3, [10, 20, 30]);
+    write_frame(&frames.join("000000.enh.rgb"), 4, 3, [40, 50, 60]);
+    write_frame(&frames.join("000007.orig.rgb"), 4, 3, [1, 2, 3]);
+    let now = SystemClock.now();
+    let run = store
+        .run_create(
+            &RunCreate {
+                pipeline: "video".into(),
+                fingerprint: out.join("out.mp4").display().to_string(),
+                input: "/videos/in.mp4".into(),
+                params: json!({
+                    "artifacts": artifacts,
+                    "output": out.join("out.mp4"),
+                    "thumbnail": out.join("out.thumb.jpg"),
+                }),
+                items,
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    let claim = |stage: &str, limit: i64, token: i64| ClaimParams {
+        stage: stage.into(),
+        limit,
+        worker: "test-worker".into(),
+        lease_token: token,
+        lease_expires_at: now + 600_000,
+        now,
+    };
+    let ingest = store.item_claim(&claim("ingest", 1, 1)).await.unwrap();
+    let mut outcomes = vec![Outcome {
+        item_id: ingest[0].id,
+        lease_token: 1,
+        kind: OutcomeKind::Completed(json!({})),
+        spawns: vec![],
+    }];
+    let frames = store.item_claim(&claim("frame", 9, 2)).await.unwrap();
+    assert_eq!(frames.len(), 9);
+    for f in &frames {
+        let i: u32 = f.key[6..].parse().unwrap();
+        let kind = match i {
+            0..=4 => OutcomeKind::Completed(json!({ "score": 1.0 })),
+            5 | 6 => OutcomeKind::Failed {
+                error: json!({ "kind": "transient", "status": 503, "message": "injected failure" }),
+                retry_at: now + 3_600_000,
+            },
+            7 => OutcomeKind::Dead(
+                json!({ "kind": "permanent", "status": 400, "message": "bad image" }),
+            ),
+            _ => continue,
+        };
+        outcomes.push(Outcome {
+            item_id: f.id,
+            lease_token: 2,
+            kind,
+            spawns: vec![],
+        });
+    }
+    let recorded = store.item_record(&outcomes, now).await.unwrap();
+    assert!(recorded.iter().all(|r| *r));
+    Fixture {
+        run,
+        root: root.to_owned(),
+        artifacts,
+    }
+}
+
+/// A state over `store` with files allowed under `root`.
+pub fn state(store: &SharedStore, root: &Path, token: Option<&str>) -> AppState {
+    AppState::builder(store.clone())
+        .artifact_roots(vec![root.to_owned()])
+        .token(token.map(String::from))
+        .build()
+        .unwrap()
+}
+
+/// A GET addressed to localhost.
+pub fn get(uri: &str) -> Request<Body> {
+    Request::get(uri)
+        .header("host", "127.0.0.1:8090")
+        .body(Body::empty())
+        .unwrap()
+}
+
+/// A POST the page would send.
+pub fn action(uri: &str) -> Request<Body> {
+    Request::post(uri)
+        .header("host", "127.0.0.1:8090")
+        .header("x-idempipe-action", "1")
+        .header("origin", "http://127.0.0.1:8090")
+        .header("sec-fetch-site", "same-origin")
+        .body(Body::empty())
+        .unwrap()
+}
+
+/// Sends a request through the router.
+pub async fn send(app: &Router, request: Request<Body>) -> (StatusCode, Response<Body>) {
+    let response = app.clone().oneshot(request).await.unwrap();
+    (response.status(), response)
+}
+
+/// Body as text.
+pub async fn text(response: Response<Body>) -> String {
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// Status and JSON body of a request.
+pub async fn json_of(app: &Router, request: Request<Body>) -> (StatusCode, Value) {
+    let (status, response) = send(app, request).await;
+    let body = text(response).await;
+    (
+        status,
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}")),
+    )
+}
+
+/// Instantiates each `async fn name(db: TestDb)` once per backend.
+#[macro_export]
+macro_rules! backend_tests {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::common::TestDb::sqlite()).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::common::TestDb::postgres().await).await
+                }
+            )*
+        }
+    };
+}
