@@ -24,7 +24,7 @@ pub mod policy;
 pub mod store;
 pub mod worker;
 
-pub use clock::{Clock, ManualClock, Millis, SharedClock, SystemClock};
+pub use clock::{Clock, ManualClock, Millis, SharedClock, SystemClock, format_utc};
 pub use error::{StoreError, StoreResult};
 pub use handler::{BatchHandler, Handler, HandlerError, ItemResult, Job};
 pub use limiter::{LimiterConfig, LimiterFeedback, LimiterState, Permit};

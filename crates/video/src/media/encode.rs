@@ -239,25 +239,7 @@ impl SegmentEncoder {
     }
 
     async fn wait_success(&mut self) -> Result<(), MediaError> {
-        let status = self.child.wait().await.map_err(|source| MediaError::Io {
-            path: self.out_path.clone(),
-            action: "wait for ffmpeg",
-            source,
-        })?;
-        let stderr = match self.stderr.take() {
-            Some(task) => task.await.unwrap_or_default(),
-            None => Vec::new(),
-        };
-        if !status.success() {
-            let stderr = tool::tidy_stderr(&stderr);
-            return Err(MediaError::ToolFailed {
-                tool: FFMPEG,
-                path: self.out_path.clone(),
-                status,
-                stderr,
-            });
-        }
-        Ok(())
+        tool::wait_success(&mut self.child, self.stderr.take(), &self.out_path).await
     }
 }
 

@@ -122,25 +122,7 @@ impl FrameReader {
     }
 
     async fn wait_success(&mut self) -> Result<(), MediaError> {
-        let status = self.child.wait().await.map_err(|source| MediaError::Io {
-            path: self.path.clone(),
-            action: "wait for ffmpeg",
-            source,
-        })?;
-        let stderr = match self.stderr.take() {
-            Some(task) => task.await.unwrap_or_default(),
-            None => Vec::new(),
-        };
-        if !status.success() {
-            let stderr = tool::tidy_stderr(&stderr);
-            return Err(MediaError::ToolFailed {
-                tool: FFMPEG,
-                path: self.path.clone(),
-                status,
-                stderr,
-            });
-        }
-        Ok(())
+        tool::wait_success(&mut self.child, self.stderr.take(), &self.path).await
     }
 }
 

@@ -8,6 +8,33 @@ use tokio::process::Command;
 
 use super::MediaError;
 
+/// Waits for an ffmpeg child whose stderr is being collected by `stderr`; a failure
+/// carries the tidied stderr and names `path`.
+pub(crate) async fn wait_success(
+    child: &mut tokio::process::Child,
+    stderr: Option<tokio::task::JoinHandle<Vec<u8>>>,
+    path: &Path,
+) -> Result<(), MediaError> {
+    let status = child.wait().await.map_err(|source| MediaError::Io {
+        path: path.to_path_buf(),
+        action: "wait for ffmpeg",
+        source,
+    })?;
+    let stderr = match stderr {
+        Some(task) => task.await.unwrap_or_default(),
+        None => Vec::new(),
+    };
+    if !status.success() {
+        return Err(MediaError::ToolFailed {
+            tool: FFMPEG,
+            path: path.to_path_buf(),
+            status,
+            stderr: tidy_stderr(&stderr),
+        });
+    }
+    Ok(())
+}
+
 /// ffmpeg's binary name.
 pub(crate) const FFMPEG: &str = "ffmpeg";
 /// ffprobe's binary name.
