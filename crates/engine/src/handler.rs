@@ -69,6 +69,9 @@ pub struct Job {
     pub payload: Value,
     /// Attempt number, from 1.
     pub attempt: i64,
+    /// Attempts counted against the stage's `max_attempts`, this one included (a person's
+    /// retry starts the count again): the call is the last try when it reaches the limit.
+    pub budget_used: i64,
     pub(crate) lease_token: i64,
     pub(crate) spawns: Mutex<Vec<NewItem>>,
     pub(crate) store: SharedStore,

@@ -177,6 +177,7 @@ async fn call(
             key: item.key,
             payload: item.payload,
             attempt: item.attempt,
+            budget_used: item.budget_used,
             lease_token: token,
             spawns: Mutex::new(Vec::new()),
             store: shared.store.clone(),

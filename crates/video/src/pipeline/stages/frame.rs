@@ -42,7 +42,7 @@ impl Handler for Frame {
             }
             Err(e) => {
                 let error = classify(&e);
-                let last = job.attempt >= self.0.options.frame_max_attempts;
+                let last = job.budget_used >= self.0.options.frame_max_attempts;
                 let give_up = matches!(error, HandlerError::Permanent(_)) || last;
                 if settings.on_frame_failure == OnFrameFailure::KeepOriginal && give_up {
                     tracing::warn!(run = job.run_id, key = %job.key, error = %e, "keeping the original frame");
