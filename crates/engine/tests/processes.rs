@@ -215,7 +215,7 @@ async fn limiter_is_shared_across_processes(db: TestDb) {
         "measured {measured:.2}/s against a limit of {RATE}/s"
     );
 
-    let throttled = run_with_items(&*store, "throttled", 40, SystemClock.now()).await;
+    let throttled = run_with_items(&*store, "throttled", 60, SystemClock.now()).await;
     wait_completed(&store, throttled).await;
     let item = store
         .item_get(throttled, "throttled", "item/00020")
@@ -233,12 +233,18 @@ async fn limiter_is_shared_across_processes(db: TestDb) {
         .filter(|(t, _)| *t > t429 + 100 && *t < t429 + 1500)
         .collect();
     assert!(in_pause.is_empty(), "calls during the pause: {in_pause:?}");
-    let after: std::collections::HashSet<_> = calls
-        .iter()
-        .filter(|(t, _)| *t >= t429 + 1500)
-        .map(|c| c.1)
-        .collect();
-    assert_eq!(after.len(), 2, "both processes resumed after the pause");
+    // Both processes were serving this run (so the silence above covers both of them),
+    // and work went on after the pause.
+    let pids: std::collections::HashSet<_> = calls.iter().map(|c| c.1).collect();
+    assert_eq!(
+        pids.len(),
+        2,
+        "both processes made calls in the throttled run"
+    );
+    assert!(
+        calls.iter().any(|(t, _)| *t >= t429 + 1500),
+        "calls resumed after the pause"
+    );
     assert_eq!(
         store.limiter_get("throttled-api").await.unwrap().throttles,
         1
