@@ -11,14 +11,15 @@ use idempipe_engine::{RunStatus, connect};
 use idempipe_enhance::ServerConfig;
 use idempipe_video::pipeline::{DriveOutcome, drive, start_or_resume};
 use support::{
-    TempDir, assert_each_frame_completed_once, drive_options, drop_pg_schema, pg_url, request,
-    sample, settings, start_server,
+    TempDir, assert_each_frame_completed_once, drive_options, request, sample, settings,
+    start_server,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_workers_share_a_run_and_enhance_each_frame_once() {
     let dir = TempDir::new("pg");
-    let url = pg_url().await;
+    let db = idempipe_testkit::TestDb::postgres().await;
+    let url = db.url.clone();
     let (api, state) = start_server(ServerConfig::default()).await;
     let (a, b) = (connect(&url).await.unwrap(), connect(&url).await.unwrap());
     let req = request(&sample("carphone_pristine.mp4"), dir.path(), settings(&api));
@@ -49,5 +50,4 @@ async fn two_workers_share_a_run_and_enhance_each_frame_once() {
     let workers: HashSet<_> = items.iter().filter_map(|i| i.worker.clone()).collect();
     assert!(workers.len() >= 2, "one worker did everything: {workers:?}");
     drop((a, b));
-    drop_pg_schema(&url).await;
 }

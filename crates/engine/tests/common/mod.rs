@@ -2,113 +2,16 @@
 //! `backend_tests!` macro that instantiates every test once per backend.
 #![allow(dead_code, unreachable_pub)]
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use idempipe_engine::store::{ClaimParams, ClaimedItem, RunCreate};
-use idempipe_engine::{NewItem, SharedStore, Store, connect};
+use idempipe_engine::{NewItem, Store};
 use serde_json::json;
 
-/// The PostgreSQL server tests use; CI runs one on this address.
-pub fn pg_admin_url() -> String {
-    std::env::var("IDEMPIPE_TEST_PG")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
-}
-
-/// A database for one test: its URL and what to clean up.
-pub struct TestDb {
-    pub url: String,
-    pub backend: &'static str,
-    _dir: Option<TempDir>,
-    schema: Option<String>,
-}
-
-impl Drop for TestDb {
-    /// Drops the test's PostgreSQL schema (from a thread of its own: drop cannot await).
-    fn drop(&mut self) {
-        let Some(schema) = self.schema.take() else {
-            return;
-        };
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                if let Ok(pool) = sqlx::PgPool::connect(&pg_admin_url()).await {
-                    let sql = format!("DROP SCHEMA IF EXISTS {schema} CASCADE");
-                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&pool).await;
-                    pool.close().await;
-                }
-            });
-        })
-        .join();
-    }
-}
-
-/// A directory removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(prefix: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "{prefix}-{}-{:08x}",
-            std::process::id(),
-            fastrand::u32(..)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-impl TestDb {
-    /// A new SQLite file.
-    pub fn sqlite() -> Self {
-        let dir = TempDir::new("idempipe-test");
-        let url = dir.0.join("state.db").display().to_string();
-        Self {
-            url,
-            backend: "sqlite",
-            _dir: Some(dir),
-            schema: None,
-        }
-    }
-
-    /// A new schema in the test PostgreSQL database. Fails loudly when PostgreSQL is not
-    /// reachable: the PostgreSQL tests are never skipped.
-    pub async fn postgres() -> Self {
-        let admin = pg_admin_url();
-        let schema = format!("t_{}_{:08x}", std::process::id(), fastrand::u32(..));
-        let pool = sqlx::PgPool::connect(&admin).await.unwrap_or_else(|e| {
-            panic!("PostgreSQL at {admin} is required for these tests (set IDEMPIPE_TEST_PG): {e}")
-        });
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-            .execute(&pool)
-            .await
-            .unwrap();
-        pool.close().await;
-        let sep = if admin.contains('?') { '&' } else { '?' };
-        let url = format!("{admin}{sep}options=-c%20search_path%3D{schema}");
-        Self {
-            url,
-            backend: "postgres",
-            _dir: None,
-            schema: Some(schema),
-        }
-    }
-
-    /// Opens (and migrates) a store on this database.
-    pub async fn store(&self) -> SharedStore {
-        connect(&self.url).await.unwrap()
-    }
-}
+pub use idempipe_testkit::TestDb;
+#[allow(unused_imports)]
+pub use idempipe_testkit::pg_admin_url;
 
 /// Creates a run with `n` items of `stage`, keys `item/00000`...
 pub async fn run_with_items(store: &dyn Store, stage: &str, n: usize, now: i64) -> i64 {

@@ -2,7 +2,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use idempipe_engine::store::ItemFilter;
@@ -18,67 +18,7 @@ pub fn sample(name: &str) -> PathBuf {
     Path::new("/work/shared/media").join(name)
 }
 
-/// A fresh directory under the system temp dir, removed on drop.
-pub struct TempDir(PathBuf);
-
-impl TempDir {
-    /// Creates `idempipe-<label>-<pid>-<nanos>-<n>` under the system temp dir.
-    pub fn new(label: &str) -> Self {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let dir = std::env::temp_dir().join(format!(
-            "idempipe-{label}-{}-{nanos}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-
-    /// The directory.
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-
-    /// A path inside the directory.
-    pub fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A new schema in the test PostgreSQL database; fails loudly when it is unreachable.
-pub async fn pg_url() -> String {
-    let admin = std::env::var("IDEMPIPE_TEST_PG")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string());
-    let schema = format!(
-        "v_{}_{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-            % 1_000_000_000
-    );
-    let pool = sqlx::PgPool::connect(&admin)
-        .await
-        .unwrap_or_else(|e| panic!("PostgreSQL at {admin} is required: {e}"));
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-        .execute(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
-    let sep = if admin.contains('?') { '&' } else { '?' };
-    format!("{admin}{sep}options=-c%20search_path%3D{schema}")
-}
+pub use idempipe_testkit::TempDir;
 
 /// The project's enhancement server on 127.0.0.1:0; returns its base URL and state.
 pub async fn start_server(config: ServerConfig) -> (String, ServerState) {
@@ -260,15 +200,4 @@ pub async fn start_front(backend: String, refuse: Refuse) -> String {
 /// The frame number in an idempotency key `idempipe:RUN:frame:frame/000123`.
 pub fn frame_number(key: &str) -> Option<u64> {
     key.rsplit('/').next()?.parse().ok()
-}
-
-/// Drops the schema made by [`pg_url`] (call at the end of a passing test).
-pub async fn drop_pg_schema(url: &str) {
-    let (admin, schema) = url.split_once("?options=-c%20search_path%3D").unwrap();
-    let pool = sqlx::PgPool::connect(admin).await.unwrap();
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
-        .execute(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
 }

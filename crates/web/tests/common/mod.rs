@@ -4,14 +4,13 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use idempipe_engine::store::{ClaimParams, Outcome, OutcomeKind, RunCreate};
-use idempipe_engine::{Clock, NewItem, SharedStore, SystemClock, connect};
+use idempipe_engine::{Clock, NewItem, SharedStore, SystemClock};
 use idempipe_web::AppState;
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -19,111 +18,8 @@ use tower::ServiceExt;
 /// A token long enough for the builder.
 pub const TOKEN: &str = "test-token-0123456789abcdef";
 
-/// A directory removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(label: &str) -> Self {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let dir = std::env::temp_dir().join(format!(
-            "idempipe-web-{label}-{}-{nanos}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// The PostgreSQL server tests use.
-pub fn pg_admin_url() -> String {
-    std::env::var("IDEMPIPE_TEST_PG")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
-}
-
-/// A database for one test, and its files.
-pub struct TestDb {
-    pub url: String,
-    pub dir: TempDir,
-    schema: Option<String>,
-}
-
-impl TestDb {
-    /// A new SQLite file.
-    pub fn sqlite() -> Self {
-        let dir = TempDir::new("db");
-        Self {
-            url: dir.path().join("state.db").display().to_string(),
-            dir,
-            schema: None,
-        }
-    }
-
-    /// A new schema in the test PostgreSQL database (dropped afterwards).
-    pub async fn postgres() -> Self {
-        let admin = pg_admin_url();
-        let dir = TempDir::new("pg");
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let schema = format!("web_{}_{}", std::process::id(), nanos % 1_000_000_000_000);
-        let pool = sqlx::PgPool::connect(&admin)
-            .await
-            .unwrap_or_else(|e| panic!("PostgreSQL at {admin} is required: {e}"));
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-            .execute(&pool)
-            .await
-            .unwrap();
-        pool.close().await;
-        let sep = if admin.contains('?') { '&' } else { '?' };
-        Self {
-            url: format!("{admin}{sep}options=-c%20search_path%3D{schema}"),
-            dir,
-            schema: Some(schema),
-        }
-    }
-
-    pub async fn store(&self) -> SharedStore {
-        connect(&self.url).await.unwrap()
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let Some(schema) = self.schema.take() else {
-            return;
-        };
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                if let Ok(pool) = sqlx::PgPool::connect(&pg_admin_url()).await {
-                    let sql = format!("DROP SCHEMA IF EXISTS {schema} CASCADE");
-                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&pool).await;
-                    pool.close().await;
-                }
-            });
-        })
-        .join();
-    }
-}
+#[allow(unused_imports)]
+pub use idempipe_testkit::{TempDir, TestDb};
 
 /// Writes a frame file (u32 LE width, u32 LE height, RGB24) of one colour.
 pub fn write_frame(path: &Path, w: u32, h: u32, rgb: [u8; 3]) {
