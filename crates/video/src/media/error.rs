@@ -136,3 +136,19 @@ pub enum MediaError {
         what: String,
     },
 }
+
+impl MediaError {
+    /// A failed read of `path`: `NotFound` when it does not exist, `Io` otherwise.
+    pub fn reading(path: &std::path::Path, action: &'static str, source: std::io::Error) -> Self {
+        match source.kind() {
+            std::io::ErrorKind::NotFound => Self::NotFound {
+                path: path.to_owned(),
+            },
+            _ => Self::Io {
+                path: path.to_owned(),
+                action,
+                source,
+            },
+        }
+    }
+}

@@ -30,16 +30,7 @@ pub async fn write_frame_file(path: &Path, frame: &RgbImage) -> Result<(), Media
 pub async fn read_frame_file(path: &Path) -> Result<RgbImage, MediaError> {
     let mut bytes = tokio::fs::read(path)
         .await
-        .map_err(|source| match source.kind() {
-            std::io::ErrorKind::NotFound => MediaError::NotFound {
-                path: path.to_owned(),
-            },
-            _ => MediaError::Io {
-                path: path.to_owned(),
-                action: "read frame",
-                source,
-            },
-        })?;
+        .map_err(|source| MediaError::reading(path, "read frame", source))?;
     let bad = |detail: String| MediaError::BadFrameFile {
         path: path.to_owned(),
         detail,

@@ -89,23 +89,7 @@ impl MediaInfo {
 /// stream, or truncated (fewer readable frames than declared). Packets are counted
 /// (a demux pass, no decoding), which is cheap next to everything else the pipeline does.
 pub async fn probe(path: &Path) -> Result<MediaInfo, MediaError> {
-    check_file(path).await?;
-    let args = [
-        "-v",
-        "error",
-        "-print_format",
-        "json",
-        "-show_format",
-        "-show_streams",
-        "-count_packets",
-    ];
-    let cmd = tool::command(
-        FFPROBE,
-        args.iter().map(AsRef::as_ref).chain([path.as_os_str()]),
-    );
-    let output = tool::run(FFPROBE, cmd, path)
-        .await
-        .map_err(|e| not_media(e, path))?;
+    let output = ffprobe_json(path, &["-show_format", "-show_streams", "-count_packets"]).await?;
     if !output.stderr.is_empty() {
         tracing::warn!(path = %path.display(), stderr = %tool::tidy_stderr(&output.stderr), "ffprobe reported problems");
     }
@@ -118,23 +102,7 @@ pub async fn probe(path: &Path) -> Result<MediaInfo, MediaError> {
 
 /// The size of decoded frames of `path` (rotation applied), from a quick ffprobe.
 pub async fn probe_display_size(path: &Path) -> Result<(u32, u32), MediaError> {
-    check_file(path).await?;
-    let args = [
-        "-v",
-        "error",
-        "-print_format",
-        "json",
-        "-show_streams",
-        "-select_streams",
-        "V:0",
-    ];
-    let cmd = tool::command(
-        FFPROBE,
-        args.iter().map(AsRef::as_ref).chain([path.as_os_str()]),
-    );
-    let output = tool::run(FFPROBE, cmd, path)
-        .await
-        .map_err(|e| not_media(e, path))?;
+    let output = ffprobe_json(path, &["-show_streams", "-select_streams", "V:0"]).await?;
     let parsed: ProbeOutput = serde_json::from_slice(&output.stdout)
         .map_err(|e| bad_probe(path, format!("unexpected JSON: {e}")))?;
     let video = parsed
@@ -146,20 +114,28 @@ pub async fn probe_display_size(path: &Path) -> Result<(u32, u32), MediaError> {
     Ok(display_size(width, height, video.rotation()))
 }
 
+/// Checks the file, then runs `ffprobe -v error -print_format json ARGS PATH`.
+async fn ffprobe_json(path: &Path, args: &[&str]) -> Result<std::process::Output, MediaError> {
+    check_file(path).await?;
+    let fixed = ["-v", "error", "-print_format", "json"];
+    let cmd = tool::command(
+        FFPROBE,
+        fixed
+            .iter()
+            .chain(args)
+            .map(AsRef::as_ref)
+            .chain([path.as_os_str()]),
+    );
+    tool::run(FFPROBE, cmd, path)
+        .await
+        .map_err(|e| not_media(e, path))
+}
+
 /// Fails early, with a clear message, on files ffprobe would only call "invalid data".
 async fn check_file(path: &Path) -> Result<(), MediaError> {
     let meta = tokio::fs::metadata(path)
         .await
-        .map_err(|source| match source.kind() {
-            std::io::ErrorKind::NotFound => MediaError::NotFound {
-                path: path.to_owned(),
-            },
-            _ => MediaError::Io {
-                path: path.to_owned(),
-                action: "read metadata",
-                source,
-            },
-        })?;
+        .map_err(|source| MediaError::reading(path, "read metadata", source))?;
     if meta.is_dir() {
         return Err(MediaError::NotMedia {
             path: path.to_owned(),

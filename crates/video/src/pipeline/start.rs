@@ -168,15 +168,7 @@ async fn resume(
 }
 
 fn input_error(path: &Path, e: std::io::Error) -> PipelineError {
-    let path = path.to_owned();
-    PipelineError::Media(match e.kind() {
-        std::io::ErrorKind::NotFound => MediaError::NotFound { path },
-        _ => MediaError::Io {
-            path,
-            action: "read metadata",
-            source: e,
-        },
-    })
+    PipelineError::Media(MediaError::reading(path, "read metadata", e))
 }
 
 fn absolute(path: &Path) -> Result<PathBuf, PipelineError> {
