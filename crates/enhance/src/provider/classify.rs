@@ -10,7 +10,7 @@ const BODY_EXCERPT: usize = 200;
 
 /// Classifies a non-200 answer: 408, 429 and 5xx except 501 are retryable (with
 /// `Retry-After` when sent), every other status is permanent.
-pub(crate) fn classify_status(
+pub fn classify_status(
     url: &str,
     status: u16,
     retry_after: Option<Duration>,
@@ -53,7 +53,7 @@ fn error_detail(body: &[u8]) -> String {
 
 /// `Retry-After` in delay-seconds form. The HTTP-date form is ignored (treated as
 /// absent): the contract specifies seconds, and the caller's backoff still applies.
-pub(crate) fn parse_retry_after(value: Option<&str>) -> Option<Duration> {
+pub fn parse_retry_after(value: Option<&str>) -> Option<Duration> {
     value?.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 

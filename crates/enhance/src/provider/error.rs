@@ -85,7 +85,7 @@ impl ProviderError {
 #[non_exhaustive]
 pub enum ProviderConfigError {
     /// The base URL is malformed or unusable.
-    #[error("enhancement API base URL {url:?} is invalid: {reason}")]
+    #[error("API base URL {url:?} is invalid: {reason}")]
     BadUrl {
         /// The URL as given.
         url: String,

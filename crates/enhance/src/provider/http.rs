@@ -13,6 +13,7 @@ use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
 use reqwest::{Client, Url};
 
 use super::classify::{classify_status, parse_retry_after};
+use super::http_common::{endpoint, transport_error};
 use super::{Provider, ProviderConfigError, ProviderError};
 use crate::codec::{self, ImageFormat};
 use crate::idempotency::validate_key;
@@ -52,41 +53,7 @@ impl HttpProvider {
     /// Validates `base_url` (`http://host[:port][/path]`, no query or fragment) and
     /// builds the client.
     pub fn new(base_url: &str, config: HttpProviderConfig) -> Result<Self, ProviderConfigError> {
-        let bad = |reason: &str| ProviderConfigError::BadUrl {
-            url: base_url.to_string(),
-            reason: reason.to_string(),
-        };
-        let mut base = Url::parse(base_url)
-            .map_err(|e| bad(&format!("{e}; expected e.g. http://127.0.0.1:8080")))?;
-        match base.scheme() {
-            "http" => {}
-            "https" => {
-                return Err(bad(
-                    "https is not supported by this build (no TLS); use http:// or a local TLS proxy",
-                ));
-            }
-            other => {
-                return Err(bad(&format!(
-                    "scheme {other:?} is not supported; use http://"
-                )));
-            }
-        }
-        let host = base
-            .host_str()
-            .ok_or_else(|| bad("it has no host"))?
-            .to_string();
-        if base.query().is_some() || base.fragment().is_some() {
-            return Err(bad("it must not have a query or fragment"));
-        }
-        if !base.path().ends_with('/') {
-            let path = format!("{}/", base.path());
-            base.set_path(&path);
-        }
-        let endpoint = base.join("v1/enhance").map_err(|e| bad(&e.to_string()))?;
-        let name = match base.port() {
-            Some(port) => format!("http({host}:{port})"),
-            None => format!("http({host})"),
-        };
+        let (endpoint, name) = endpoint(base_url, "v1/enhance")?;
         let client = Client::builder()
             .timeout(config.timeout)
             .connect_timeout(config.connect_timeout)
@@ -181,15 +148,7 @@ impl HttpProvider {
     }
 
     fn transport_error(&self, e: &reqwest::Error) -> ProviderError {
-        let url = self.endpoint.as_str();
-        let what = if e.is_timeout() {
-            format!("timed out (limit {:?}) calling {url}", self.config.timeout)
-        } else if e.is_connect() {
-            format!("could not connect to {url}")
-        } else {
-            format!("request to {url} failed")
-        };
-        ProviderError::retryable(format!("{what}: {}", error_chain(e)))
+        transport_error(self.endpoint.as_str(), self.config.timeout, e)
     }
 }
 
@@ -234,18 +193,6 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| ProviderError::permanent(format!("codec task failed: {e}")))
-}
-
-/// An error and its causes on one line (reqwest's own message omits the cause).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -5,9 +5,10 @@
 //! [`ProviderError::Retryable`] or [`ProviderError::Permanent`] so the engine knows
 //! whether to try again.
 
-mod classify;
+pub mod classify;
 mod error;
 mod http;
+pub mod http_common;
 mod local;
 
 use async_trait::async_trait;

@@ -1,0 +1,30 @@
+//! Offline captions for idempipe: speech to text with Whisper running on candle, from
+//! CTranslate2 (faster-whisper) weights; timestamped decoding; windows cut at silences;
+//! WebVTT and SRT output.
+//!
+//! # Layout
+//! - [`model`]: the CTranslate2 reader ([`model::ct2`]) and [`WhisperModel`], which maps
+//!   its tensors onto candle's Whisper.
+//! - [`mel`]: the Slaney mel filterbank and log-mel spectrograms.
+//! - `decode`: one decoder pass with the reference's timestamp rules.
+//! - [`transcribe`](mod@transcribe): the seek loop with temperature fallback and the
+//!   no-speech check.
+//! - [`windows`]: cutting audio into windows of at most 30 s at pauses.
+//! - [`audio`]: PCM and WAV.
+//! - [`cues`]: cues from window transcripts, as WebVTT and SRT.
+//! - [`provider`]: the [`Transcriber`] trait, local and HTTP.
+
+pub mod audio;
+pub mod cues;
+mod decode;
+pub mod mel;
+pub mod model;
+pub mod provider;
+pub mod transcribe;
+pub mod windows;
+
+pub use cues::{Cue, cues_from, to_srt, to_vtt};
+pub use model::{ModelError, WhisperModel, default_model_dir};
+pub use provider::{HttpTranscriber, LocalTranscriber, ProviderError, Transcriber};
+pub use transcribe::{Segment, TranscribeOptions, Transcript, transcribe};
+pub use windows::{Window, WindowOptions, speech_windows};

@@ -1,0 +1,236 @@
+//! Maps a CTranslate2 Whisper spec onto the tensor names of candle's Whisper (the
+//! Hugging Face layout), and derives the model's dimensions from the tensors.
+//!
+//! CTranslate2 fuses projections: self-attention Q, K and V are one `linear_0` (split in
+//! three), cross-attention K and V are one `linear_1` (split in two). Whisper's key
+//! projections have no bias; the fused biases carry zeros there, which is checked.
+//! Layer norms are `gamma`/`beta` instead of `weight`/`bias`.
+
+use std::collections::HashMap;
+
+use candle_core::{DType, Device, Tensor};
+use candle_transformers::models::whisper::Config;
+
+use super::ModelError;
+use super::ct2::{Ct2File, Dtype, Variable};
+
+/// The spec name this mapping expects.
+const SPEC: &str = "WhisperSpec";
+
+/// candle's tensors by Hugging Face name, and the dimensions read off them.
+pub(crate) fn whisper_tensors(
+    file: &Ct2File,
+    suppress_tokens: Vec<u32>,
+) -> Result<(Config, HashMap<String, Tensor>), ModelError> {
+    if file.spec != SPEC {
+        return Err(ModelError::Format(format!(
+            "the model is a {}, not a {SPEC}",
+            file.spec
+        )));
+    }
+    let config = config(file, suppress_tokens)?;
+    let mut m = Mapper {
+        file,
+        out: HashMap::new(),
+    };
+    m.copy("model.encoder.conv1", "encoder/conv1")?;
+    m.copy("model.encoder.conv2", "encoder/conv2")?;
+    m.norm("model.encoder.layer_norm", "encoder/layer_norm")?;
+    for i in 0..config.encoder_layers {
+        let (hf, ct) = (
+            format!("model.encoder.layers.{i}"),
+            format!("encoder/layer_{i}"),
+        );
+        m.self_attention(&hf, &ct, config.d_model)?;
+        m.ffn(&hf, &ct)?;
+    }
+    m.tensor(
+        "model.decoder.embed_tokens.weight",
+        "decoder/embeddings/weight",
+    )?;
+    m.tensor(
+        "model.decoder.embed_positions.weight",
+        "decoder/position_encodings/encodings",
+    )?;
+    m.norm("model.decoder.layer_norm", "decoder/layer_norm")?;
+    for i in 0..config.decoder_layers {
+        let (hf, ct) = (
+            format!("model.decoder.layers.{i}"),
+            format!("decoder/layer_{i}"),
+        );
+        m.self_attention(&hf, &ct, config.d_model)?;
+        m.cross_attention(&hf, &ct, config.d_model)?;
+        m.ffn(&hf, &ct)?;
+    }
+    Ok((config, m.out))
+}
+
+fn config(file: &Ct2File, suppress_tokens: Vec<u32>) -> Result<Config, ModelError> {
+    let shape = |name: &str, rank: usize| -> Result<Vec<usize>, ModelError> {
+        let v = file.get(name)?;
+        if v.shape.len() != rank {
+            return Err(ModelError::Format(format!(
+                "{name} has shape {:?}, expected rank {rank}",
+                v.shape
+            )));
+        }
+        Ok(v.shape.clone())
+    };
+    let heads = |name: &str| -> Result<usize, ModelError> {
+        let n = file.get(name)?.scalar_int().filter(|&n| n > 0);
+        n.map(|n| n as usize)
+            .ok_or_else(|| ModelError::Format(format!("{name} is not a positive integer")))
+    };
+    let layers = |prefix: &str| {
+        (0..)
+            .take_while(|i| {
+                file.variables
+                    .contains_key(&format!("{prefix}/layer_{i}/ffn/linear_0/weight"))
+            })
+            .count()
+    };
+    let conv1 = shape("encoder/conv1/weight", 3)?;
+    let config = Config {
+        num_mel_bins: conv1[1],
+        max_source_positions: shape("encoder/position_encodings/encodings", 2)?[0],
+        d_model: conv1[0],
+        encoder_attention_heads: heads("encoder/num_heads")?,
+        encoder_layers: layers("encoder"),
+        vocab_size: shape("decoder/embeddings/weight", 2)?[0],
+        max_target_positions: shape("decoder/position_encodings/encodings", 2)?[0],
+        decoder_attention_heads: heads("decoder/num_heads")?,
+        decoder_layers: layers("decoder"),
+        suppress_tokens,
+    };
+    if config.encoder_layers == 0 || config.decoder_layers == 0 {
+        return Err(ModelError::Format(
+            "the model has no encoder or decoder layers".into(),
+        ));
+    }
+    Ok(config)
+}
+
+struct Mapper<'a> {
+    file: &'a Ct2File,
+    out: HashMap<String, Tensor>,
+}
+
+impl Mapper<'_> {
+    fn load(&self, name: &str) -> Result<Tensor, ModelError> {
+        to_tensor(name, self.file.get(name)?)
+    }
+
+    fn tensor(&mut self, hf: &str, ct: &str) -> Result<(), ModelError> {
+        let t = self.load(ct)?;
+        self.out.insert(hf.to_string(), t);
+        Ok(())
+    }
+
+    /// A linear or convolution layer: `weight` and `bias` under both names.
+    fn copy(&mut self, hf: &str, ct: &str) -> Result<(), ModelError> {
+        self.tensor(&format!("{hf}.weight"), &format!("{ct}/weight"))?;
+        self.tensor(&format!("{hf}.bias"), &format!("{ct}/bias"))
+    }
+
+    fn norm(&mut self, hf: &str, ct: &str) -> Result<(), ModelError> {
+        self.tensor(&format!("{hf}.weight"), &format!("{ct}/gamma"))?;
+        self.tensor(&format!("{hf}.bias"), &format!("{ct}/beta"))
+    }
+
+    /// Splits a fused projection into `parts.len()` equal row blocks. A part named with
+    /// a trailing `!` is a key projection: no bias, and the fused bias must be zero there.
+    fn split(&mut self, hf: &str, parts: &[&str], ct: &str, n: usize) -> Result<(), ModelError> {
+        let weight = self.load(&format!("{ct}/weight"))?;
+        let bias = self.load(&format!("{ct}/bias"))?;
+        if weight.dims() != [parts.len() * n, n] || bias.dims() != [parts.len() * n] {
+            return Err(ModelError::Format(format!(
+                "{ct} has shape {:?}, expected [{}, {n}]",
+                weight.dims(),
+                parts.len() * n
+            )));
+        }
+        for (i, part) in parts.iter().enumerate() {
+            let w = weight.narrow(0, i * n, n)?;
+            let b = bias.narrow(0, i * n, n)?;
+            match part.strip_suffix('!') {
+                Some(key) => {
+                    let largest = b.abs()?.max(0)?.to_scalar::<f32>()?;
+                    if largest != 0.0 {
+                        return Err(ModelError::Format(format!(
+                            "{ct}: the key projection has a non-zero bias ({largest}), which Whisper does not have"
+                        )));
+                    }
+                    self.out.insert(format!("{hf}.{key}.weight"), w);
+                }
+                None => {
+                    self.out.insert(format!("{hf}.{part}.weight"), w);
+                    self.out.insert(format!("{hf}.{part}.bias"), b);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn self_attention(&mut self, hf: &str, ct: &str, n: usize) -> Result<(), ModelError> {
+        let (hf_attn, ct_attn) = (format!("{hf}.self_attn"), format!("{ct}/self_attention"));
+        self.split(
+            &hf_attn,
+            &["q_proj", "k_proj!", "v_proj"],
+            &format!("{ct_attn}/linear_0"),
+            n,
+        )?;
+        self.copy(
+            &format!("{hf_attn}.out_proj"),
+            &format!("{ct_attn}/linear_1"),
+        )?;
+        self.norm(
+            &format!("{hf}.self_attn_layer_norm"),
+            &format!("{ct_attn}/layer_norm"),
+        )
+    }
+
+    fn cross_attention(&mut self, hf: &str, ct: &str, n: usize) -> Result<(), ModelError> {
+        let (hf_attn, ct_attn) = (format!("{hf}.encoder_attn"), format!("{ct}/attention"));
+        self.copy(&format!("{hf_attn}.q_proj"), &format!("{ct_attn}/linear_0"))?;
+        self.split(
+            &hf_attn,
+            &["k_proj!", "v_proj"],
+            &format!("{ct_attn}/linear_1"),
+            n,
+        )?;
+        self.copy(
+            &format!("{hf_attn}.out_proj"),
+            &format!("{ct_attn}/linear_2"),
+        )?;
+        self.norm(
+            &format!("{hf}.encoder_attn_layer_norm"),
+            &format!("{ct_attn}/layer_norm"),
+        )
+    }
+
+    fn ffn(&mut self, hf: &str, ct: &str) -> Result<(), ModelError> {
+        self.copy(&format!("{hf}.fc1"), &format!("{ct}/ffn/linear_0"))?;
+        self.copy(&format!("{hf}.fc2"), &format!("{ct}/ffn/linear_1"))?;
+        self.norm(
+            &format!("{hf}.final_layer_norm"),
+            &format!("{ct}/ffn/layer_norm"),
+        )
+    }
+}
+
+/// A stored float variable as an f32 tensor on the CPU.
+fn to_tensor(name: &str, v: &Variable) -> Result<Tensor, ModelError> {
+    let dtype = match v.dtype {
+        Dtype::F32 => DType::F32,
+        Dtype::F16 => DType::F16,
+        Dtype::Bf16 => DType::BF16,
+        other => {
+            return Err(ModelError::Format(format!(
+                "{name} is stored as {other:?}; quantized (int8) models are not supported, \
+                 use a float16 or float32 model"
+            )));
+        }
+    };
+    let t = Tensor::from_raw_buffer(&v.bytes, dtype, &v.shape, &Device::Cpu)?;
+    Ok(t.to_dtype(DType::F32)?)
+}

@@ -1,0 +1,60 @@
+//! Whisper in process, on the CPU.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use super::{ProviderError, Transcriber};
+use crate::mel::mel_filters;
+use crate::model::{ModelError, WhisperModel};
+use crate::transcribe::{TranscribeOptions, Transcript, transcribe};
+
+/// Runs a loaded Whisper model on blocking threads. Calls may run concurrently: each
+/// works on its own clone of the model (the weights are shared).
+#[derive(Clone)]
+pub struct LocalTranscriber {
+    model: WhisperModel,
+    filters: Arc<Vec<f32>>,
+    options: TranscribeOptions,
+    name: String,
+}
+
+impl LocalTranscriber {
+    /// Loads the model in `dir`.
+    pub fn load(dir: &Path, options: TranscribeOptions) -> Result<Self, ModelError> {
+        let model = WhisperModel::load(dir)?;
+        let filters = Arc::new(mel_filters(model.config.num_mel_bins));
+        let label = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "whisper".into());
+        Ok(Self {
+            model,
+            filters,
+            options,
+            name: format!("local({label})"),
+        })
+    }
+}
+
+#[async_trait]
+impl Transcriber for LocalTranscriber {
+    async fn transcribe(
+        &self,
+        samples: Vec<f32>,
+        _idempotency_key: &str,
+    ) -> Result<Transcript, ProviderError> {
+        let mut model = self.model.clone();
+        let filters = self.filters.clone();
+        let options = self.options.clone();
+        tokio::task::spawn_blocking(move || transcribe(&mut model, &filters, &samples, &options))
+            .await
+            .map_err(|e| ProviderError::permanent(format!("transcription task failed: {e}")))?
+            .map_err(|e| ProviderError::permanent(e.to_string()))
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+}

@@ -1,0 +1,264 @@
+//! Transcription of one stretch of audio: the reference's seek loop over 30 s windows.
+//!
+//! Each pass decodes 30 s from `seek`. When the last segment of a pass is unfinished
+//! (it ends on text, not on a closing timestamp pair), the next pass starts at that
+//! segment's start instead of 30 s later, so no word is cut at a window boundary.
+//! A pass that looks bad (repetitive, or improbable) is redone at a higher
+//! temperature; a window the model judges to hold no speech is skipped.
+
+use candle_core::{Device, Tensor};
+use candle_transformers::models::whisper as w;
+
+use crate::decode::{Decoded, WindowDecoder};
+use crate::mel::log_mel;
+use crate::model::WhisperModel;
+
+/// Mel frames per encoder position (the encoder's second convolution has stride 2).
+const INPUT_STRIDE: usize = 2;
+
+/// Seconds per timestamp step.
+const TIME_PRECISION: f64 = 0.02;
+
+/// A piece of transcribed speech, timed in seconds from the start of the audio given.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Segment {
+    /// Start, in seconds.
+    pub start: f64,
+    /// End, in seconds.
+    pub end: f64,
+    /// The words, trimmed.
+    pub text: String,
+}
+
+/// How a transcription went, beyond its segments.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Transcript {
+    /// The speech found.
+    pub segments: Vec<Segment>,
+    /// 30 s passes run (fallback passes not counted).
+    pub passes: u32,
+    /// Passes redone at a higher temperature.
+    pub fallbacks: u32,
+    /// Passes skipped because the model heard no speech.
+    pub no_speech_passes: u32,
+}
+
+/// Decoding settings.
+#[derive(Debug, Clone)]
+pub struct TranscribeOptions {
+    /// Language code for multilingual models (`en`, `de`, ...); English-only models
+    /// ignore it.
+    pub language: String,
+    /// Give the previous pass's text as a prompt (keeps style and names consistent).
+    pub condition_on_previous_text: bool,
+}
+
+impl Default for TranscribeOptions {
+    fn default() -> Self {
+        Self {
+            language: "en".into(),
+            condition_on_previous_text: true,
+        }
+    }
+}
+
+/// Transcription failure.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TranscribeError {
+    /// The multilingual model has no token for the requested language.
+    #[error("the model has no language {0:?} (use a code such as en, de, fr)")]
+    UnknownLanguage(String),
+    /// A tensor operation failed.
+    #[error("whisper inference failed: {0}")]
+    Inference(#[from] candle_core::Error),
+}
+
+/// Transcribes `samples` (16 kHz mono in [-1, 1]) with `model` and mel `filters`.
+pub fn transcribe(
+    model: &mut WhisperModel,
+    filters: &[f32],
+    samples: &[f32],
+    options: &TranscribeOptions,
+) -> Result<Transcript, TranscribeError> {
+    let language = if model.is_english_only() {
+        None
+    } else {
+        let token = format!("<|{}|>", options.language);
+        Some(
+            model
+                .vocab
+                .id(&token)
+                .ok_or_else(|| TranscribeError::UnknownLanguage(options.language.clone()))?,
+        )
+    };
+    let n_mels = model.config.num_mel_bins;
+    let (mel, frames) = log_mel(&model.config, filters, samples);
+    let mel = Tensor::from_vec(mel, (1, n_mels, frames), &Device::Cpu)?;
+    let content_frames = samples.len() / w::HOP_LENGTH;
+    let ts_begin = model.vocab.special.timestamp_begin;
+    let mut rng = fastrand::Rng::with_seed(0x1de3_919e);
+    let mut out = Transcript::default();
+    let mut all_tokens: Vec<u32> = Vec::new();
+    let mut prompt_from = 0;
+    let mut seek = 0;
+    while seek < content_frames {
+        let time_offset = (seek * w::HOP_LENGTH) as f64 / w::SAMPLE_RATE as f64;
+        let segment_size = (content_frames - seek).min(w::N_FRAMES);
+        let segment_secs = (segment_size * w::HOP_LENGTH) as f64 / w::SAMPLE_RATE as f64;
+        let window = mel.narrow(2, seek, w::N_FRAMES)?;
+        let features = model.network.encoder.forward(&window, true)?;
+        let prompt = &all_tokens[prompt_from..];
+        let mut decoder = WindowDecoder {
+            model,
+            language,
+            rng: &mut rng,
+        };
+        let (result, fallbacks) = decode_with_fallback(&mut decoder, &features, prompt)?;
+        out.passes += 1;
+        out.fallbacks += fallbacks;
+        if result.no_speech_prob > w::NO_SPEECH_THRESHOLD
+            && result.avg_logprob < w::LOGPROB_THRESHOLD
+        {
+            out.no_speech_passes += 1;
+            seek += segment_size;
+            continue;
+        }
+        let (segments, advance) = split_segments(&result.tokens, ts_begin, segment_size);
+        for (start, end, tokens) in segments {
+            let text = model.vocab.text(tokens).trim().to_string();
+            let start = time_offset + start.min(segment_secs);
+            let end = time_offset + end.min(segment_secs);
+            if !text.is_empty() && end > start {
+                out.segments.push(Segment { start, end, text });
+            }
+            all_tokens.extend_from_slice(tokens);
+        }
+        seek += advance.max(1);
+        if !options.condition_on_previous_text || result.temperature > 0.5 {
+            prompt_from = all_tokens.len();
+        }
+    }
+    Ok(out)
+}
+
+/// Decodes at rising temperatures until a pass is neither repetitive nor improbable
+/// (or the model says there is no speech). Returns the pass and how many were redone.
+fn decode_with_fallback(
+    decoder: &mut WindowDecoder<'_>,
+    features: &Tensor,
+    prompt: &[u32],
+) -> candle_core::Result<(Decoded, u32)> {
+    let mut fallbacks = 0;
+    let mut last = None;
+    for (i, &t) in w::TEMPERATURES.iter().enumerate() {
+        let result = decoder.decode(features, prompt, t)?;
+        let bad = result.compression_ratio > w::COMPRESSION_RATIO_THRESHOLD
+            || result.avg_logprob < w::LOGPROB_THRESHOLD;
+        let silent = result.no_speech_prob > w::NO_SPEECH_THRESHOLD;
+        if !bad || silent {
+            return Ok((result, fallbacks));
+        }
+        if i + 1 < w::TEMPERATURES.len() {
+            fallbacks += 1;
+        }
+        last = Some(result);
+    }
+    Ok((last.expect("at least one temperature"), fallbacks))
+}
+
+/// Start and end (seconds from the pass start) and the tokens of one segment.
+pub(crate) type TimedTokens<'a> = (f64, f64, &'a [u32]);
+
+/// Cuts a pass's tokens into timed segments (start and end in seconds from the pass
+/// start, and the tokens of each), and says how many mel frames the pass consumed.
+///
+/// Segments end where two timestamp tokens meet. If the pass ends on a lone timestamp,
+/// everything was finished and the whole window is consumed; otherwise the next pass
+/// resumes at the last closing timestamp, so the unfinished tail is decoded again.
+pub(crate) fn split_segments(
+    tokens: &[u32],
+    ts_begin: u32,
+    segment_size: usize,
+) -> (Vec<TimedTokens<'_>>, usize) {
+    let is_ts = |t: u32| t >= ts_begin;
+    let time = |t: u32| (t - ts_begin) as f64 * TIME_PRECISION;
+    let single_ending =
+        tokens.len() >= 2 && !is_ts(tokens[tokens.len() - 2]) && is_ts(tokens[tokens.len() - 1]);
+    let mut cuts: Vec<usize> = (1..tokens.len())
+        .filter(|&i| is_ts(tokens[i - 1]) && is_ts(tokens[i]))
+        .collect();
+    let mut segments = Vec::new();
+    if !cuts.is_empty() {
+        if single_ending {
+            cuts.push(tokens.len());
+        }
+        let mut from = 0;
+        for &to in &cuts {
+            let piece = &tokens[from..to];
+            if let (Some(&first), Some(&last)) = (piece.first(), piece.last())
+                && is_ts(first)
+                && is_ts(last)
+            {
+                segments.push((time(first), time(last), piece));
+            }
+            from = to;
+        }
+        let advance = if single_ending {
+            segment_size
+        } else {
+            (tokens[from - 1] - ts_begin) as usize * INPUT_STRIDE
+        };
+        return (segments, advance);
+    }
+    // No complete pair: one segment over the whole pass, ending at its last timestamp.
+    let mut end = (segment_size * w::HOP_LENGTH) as f64 / w::SAMPLE_RATE as f64;
+    if let Some(&last) = tokens.iter().rev().find(|&&t| is_ts(t))
+        && last != ts_begin
+    {
+        end = time(last);
+    }
+    let start = tokens
+        .first()
+        .filter(|&&t| is_ts(t))
+        .map_or(0.0, |&t| time(t));
+    segments.push((start, end, tokens));
+    (segments, segment_size)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TS: u32 = 1000;
+
+    #[test]
+    fn pairs_cut_segments_and_a_lone_final_timestamp_consumes_the_window() {
+        // <0.00> a b <1.00><1.50> c <2.00>
+        let tokens = [TS, 1, 2, TS + 50, TS + 75, 3, TS + 100];
+        let (segs, advance) = split_segments(&tokens, TS, 3000);
+        let times: Vec<(f64, f64)> = segs.iter().map(|s| (s.0, s.1)).collect();
+        assert_eq!(times, vec![(0.0, 1.0), (1.5, 2.0)]);
+        assert_eq!(segs[1].2, &[TS + 75, 3, TS + 100]);
+        assert_eq!(advance, 3000);
+    }
+
+    #[test]
+    fn an_unfinished_last_segment_is_decoded_again_from_its_start() {
+        // <0.00> a <1.00><1.50> b c   (cut off: no closing timestamp)
+        let tokens = [TS, 1, TS + 50, TS + 75, 2, 3];
+        let (segs, advance) = split_segments(&tokens, TS, 3000);
+        assert_eq!(segs.len(), 1);
+        assert_eq!((segs[0].0, segs[0].1), (0.0, 1.0));
+        // Resume at 1.00 s = 50 timestamp steps = 100 mel frames.
+        assert_eq!(advance, 100);
+    }
+
+    #[test]
+    fn without_pairs_the_pass_is_one_segment() {
+        let tokens = [TS + 10, 1, 2, TS + 120];
+        let (segs, advance) = split_segments(&tokens, TS, 800);
+        assert_eq!((segs[0].0, segs[0].1), (0.2, 2.4));
+        assert_eq!(advance, 800);
+    }
+}

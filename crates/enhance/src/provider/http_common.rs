@@ -1,0 +1,74 @@
+//! What every HTTP provider shares: validating a base URL into an endpoint, and
+//! describing a failed request.
+
+use std::time::Duration;
+
+use reqwest::Url;
+
+use super::{ProviderConfigError, ProviderError};
+
+/// Validates `base_url` (`http://host[:port][/path]`, no query or fragment) and returns
+/// the URL of `path` under it, and a short provider name such as `http(host:port)`.
+pub fn endpoint(base_url: &str, path: &str) -> Result<(Url, String), ProviderConfigError> {
+    let bad = |reason: &str| ProviderConfigError::BadUrl {
+        url: base_url.to_string(),
+        reason: reason.to_string(),
+    };
+    let mut base = Url::parse(base_url)
+        .map_err(|e| bad(&format!("{e}; expected e.g. http://127.0.0.1:8080")))?;
+    match base.scheme() {
+        "http" => {}
+        "https" => {
+            return Err(bad(
+                "https is not supported by this build (no TLS); use http:// or a local TLS proxy",
+            ));
+        }
+        other => {
+            return Err(bad(&format!(
+                "scheme {other:?} is not supported; use http://"
+            )));
+        }
+    }
+    let host = base
+        .host_str()
+        .ok_or_else(|| bad("it has no host"))?
+        .to_string();
+    if base.query().is_some() || base.fragment().is_some() {
+        return Err(bad("it must not have a query or fragment"));
+    }
+    if !base.path().ends_with('/') {
+        let with_slash = format!("{}/", base.path());
+        base.set_path(&with_slash);
+    }
+    let url = base.join(path).map_err(|e| bad(&e.to_string()))?;
+    let name = match base.port() {
+        Some(port) => format!("http({host}:{port})"),
+        None => format!("http({host})"),
+    };
+    Ok((url, name))
+}
+
+/// A request to `url` that got no usable response: retryable, saying whether it timed
+/// out (after `timeout`), could not connect, or failed otherwise, with every cause.
+pub fn transport_error(url: &str, timeout: Duration, e: &reqwest::Error) -> ProviderError {
+    let what = if e.is_timeout() {
+        format!("timed out (limit {timeout:?}) calling {url}")
+    } else if e.is_connect() {
+        format!("could not connect to {url}")
+    } else {
+        format!("request to {url} failed")
+    };
+    ProviderError::retryable(format!("{what}: {}", error_chain(e)))
+}
+
+/// An error and its causes on one line (reqwest's own message omits the cause).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
