@@ -27,4 +27,4 @@ pub use cues::{Cue, cues_from, to_srt, to_vtt};
 pub use model::{ModelError, WhisperModel, default_model_dir};
 pub use provider::{HttpTranscriber, LocalTranscriber, ProviderError, Transcriber};
 pub use transcribe::{Segment, TranscribeOptions, Transcript, transcribe};
-pub use windows::{Window, WindowOptions, speech_windows};
+pub use windows::{Window, WindowOptions, speech_windows, speech_windows_in_pcm};

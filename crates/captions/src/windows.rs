@@ -60,13 +60,42 @@ impl Default for WindowOptions {
 
 /// Loudness of each 20 ms frame, in dBFS.
 fn frame_levels(samples: &[f32]) -> Vec<f64> {
-    samples
-        .chunks(FRAME)
-        .map(|c| {
-            let power = c.iter().map(|&s| (s as f64) * (s as f64)).sum::<f64>() / c.len() as f64;
-            10.0 * (power + 1e-12).log10()
-        })
-        .collect()
+    samples.chunks(FRAME).map(level).collect()
+}
+
+/// Loudness of one frame, in dBFS.
+fn level(frame: &[f32]) -> f64 {
+    let power = frame.iter().map(|&s| (s as f64) * (s as f64)).sum::<f64>() / frame.len() as f64;
+    10.0 * (power + 1e-12).log10()
+}
+
+/// The windows of a raw 16 kHz mono signed 16-bit PCM file, read in pieces (an hour of
+/// audio needs a few hundred kilobytes here, not the whole file in memory).
+pub fn speech_windows_in_pcm(
+    path: &std::path::Path,
+    options: &WindowOptions,
+) -> std::io::Result<Vec<Window>> {
+    use std::io::Read;
+    let mut file = std::io::BufReader::new(std::fs::File::open(path)?);
+    let mut levels = Vec::new();
+    let mut bytes = vec![0u8; FRAME * 2];
+    let mut total = 0;
+    loop {
+        let mut filled = 0;
+        while filled < bytes.len() {
+            match file.read(&mut bytes[filled..])? {
+                0 => break,
+                n => filled += n,
+            }
+        }
+        let samples = crate::audio::pcm_to_samples(&bytes[..filled]);
+        if samples.is_empty() {
+            break;
+        }
+        total += samples.len();
+        levels.push(level(&samples));
+    }
+    Ok(windows_from_levels(&levels, total, options))
 }
 
 /// Which frames are sound: louder than the silence floor and above the recording's own
@@ -86,8 +115,12 @@ fn sound_frames(levels: &[f64], options: &WindowOptions) -> Vec<bool> {
 
 /// The windows of `samples` (16 kHz mono).
 pub fn speech_windows(samples: &[f32], options: &WindowOptions) -> Vec<Window> {
-    let levels = frame_levels(samples);
-    let sound = sound_frames(&levels, options);
+    windows_from_levels(&frame_levels(samples), samples.len(), options)
+}
+
+/// The windows of `total` samples whose 20 ms frames have `levels`.
+fn windows_from_levels(levels: &[f64], total: usize, options: &WindowOptions) -> Vec<Window> {
+    let sound = sound_frames(levels, options);
     let to_frames = |secs: f64| (secs * SAMPLE_RATE as f64 / FRAME as f64).round() as usize;
     let (max_len, min_pause, margin) = (
         to_frames(options.max_secs).max(1),
@@ -107,11 +140,11 @@ pub fn speech_windows(samples: &[f32], options: &WindowOptions) -> Vec<Window> {
         let end = if last_sound + 1 + margin - start <= max_len {
             (last_sound + 1 + margin).min(n)
         } else {
-            cut_point(&sound, &levels, start, max_len, min_pause)
+            cut_point(&sound, levels, start, max_len, min_pause)
         };
         windows.push(Window {
             start: start * FRAME,
-            end: (end * FRAME).min(samples.len()),
+            end: (end * FRAME).min(total),
         });
         at = end;
     }
@@ -177,6 +210,30 @@ mod tests {
 
     fn secs(w: &Window) -> (f64, f64) {
         (w.start_secs(), w.start_secs() + w.secs())
+    }
+
+    #[test]
+    fn a_pcm_file_gives_the_same_windows_as_its_samples() {
+        let mut p = vec![false; 7];
+        p.extend([true; 333]);
+        p.extend([false; 4]);
+        p.extend([true; 45]);
+        let samples = audio(&p);
+        let bytes: Vec<u8> = samples
+            .iter()
+            .flat_map(|&s| ((s * 32768.0) as i16).to_le_bytes())
+            .collect();
+        let path =
+            std::env::temp_dir().join(format!("idempipe-windows-{}.pcm", std::process::id()));
+        std::fs::write(&path, &bytes).unwrap();
+        let from_file = speech_windows_in_pcm(&path, &WindowOptions::default()).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let quantized = crate::audio::pcm_to_samples(&bytes);
+        assert_eq!(
+            from_file,
+            speech_windows(&quantized, &WindowOptions::default())
+        );
+        assert!(from_file.len() >= 2);
     }
 
     #[test]

@@ -6,7 +6,8 @@ mod support;
 use std::path::{Path, PathBuf};
 
 use idempipe_video::media::{
-    EncodeSettings, FrameReader, MediaError, MediaInfo, SegmentEncoder, assemble, probe, split,
+    EncodeSettings, FrameReader, MediaError, MediaInfo, SegmentEncoder, Subtitles, assemble, probe,
+    split,
 };
 use image::RgbImage;
 use support::{TempDir, ffprobe_json, file_names, sample, stream};
@@ -70,7 +71,10 @@ async fn bikes_round_trip_with_speech_audio_and_captions() {
         &encoded,
         &sample("bikes-speech.mp4"),
         true,
-        Some(&subs),
+        Some(Subtitles {
+            path: &subs,
+            language: "eng",
+        }),
         &out,
     )
     .await

@@ -10,14 +10,16 @@ use crate::mel::mel_filters;
 use crate::model::{ModelError, WhisperModel};
 use crate::transcribe::{TranscribeOptions, Transcript, transcribe};
 
-/// Runs a loaded Whisper model on blocking threads. Calls may run concurrently: each
-/// works on its own clone of the model (the weights are shared).
+/// Runs a loaded Whisper model on a blocking thread, one call at a time: a call already
+/// uses every core (candle's matrix products are multi-threaded), so concurrent calls
+/// would only add memory and cache misses. Clones share the model and the turn.
 #[derive(Clone)]
 pub struct LocalTranscriber {
     model: WhisperModel,
     filters: Arc<Vec<f32>>,
     options: TranscribeOptions,
     name: String,
+    turn: Arc<tokio::sync::Semaphore>,
 }
 
 impl LocalTranscriber {
@@ -34,6 +36,7 @@ impl LocalTranscriber {
             filters,
             options,
             name: format!("local({label})"),
+            turn: Arc::new(tokio::sync::Semaphore::new(1)),
         })
     }
 }
@@ -48,6 +51,11 @@ impl Transcriber for LocalTranscriber {
         let mut model = self.model.clone();
         let filters = self.filters.clone();
         let options = self.options.clone();
+        let _turn = self
+            .turn
+            .acquire()
+            .await
+            .expect("the semaphore is never closed");
         tokio::task::spawn_blocking(move || transcribe(&mut model, &filters, &samples, &options))
             .await
             .map_err(|e| ProviderError::permanent(format!("transcription task failed: {e}")))?

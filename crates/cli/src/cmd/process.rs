@@ -8,7 +8,8 @@ use clap::Args;
 use idempipe_engine::{RunStatus, SharedStore};
 use idempipe_video::media;
 use idempipe_video::pipeline::{
-    self, DriveOptions, DriveOutcome, OnFrameFailure, ProcessRequest, Settings,
+    self, CAPTIONS_LOCAL, CAPTIONS_OFF, CaptionSettings, DriveOptions, DriveOutcome,
+    OnFrameFailure, ProcessRequest, Settings, stage,
 };
 
 use crate::db::{DbArgs, default_db_path};
@@ -76,6 +77,24 @@ pub(crate) struct SettingsArgs {
     /// Enhancement calls per second across all workers [default: 1000 local, 50 with --api]
     #[arg(long, value_name = "R")]
     pub(crate) api_rate: Option<f64>,
+    /// Captions from the speech: `auto` (Whisper in process if its model is installed,
+    /// else none), `local` (Whisper in process; fails if the model is missing), `off`,
+    /// or the base URL of an OpenAI-compatible transcription service (http://host:port,
+    /// POST /v1/audio/transcriptions). Written as OUTPUT.vtt, OUTPUT.srt and a subtitle
+    /// track.
+    #[arg(long, value_name = "MODE", default_value = "auto")]
+    pub(crate) captions: String,
+    /// The Whisper model directory (faster-whisper format; scripts/fetch-model installs
+    /// tiny.en) [default: ~/.cache/idempipe/models/whisper-tiny.en]
+    #[arg(long, value_name = "DIR", env = "IDEMPIPE_WHISPER_MODEL")]
+    pub(crate) whisper_model: Option<PathBuf>,
+    /// Spoken language as an ISO 639-1 code (English-only models ignore it; it tags the
+    /// subtitle track).
+    #[arg(long, value_name = "CODE", default_value = "en")]
+    pub(crate) captions_language: String,
+    /// The `model` field sent to a transcription service (with --captions URL).
+    #[arg(long, value_name = "NAME", default_value = "whisper-1")]
+    pub(crate) captions_api_model: String,
 }
 
 impl SettingsArgs {
@@ -99,6 +118,31 @@ impl SettingsArgs {
             } else {
                 defaults.api_rate
             }),
+            captions: self.caption_settings(),
+        }
+    }
+
+    /// The captions settings; `auto` becomes `local` when the model is installed.
+    fn caption_settings(&self) -> CaptionSettings {
+        let model_dir = self
+            .whisper_model
+            .clone()
+            .unwrap_or_else(|| CaptionSettings::default().model_dir);
+        let provider = match self.captions.as_str() {
+            "auto" => match pipeline::caption_settings::model_installed(&model_dir) {
+                Ok(()) => CAPTIONS_LOCAL.to_string(),
+                Err(e) => {
+                    tracing::warn!("{e}; making no captions");
+                    CAPTIONS_OFF.to_string()
+                }
+            },
+            other => other.to_string(),
+        };
+        CaptionSettings {
+            provider,
+            model_dir,
+            language: self.captions_language.clone(),
+            api_model: self.captions_api_model.clone(),
         }
     }
 
@@ -178,6 +222,7 @@ async fn report_end(
             params.thumbnail.display(),
             params.report.display()
         );
+        eprintln!("{}", captions_line(store, run_id, params).await);
         return Ok(0);
     }
     let failed = pipeline::failed_items(store, run_id).await?;
@@ -196,6 +241,30 @@ async fn report_end(
         eprintln!("run `idempipe retry {run_id}` to re-run only those");
     }
     Ok(1)
+}
+
+/// One line on the run's captions: the files written, or why there are none.
+async fn captions_line(store: &SharedStore, run_id: i64, params: &pipeline::RunParams) -> String {
+    let result = store
+        .item_get(run_id, stage::CAPTIONS, "captions")
+        .await
+        .ok()
+        .and_then(|i| i.result)
+        .unwrap_or_default();
+    match result["cues"].as_u64() {
+        Some(n) if n > 0 => format!(
+            "captions: {} cue(s) in {} and {} (also muxed as a subtitle track)",
+            n,
+            params.captions_vtt().display(),
+            params.captions_srt().display()
+        ),
+        _ => format!(
+            "no captions: {}",
+            result["reason"]
+                .as_str()
+                .unwrap_or("the run has no captions stage")
+        ),
+    }
 }
 
 /// Opens the store, first creating the default SQLite file's directory if that is used.

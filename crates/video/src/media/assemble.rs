@@ -7,10 +7,20 @@ use super::MediaError;
 use super::atomic::{rename_into_place, temp_path_for, write_atomic};
 use super::tool::{self, FFMPEG};
 
+/// A subtitle file to mux (any format ffmpeg reads, e.g. `.srt`) and its language as an
+/// ISO 639-2 code (`eng`), which players show in their track menu.
+#[derive(Debug, Clone, Copy)]
+pub struct Subtitles<'a> {
+    /// The subtitle file.
+    pub path: &'a Path,
+    /// ISO 639-2 language code.
+    pub language: &'a str,
+}
+
 /// Joins `segments` (in order) into `out_path` (`.mp4`) by stream copy, taking the
 /// first audio stream of `original_input` when `audio` is true (copied; skipped if the
-/// input has none) and, when given, `subtitles` (e.g. `.srt`) as an English mov_text
-/// track.
+/// input has none) and, when given, `subtitles` as a mov_text track with their
+/// language tag.
 ///
 /// Uses the concat demuxer; `+faststart` puts the index first for streaming; bitexact
 /// flags and no copied metadata keep the output reproducible. Written under a
@@ -19,7 +29,7 @@ pub async fn assemble(
     segments: &[PathBuf],
     original_input: &Path,
     audio: bool,
-    subtitles: Option<&Path>,
+    subtitles: Option<Subtitles<'_>>,
     out_path: &Path,
 ) -> Result<(), MediaError> {
     if segments.is_empty() {
@@ -55,7 +65,7 @@ async fn run_ffmpeg(
     list_path: &Path,
     original_input: &Path,
     audio: bool,
-    subtitles: Option<&Path>,
+    subtitles: Option<Subtitles<'_>>,
     tmp_path: &Path,
     out_path: &Path,
 ) -> Result<(), MediaError> {
@@ -69,23 +79,23 @@ async fn run_ffmpeg(
         next_input - 1
     });
     let subs_input = subtitles.map(|subs| {
-        cmd.arg("-i").arg(subs);
+        cmd.arg("-i").arg(subs.path);
         next_input += 1;
-        next_input - 1
+        (next_input - 1, subs.language)
     });
     cmd.args(["-map", "0:v:0", "-c:v", "copy"]);
     if let Some(i) = audio_input {
         // The trailing `?` makes the audio optional: inputs without audio still work.
         cmd.args(["-map", &format!("{i}:a:0?"), "-c:a", "copy"]);
     }
-    if let Some(i) = subs_input {
+    if let Some((i, language)) = subs_input {
         cmd.args([
             "-map",
             &format!("{i}:s:0"),
             "-c:s",
             "mov_text",
             "-metadata:s:s:0",
-            "language=eng",
+            &format!("language={language}"),
         ]);
     }
     cmd.args([

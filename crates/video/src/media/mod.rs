@@ -12,10 +12,12 @@
 //! - [`frame_file`]: per-frame artifact files (raw RGB with a size header).
 //! - [`encode`]: encode frames into an H.264 segment ([`SegmentEncoder`]).
 //! - [`assemble`]: join segments and mux the original audio and captions.
+//! - [`audio`]: the audio track as 16 kHz mono PCM, for speech recognition.
 //! - [`thumbnail`]: JPEG thumbnails.
 
 pub mod assemble;
 mod atomic;
+pub mod audio;
 pub mod encode;
 mod error;
 pub mod frame_file;
@@ -25,7 +27,7 @@ pub mod split;
 pub mod thumbnail;
 mod tool;
 
-pub use assemble::assemble;
+pub use assemble::{Subtitles, assemble};
 pub use encode::{EncodeSettings, SegmentEncoder};
 pub use error::MediaError;
 pub use frame_file::{read_frame_file, write_frame_file};

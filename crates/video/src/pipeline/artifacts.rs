@@ -38,6 +38,11 @@ impl RunDir {
         self.frames(seg).join(format!("{global:06}.enh.rgb"))
     }
 
+    /// The audio track as 16 kHz mono PCM, for transcription.
+    pub(crate) fn speech_audio(&self) -> PathBuf {
+        self.0.join("audio").join("speech.s16le")
+    }
+
     /// The encoded (enhanced) segment `seg`.
     pub(crate) fn encoded(&self, seg: u32) -> PathBuf {
         self.0
@@ -63,3 +68,11 @@ pub(crate) fn frames_group(seg: u32) -> String {
 
 /// Group of every encode (the thumbnail waits for it).
 pub(crate) const ENCODES_GROUP: &str = "encodes";
+
+/// Key of a `transcribe` item: `window/0003`, the audio window's position.
+pub(crate) fn window_key(index: usize) -> String {
+    format!("window/{index:04}")
+}
+
+/// Group of every `transcribe` item (the captions item waits for it).
+pub(crate) const TRANSCRIPTS_GROUP: &str = "transcripts";

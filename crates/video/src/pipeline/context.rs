@@ -4,10 +4,12 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use idempipe_captions::{HttpTranscriber, LocalTranscriber, TranscribeOptions, Transcriber};
 use idempipe_engine::{HandlerError, SharedStore};
 use idempipe_enhance::provider::{HttpProvider, HttpProviderConfig, LocalProvider, Provider};
 
 use super::artifacts::RunDir;
+use super::caption_settings::CaptionSettings;
 use super::register::PipelineOptions;
 use super::settings::{LOCAL_PROVIDER, RunParams};
 
@@ -17,6 +19,8 @@ pub(crate) struct Ctx {
     pub(crate) options: PipelineOptions,
     runs: Mutex<HashMap<i64, Arc<RunParams>>>,
     providers: Mutex<HashMap<String, Arc<dyn Provider>>>,
+    /// Held while a model loads, so concurrent windows load it once.
+    transcribers: tokio::sync::Mutex<HashMap<String, Arc<dyn Transcriber>>>,
 }
 
 impl Ctx {
@@ -26,6 +30,7 @@ impl Ctx {
             options,
             runs: Mutex::default(),
             providers: Mutex::default(),
+            transcribers: tokio::sync::Mutex::default(),
         }
     }
 
@@ -74,6 +79,47 @@ impl Ctx {
         };
         cache.insert(name.to_owned(), provider.clone());
         Ok(provider)
+    }
+}
+
+impl Ctx {
+    /// The transcriber a run's caption settings name, built (a local model loaded) once
+    /// per worker. A model that cannot be loaded is a permanent failure naming the file.
+    pub(crate) async fn transcriber(
+        &self,
+        settings: &CaptionSettings,
+    ) -> Result<Arc<dyn Transcriber>, HandlerError> {
+        let key = serde_json::to_string(settings).expect("settings serialise");
+        let mut cache = self.transcribers.lock().await;
+        if let Some(t) = cache.get(&key) {
+            return Ok(t.clone());
+        }
+        let transcriber: Arc<dyn Transcriber> = if settings.is_local() {
+            let dir = settings.model_dir.clone();
+            let options = TranscribeOptions {
+                language: settings.language.clone(),
+                ..TranscribeOptions::default()
+            };
+            let started = std::time::Instant::now();
+            let model = tokio::task::spawn_blocking(move || LocalTranscriber::load(&dir, options))
+                .await
+                .map_err(HandlerError::permanent)?
+                .map_err(|e| HandlerError::permanent(format!("captions model: {e}")))?;
+            tracing::info!(model = %settings.model_dir.display(), ms = started.elapsed().as_millis() as u64, "loaded the Whisper model");
+            Arc::new(model)
+        } else {
+            Arc::new(
+                HttpTranscriber::new(
+                    &settings.provider,
+                    &settings.api_model,
+                    Some(&settings.language),
+                    self.options.transcribe_timeout,
+                )
+                .map_err(HandlerError::permanent)?,
+            )
+        };
+        cache.insert(key, transcriber.clone());
+        Ok(transcriber)
     }
 }
 

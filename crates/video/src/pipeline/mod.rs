@@ -6,7 +6,8 @@
 //! ```text
 //! ingest -> split -> per segment N:  extract/N -> frame/* (one item per frame) -> encode/N
 //!                                    (extract/N waits for encode/N-K: K segments in flight)
-//!                    when every encode is done: thumbnail -> assemble (captions: later)
+//!                    when every encode is done: thumbnail -+
+//!        (split also) -> transcribe/W (one item per audio window) -> captions -+-> assemble
 //! ```
 //!
 //! Everything a handler needs is in the run's `params` ([`RunParams`]); artifacts live
@@ -22,6 +23,7 @@
 //! - `stages/`: one file per stage handler; `artifacts.rs`: where files go.
 
 mod artifacts;
+pub mod caption_settings;
 mod context;
 pub mod drive;
 mod error;
@@ -32,6 +34,7 @@ pub mod settings;
 mod stages;
 pub mod start;
 
+pub use caption_settings::{CAPTIONS_LOCAL, CAPTIONS_OFF, CaptionSettings};
 pub use drive::{DriveOptions, DriveOutcome, drive};
 pub use error::PipelineError;
 pub use progress::{ProgressStyle, wait_for_run};
@@ -57,8 +60,14 @@ pub mod stage {
     pub const ENCODE: &str = "encode";
     /// Picks and writes the thumbnail.
     pub const THUMBNAIL: &str = "thumbnail";
-    /// Joins the segments, muxes the audio, writes the report.
+    /// Transcribes one window of the audio.
+    pub const TRANSCRIBE: &str = "transcribe";
+    /// Joins the windows' transcripts into WebVTT and SRT captions.
+    pub const CAPTIONS: &str = "captions";
+    /// Joins the segments, muxes the audio and captions, writes the report.
     pub const ASSEMBLE: &str = "assemble";
     /// Every stage, in pipeline order.
-    pub const ALL: [&str; 7] = [INGEST, SPLIT, EXTRACT, FRAME, ENCODE, THUMBNAIL, ASSEMBLE];
+    pub const ALL: [&str; 9] = [
+        INGEST, SPLIT, EXTRACT, FRAME, ENCODE, THUMBNAIL, TRANSCRIBE, CAPTIONS, ASSEMBLE,
+    ];
 }

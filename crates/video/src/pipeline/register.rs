@@ -10,7 +10,9 @@ use idempipe_engine::{
 
 use super::context::Ctx;
 use super::stage;
-use super::stages::{Assemble, Encode, Extract, Frame, Ingest, Split, Thumbnail};
+use super::stages::{
+    Assemble, Captions, Encode, Extract, Frame, Ingest, Split, Thumbnail, Transcribe,
+};
 
 /// The limiter every worker's `frame` stage takes a permit from, shared through the store.
 pub const ENHANCE_LIMITER: &str = "enhance-api";
@@ -29,6 +31,8 @@ pub struct PipelineOptions {
     pub frame_backoff: Backoff,
     /// Whole-request timeout of HTTP enhancement calls.
     pub api_timeout: Duration,
+    /// Whole-request timeout of HTTP transcription calls (a window is up to 30 s of audio).
+    pub transcribe_timeout: Duration,
 }
 
 impl Default for PipelineOptions {
@@ -43,6 +47,7 @@ impl Default for PipelineOptions {
                 jitter: 0.5,
             },
             api_timeout: Duration::from_secs(30),
+            transcribe_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -67,6 +72,14 @@ pub fn stage_policies(options: &PipelineOptions) -> Vec<StagePolicy> {
             .limiter(ENHANCE_LIMITER, 1.0),
         plain(stage::ENCODE, 5),
         plain(stage::THUMBNAIL, 3),
+        // A window's transcription is an external call when a service does it: a lost
+        // lease retries it (the service is asked again, which costs at most one call).
+        StagePolicy::new(stage::TRANSCRIBE)
+            .max_attempts(4)
+            .backoff(options.frame_backoff)
+            .lease(options.lease)
+            .on_unknown(OnUnknown::Retry),
+        plain(stage::CAPTIONS, 3),
         plain(stage::ASSEMBLE, 3),
     ]
 }
@@ -84,6 +97,8 @@ pub fn register(worker: Worker, store: SharedStore, options: &PipelineOptions) -
         .handler(next(), Frame(ctx.clone()))
         .handler(next(), Encode(ctx.clone()))
         .handler(next(), Thumbnail(ctx.clone()))
+        .handler(next(), Transcribe(ctx.clone()))
+        .handler(next(), Captions(ctx.clone()))
         .handler(next(), Assemble(ctx))
 }
 

@@ -101,6 +101,33 @@ struct StageTiming {
     last_end: Option<i64>,
 }
 
+/// What the captions stage made, or why there are no captions.
+fn captions_summary(items: &[Item], params: &RunParams) -> Value {
+    let mut summary = items
+        .iter()
+        .find(|i| i.stage == stage::CAPTIONS)
+        .and_then(|i| i.result.clone())
+        .unwrap_or_else(|| json!({ "cues": 0, "reason": "the run has no captions stage" }));
+    let windows: Vec<&Item> = items
+        .iter()
+        .filter(|i| i.stage == stage::TRANSCRIBE)
+        .collect();
+    let audio_secs: f64 = windows
+        .iter()
+        .filter_map(|i| i.result.as_ref()?["secs"].as_f64())
+        .sum();
+    let busy_secs: f64 = windows
+        .iter()
+        .filter_map(|i| i.result.as_ref()?["elapsed_secs"].as_f64())
+        .sum();
+    summary["provider"] = json!(params.settings.captions.provider);
+    summary["transcribed_audio_secs"] = json!(audio_secs);
+    if busy_secs > 0.0 {
+        summary["real_time_factor"] = json!(audio_secs / busy_secs);
+    }
+    summary
+}
+
 /// Builds the report written next to the output. `assemble_ms` is the assembly's own
 /// time so far (its attempt has not ended when the report is written).
 pub(crate) async fn build(
@@ -156,6 +183,7 @@ pub(crate) async fn build(
         .iter()
         .find(|i| i.stage == stage::THUMBNAIL)
         .and_then(|i| i.result.clone());
+    let captions = captions_summary(&items, params);
     Ok(json!({
         "run": run_id,
         "input": params.input,
@@ -170,6 +198,7 @@ pub(crate) async fn build(
             "audio": info.has_audio, "audio_codec": info.audio_codec,
         },
         "frames": { "total": frames, "enhanced": enhanced, "kept_original": kept.len() },
+        "captions": captions,
         "kept_original": kept,
         "provider_calls": provider_calls,
         "api_calls": api_calls,

@@ -6,6 +6,7 @@ use std::str::FromStr;
 use idempipe_enhance::EnhanceParams;
 use serde::{Deserialize, Serialize};
 
+use super::caption_settings::CaptionSettings;
 use super::error::PipelineError;
 use crate::media::EncodeSettings;
 
@@ -56,6 +57,9 @@ pub struct Settings {
     pub window: u32,
     /// Calls per second allowed to the enhancement provider, across all workers.
     pub api_rate: f64,
+    /// Captions (speech to text); off unless asked for.
+    #[serde(default)]
+    pub captions: CaptionSettings,
 }
 
 impl Default for Settings {
@@ -69,6 +73,7 @@ impl Default for Settings {
             segment_secs: 2.0,
             window: 4,
             api_rate: 1000.0,
+            captions: CaptionSettings::default(),
         }
     }
 }
@@ -99,7 +104,7 @@ impl Settings {
             idempipe_enhance::provider::HttpProvider::new(&self.provider, Default::default())
                 .map_err(|e| PipelineError::Config(e.to_string()))?;
         }
-        Ok(())
+        self.captions.validate()
     }
 
     /// Whether frames are enhanced in process.
@@ -119,14 +124,20 @@ impl Settings {
     /// The settings that decide the output; pacing settings (window, rate) are left out,
     /// so changing them resumes the same run.
     fn identity_json(&self) -> serde_json::Value {
-        serde_json::json!({
+        let mut identity = serde_json::json!({
             "provider": self.provider,
             "enhance": self.enhance,
             "crf": self.crf,
             "preset": self.preset,
             "on_frame_failure": self.on_frame_failure,
             "segment_secs": self.segment_secs,
-        })
+        });
+        // Only when on, so runs without captions keep the identity they had before
+        // captions existed.
+        if self.captions.enabled() {
+            identity["captions"] = serde_json::json!(self.captions);
+        }
+        identity
     }
 }
 
@@ -175,6 +186,18 @@ impl RunParams {
             settings,
             identity,
         }
+    }
+}
+
+impl RunParams {
+    /// The WebVTT captions next to the output (`out.mp4` -> `out.vtt`).
+    pub fn captions_vtt(&self) -> PathBuf {
+        sibling(&self.output, "vtt")
+    }
+
+    /// The SubRip captions next to the output (`out.mp4` -> `out.srt`).
+    pub fn captions_srt(&self) -> PathBuf {
+        sibling(&self.output, "srt")
     }
 }
 

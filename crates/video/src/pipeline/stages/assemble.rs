@@ -6,13 +6,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
-use idempipe_engine::{Handler, HandlerError, ItemResult, Job};
+use idempipe_engine::{Handler, HandlerError, ItemResult, Job, SharedStore, StoreError};
 use serde_json::json;
 
 use super::thumbnail::segments;
 use super::{remove_dir, write_atomic};
-use crate::media::{self, MediaInfo};
-use crate::pipeline::artifacts::RunDir;
+use crate::media::{self, MediaInfo, Subtitles};
 use crate::pipeline::context::{Ctx, transient};
 use crate::pipeline::settings::RunParams;
 use crate::pipeline::{report, stage};
@@ -43,12 +42,15 @@ impl Handler for Assemble {
         if let Some(parent) = params.output.parent() {
             tokio::fs::create_dir_all(parent).await.map_err(transient)?;
         }
-        let subtitles = captions(&params, &dir);
+        let subtitles = captions(store, job.run_id, &params).await?;
+        let language = params.settings.captions.track_language();
         media::assemble(
             &paths,
             &params.input,
             info.has_audio,
-            subtitles.as_deref(),
+            subtitles
+                .as_deref()
+                .map(|path| Subtitles { path, language }),
             &params.output,
         )
         .await
@@ -71,10 +73,30 @@ impl Handler for Assemble {
     }
 }
 
-/// The captions track to mux. Captions (speech to text) come in their own issue: that
-/// stage will write `ARTIFACTS/run-<id>/captions.srt` and this returns it.
-fn captions(_params: &RunParams, _dir: &RunDir) -> Option<PathBuf> {
-    None
+/// The SRT file to mux, if the `captions` item wrote one. Runs made before captions
+/// existed have no such item and get none.
+async fn captions(
+    store: &SharedStore,
+    run_id: i64,
+    params: &RunParams,
+) -> Result<Option<PathBuf>, HandlerError> {
+    let item = match store.item_get(run_id, stage::CAPTIONS, "captions").await {
+        Ok(item) => item,
+        Err(StoreError::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(transient(e)),
+    };
+    let cues = item.result.as_ref().and_then(|r| r["cues"].as_u64());
+    if cues.unwrap_or(0) == 0 {
+        return Ok(None);
+    }
+    let srt = params.captions_srt();
+    if !tokio::fs::try_exists(&srt).await.unwrap_or(false) {
+        return Err(HandlerError::permanent(format!(
+            "{}: the captions file is gone; retry the captions item to write it again",
+            srt.display()
+        )));
+    }
+    Ok(Some(srt))
 }
 
 async fn all_exist(paths: &[PathBuf]) -> bool {

@@ -83,7 +83,7 @@ async fn scores(frame: RgbImage) -> Value {
 
 /// 429 with Retry-After waits as asked (pausing the shared limiter), other retryable
 /// failures back off, permanent ones (400, 413) go dead at once.
-fn classify(e: &ProviderError) -> HandlerError {
+pub(crate) fn classify(e: &ProviderError) -> HandlerError {
     let detail = |kind: &str| json!({ "kind": kind, "status": e.status(), "message": e.message() });
     match e {
         ProviderError::Retryable {

@@ -1,12 +1,14 @@
 //! One handler per stage, and the payloads they pass along.
 
 mod assemble;
+mod captions;
 mod encode;
 mod extract;
 mod frame;
 mod ingest;
 mod split;
 mod thumbnail;
+mod transcribe;
 
 use std::path::PathBuf;
 
@@ -15,12 +17,14 @@ use serde::{Deserialize, Serialize};
 use crate::media::Rational;
 
 pub(crate) use assemble::Assemble;
+pub(crate) use captions::Captions;
 pub(crate) use encode::Encode;
 pub(crate) use extract::Extract;
 pub(crate) use frame::{Frame, SCORE_CRITERION};
 pub(crate) use ingest::Ingest;
 pub(crate) use split::Split;
 pub(crate) use thumbnail::Thumbnail;
+pub(crate) use transcribe::Transcribe;
 
 /// Payload of `extract/N` and `encode/N`: one segment and how to decode/encode it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -39,6 +43,15 @@ pub(crate) struct SegmentWork {
     pub(crate) height: u32,
     /// Frame rate of the input, kept exactly.
     pub(crate) fps: Rational,
+}
+
+/// Payload of a `transcribe` item: one window of the extracted audio.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct WindowWork {
+    /// The run's audio as 16 kHz mono PCM.
+    pub(crate) audio: PathBuf,
+    /// The samples to transcribe.
+    pub(crate) window: idempipe_captions::Window,
 }
 
 /// Payload of a `frame` item.

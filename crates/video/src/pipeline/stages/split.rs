@@ -6,10 +6,14 @@ use async_trait::async_trait;
 use idempipe_engine::{Handler, HandlerError, ItemResult, Job, NewItem};
 use serde_json::json;
 
-use super::{FrameWork, SegmentWork};
+use super::captions::reason;
+use super::{FrameWork, SegmentWork, WindowWork};
 use crate::media::{self, MediaError, MediaInfo, Segment};
-use crate::pipeline::artifacts::{ENCODES_GROUP, RunDir, frame_key, frames_group, seg_key};
+use crate::pipeline::artifacts::{
+    ENCODES_GROUP, RunDir, TRANSCRIPTS_GROUP, frame_key, frames_group, seg_key, window_key,
+};
 use crate::pipeline::context::{Ctx, payload};
+use crate::pipeline::settings::RunParams;
 use crate::pipeline::stage;
 
 /// Splits by stream copy, then spawns extract, frame and encode items per segment, the
@@ -33,17 +37,77 @@ impl Handler for Split {
             other => HandlerError::transient(other),
         })?;
         tracing::info!(run = job.run_id, segments = segments.len(), "split input");
-        for item in spawns(&info, &segments, &dir, params.settings.window) {
+        let captions = plan_captions(&params, &info, &dir).await?;
+        let windows = match &captions {
+            CaptionPlan::Windows(w) => w.len(),
+            CaptionPlan::Skip(_) => 0,
+        };
+        for item in spawns(&info, &segments, &dir, params.settings.window, captions) {
             job.spawn(item);
         }
-        Ok(json!({ "segments": segments, "frames": info.frame_count }))
+        Ok(json!({ "segments": segments, "frames": info.frame_count, "audio_windows": windows }))
     }
+}
+
+/// What the captions stages will do: transcribe these windows, or skip, saying why.
+enum CaptionPlan {
+    Windows(Vec<WindowWork>),
+    Skip(String),
+}
+
+/// Extracts the audio and cuts it into windows at silences, when captions are on and
+/// there is audio. Audio ffmpeg cannot decode means no captions (the video is still
+/// made); a disk error is transient.
+async fn plan_captions(
+    params: &RunParams,
+    info: &MediaInfo,
+    dir: &RunDir,
+) -> Result<CaptionPlan, HandlerError> {
+    if !params.settings.captions.enabled() {
+        return Ok(CaptionPlan::Skip(reason::OFF.into()));
+    }
+    if !info.has_audio {
+        return Ok(CaptionPlan::Skip(reason::NO_AUDIO.into()));
+    }
+    let audio = dir.speech_audio();
+    match media::audio::extract_speech_audio(&params.input, &audio).await {
+        Ok(_) => {}
+        Err(e @ MediaError::ToolFailed { .. }) => {
+            tracing::warn!(error = %e, "the audio cannot be decoded; no captions");
+            return Ok(CaptionPlan::Skip(format!(
+                "the audio cannot be decoded: {e}"
+            )));
+        }
+        Err(e) => return Err(HandlerError::transient(e)),
+    }
+    let path = audio.clone();
+    let windows = tokio::task::spawn_blocking(move || {
+        idempipe_captions::speech_windows_in_pcm(&path, &Default::default())
+    })
+    .await
+    .map_err(HandlerError::transient)?
+    .map_err(|e| HandlerError::transient(format!("{}: {e}", audio.display())))?;
+    Ok(CaptionPlan::Windows(
+        windows
+            .into_iter()
+            .map(|window| WindowWork {
+                audio: audio.clone(),
+                window,
+            })
+            .collect(),
+    ))
 }
 
 /// The items of the whole fan-out, in an order the store accepts: an item's inputs are
 /// listed before it, and a group's members before the item waiting for the group (a
 /// group without members counts as complete).
-fn spawns(info: &MediaInfo, segments: &[Segment], dir: &RunDir, window: u32) -> Vec<NewItem> {
+fn spawns(
+    info: &MediaInfo,
+    segments: &[Segment],
+    dir: &RunDir,
+    window: u32,
+    captions: CaptionPlan,
+) -> Vec<NewItem> {
     let (width, height) = info.display_size();
     let mut items = Vec::new();
     for seg in segments {
@@ -89,9 +153,26 @@ fn spawns(info: &MediaInfo, segments: &[Segment], dir: &RunDir, window: u32) -> 
         );
     }
     items.push(NewItem::new(stage::THUMBNAIL, "thumbnail", json!({})).after_group(ENCODES_GROUP));
+    let captions_payload = match captions {
+        CaptionPlan::Windows(windows) => {
+            for (i, work) in windows.into_iter().enumerate() {
+                let work = serde_json::to_value(&work).expect("window work serialises");
+                items.push(
+                    NewItem::new(stage::TRANSCRIBE, window_key(i), work)
+                        .in_group(TRANSCRIPTS_GROUP),
+                );
+            }
+            json!({})
+        }
+        CaptionPlan::Skip(reason) => json!({ "skip": reason }),
+    };
+    items.push(
+        NewItem::new(stage::CAPTIONS, "captions", captions_payload).after_group(TRANSCRIPTS_GROUP),
+    );
     items.push(
         NewItem::new(stage::ASSEMBLE, "assemble", json!({}))
-            .after_item(stage::THUMBNAIL, "thumbnail"),
+            .after_item(stage::THUMBNAIL, "thumbnail")
+            .after_item(stage::CAPTIONS, "captions"),
     );
     items
 }

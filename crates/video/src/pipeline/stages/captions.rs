@@ -1,0 +1,105 @@
+//! `captions`: join the windows' transcripts into cues and write WebVTT and SRT files.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use idempipe_captions::{Segment, cues_from, to_srt, to_vtt};
+use idempipe_engine::store::ItemFilter;
+use idempipe_engine::{Handler, HandlerError, ItemResult, ItemStatus, Job};
+use serde_json::{Value, json};
+
+use super::write_atomic;
+use crate::pipeline::context::{Ctx, transient};
+use crate::pipeline::stage;
+
+/// Why a run has no captions, as stated in its report.
+pub(crate) mod reason {
+    /// Captions were not asked for.
+    pub(crate) const OFF: &str = "captions are off";
+    /// The input has no audio stream.
+    pub(crate) const NO_AUDIO: &str = "the input has no audio track";
+    /// The audio is silent throughout.
+    pub(crate) const SILENT: &str = "the audio is silent";
+    /// The audio has sound but the model heard no words.
+    pub(crate) const NO_SPEECH: &str = "no speech was recognised in the audio";
+}
+
+/// Windows read per page.
+const PAGE: i64 = 1000;
+
+/// Writes `OUTPUT.vtt` and `OUTPUT.srt` when there is speech; otherwise records why
+/// there are no captions (never a failure).
+pub(crate) struct Captions(pub(crate) Arc<Ctx>);
+
+#[async_trait]
+impl Handler for Captions {
+    async fn handle(&self, job: &Job) -> ItemResult {
+        let params = self.0.params(job.run_id).await?;
+        if let Some(reason) = job.payload["skip"].as_str() {
+            return Ok(json!({ "cues": 0, "reason": reason }));
+        }
+        let windows = transcripts(&self.0, job.run_id).await?;
+        let cues = cues_from(&windows);
+        if cues.is_empty() {
+            let reason = if windows.is_empty() {
+                reason::SILENT
+            } else {
+                reason::NO_SPEECH
+            };
+            tracing::info!(run = job.run_id, reason, "no captions");
+            return Ok(json!({ "cues": 0, "windows": windows.len(), "reason": reason }));
+        }
+        let (vtt, srt) = (params.captions_vtt(), params.captions_srt());
+        if let Some(parent) = vtt.parent() {
+            tokio::fs::create_dir_all(parent).await.map_err(transient)?;
+        }
+        for (path, text) in [(&vtt, to_vtt(&cues)), (&srt, to_srt(&cues))] {
+            write_atomic(path, text.as_bytes())
+                .await
+                .map_err(|e| transient(format!("{}: {e}", path.display())))?;
+        }
+        let words: usize = cues.iter().map(|c| c.text.split_whitespace().count()).sum();
+        tracing::info!(
+            run = job.run_id,
+            cues = cues.len(),
+            words,
+            "captions written"
+        );
+        Ok(json!({
+            "cues": cues.len(),
+            "words": words,
+            "windows": windows.len(),
+            "vtt": vtt,
+            "srt": srt,
+            "language": params.settings.captions.language,
+        }))
+    }
+}
+
+/// Every window's start and segments, from the completed `transcribe` items.
+async fn transcripts(ctx: &Ctx, run_id: i64) -> Result<Vec<(f64, Vec<Segment>)>, HandlerError> {
+    let mut out = Vec::new();
+    let mut after_id = 0;
+    loop {
+        let filter = ItemFilter {
+            run_id,
+            stage: Some(stage::TRANSCRIBE.into()),
+            statuses: vec![ItemStatus::Completed],
+            limit: PAGE,
+            after_id,
+        };
+        let page = ctx.store.item_list(&filter).await.map_err(transient)?;
+        for item in &page {
+            let result = item.result.clone().unwrap_or(Value::Null);
+            let segments: Vec<Segment> =
+                serde_json::from_value(result["transcript"]["segments"].clone()).map_err(|e| {
+                    HandlerError::permanent(format!("{} result has no segments: {e}", item.key))
+                })?;
+            out.push((result["start_secs"].as_f64().unwrap_or(0.0), segments));
+        }
+        match page.last() {
+            Some(last) if page.len() as i64 == PAGE => after_id = last.id,
+            _ => return Ok(out),
+        }
+    }
+}
