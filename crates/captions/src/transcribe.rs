@@ -117,6 +117,15 @@ pub fn transcribe(
         let (result, fallbacks) = decode_with_fallback(&mut decoder, &features, prompt)?;
         out.passes += 1;
         out.fallbacks += fallbacks;
+        tracing::debug!(
+            seek_secs = time_offset,
+            no_speech_prob = result.no_speech_prob,
+            avg_logprob = result.avg_logprob,
+            compression_ratio = result.compression_ratio,
+            temperature = result.temperature,
+            tokens = result.tokens.len(),
+            "decoded a 30 s pass"
+        );
         if result.no_speech_prob > w::NO_SPEECH_THRESHOLD
             && result.avg_logprob < w::LOGPROB_THRESHOLD
         {
@@ -143,28 +152,35 @@ pub fn transcribe(
 }
 
 /// Decodes at rising temperatures until a pass is neither repetitive nor improbable
-/// (or the model says there is no speech). Returns the pass and how many were redone.
+/// (or the model says there is no speech). When every temperature fails, the likeliest
+/// pass that is not repetitive is kept (as faster-whisper does; the reference keeps the
+/// last one). Returns the pass and how many were redone.
 fn decode_with_fallback(
     decoder: &mut WindowDecoder<'_>,
     features: &Tensor,
     prompt: &[u32],
 ) -> candle_core::Result<(Decoded, u32)> {
-    let mut fallbacks = 0;
-    let mut last = None;
-    for (i, &t) in w::TEMPERATURES.iter().enumerate() {
+    let mut tried: Vec<Decoded> = Vec::new();
+    for &t in w::TEMPERATURES.iter() {
         let result = decoder.decode(features, prompt, t)?;
-        let bad = result.compression_ratio > w::COMPRESSION_RATIO_THRESHOLD
-            || result.avg_logprob < w::LOGPROB_THRESHOLD;
+        let repetitive = result.compression_ratio > w::COMPRESSION_RATIO_THRESHOLD;
+        let improbable = result.avg_logprob < w::LOGPROB_THRESHOLD;
         let silent = result.no_speech_prob > w::NO_SPEECH_THRESHOLD;
-        if !bad || silent {
-            return Ok((result, fallbacks));
+        if !(repetitive || improbable) || silent {
+            return Ok((result, tried.len() as u32));
         }
-        if i + 1 < w::TEMPERATURES.len() {
-            fallbacks += 1;
-        }
-        last = Some(result);
+        tried.push(result);
     }
-    Ok((last.expect("at least one temperature"), fallbacks))
+    let fallbacks = tried.len() as u32 - 1;
+    let by_logprob = |a: &&Decoded, b: &&Decoded| a.avg_logprob.total_cmp(&b.avg_logprob);
+    let best = tried
+        .iter()
+        .filter(|r| r.compression_ratio <= w::COMPRESSION_RATIO_THRESHOLD)
+        .max_by(by_logprob)
+        .or_else(|| tried.iter().max_by(by_logprob))
+        .expect("at least one temperature")
+        .clone();
+    Ok((best, fallbacks))
 }
 
 /// Start and end (seconds from the pass start) and the tokens of one segment.

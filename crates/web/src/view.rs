@@ -17,13 +17,15 @@ use crate::state::AppState;
 pub const RATE_WINDOW_MS: i64 = 60_000;
 
 /// Stage order of the video pipeline; stages of other pipelines follow by name.
-const STAGE_ORDER: [&str; 7] = [
+const STAGE_ORDER: [&str; 9] = [
     "ingest",
     "split",
     "extract",
     "frame",
     "encode",
     "thumbnail",
+    "transcribe",
+    "captions",
     "assemble",
 ];
 

@@ -206,6 +206,10 @@ pub(crate) async fn preflight(request: &ProcessRequest) -> Result<(), pipeline::
     if !request.settings.is_local() {
         pipeline::check_api(&request.settings.provider).await?;
     }
+    let captions = &request.settings.captions;
+    if captions.enabled() && !captions.is_local() {
+        pipeline::check_transcription_service(&captions.provider).await?;
+    }
     Ok(())
 }
 

@@ -21,8 +21,8 @@ pub enum PipelineError {
         /// Why.
         detail: String,
     },
-    /// The enhancement API does not answer its health check.
-    #[error("enhancement API {url} is unreachable: {detail}")]
+    /// The enhancement API (or a transcription service) does not answer.
+    #[error("API {url} is unreachable: {detail}")]
     ApiUnreachable {
         /// The base URL.
         url: String,

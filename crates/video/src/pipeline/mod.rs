@@ -41,7 +41,10 @@ pub use progress::{ProgressStyle, wait_for_run};
 pub use register::{ENHANCE_LIMITER, PipelineOptions, ensure_limiter, register, stage_policies};
 pub use report::{FailedItem, failed_items};
 pub use settings::{OnFrameFailure, RunParams, Settings};
-pub use start::{ProcessRequest, RunStart, check_api, check_output_dir, start_or_resume};
+pub use start::{
+    ProcessRequest, RunStart, check_api, check_output_dir, check_transcription_service,
+    start_or_resume,
+};
 
 /// The pipeline name runs of this module carry.
 pub const PIPELINE: &str = "video";

@@ -211,17 +211,29 @@ pub async fn check_output_dir(output: &Path) -> Result<(), PipelineError> {
 
 /// Checks that the enhancement API at `base_url` answers `GET /healthz` with 200.
 pub async fn check_api(base_url: &str) -> Result<(), PipelineError> {
+    let url = format!("{}/healthz", base_url.trim_end_matches('/'));
+    get(base_url, &url, true).await
+}
+
+/// Checks that a transcription service answers HTTP at `base_url`. Such services have
+/// no common health route, so any answer counts; no answer is
+/// [`PipelineError::ApiUnreachable`].
+pub async fn check_transcription_service(base_url: &str) -> Result<(), PipelineError> {
+    get(base_url, base_url, false).await
+}
+
+/// `GET url`; with `need_success`, only a 2xx answer passes.
+async fn get(base_url: &str, url: &str, need_success: bool) -> Result<(), PipelineError> {
     let fail = |detail: String| PipelineError::ApiUnreachable {
         url: base_url.to_owned(),
         detail,
     };
-    let url = format!("{}/healthz", base_url.trim_end_matches('/'));
     let client = reqwest::Client::builder()
         .timeout(HEALTH_TIMEOUT)
         .build()
         .map_err(|e| fail(e.to_string()))?;
-    match client.get(&url).send().await {
-        Ok(r) if r.status().is_success() => Ok(()),
+    match client.get(url).send().await {
+        Ok(r) if r.status().is_success() || !need_success => Ok(()),
         Ok(r) => Err(fail(format!("GET {url} answered {}", r.status()))),
         Err(e) => {
             let mut detail = format!("GET {url} failed: {e}");
