@@ -1,0 +1,77 @@
+//! `idempipe process` with captions, run as the real binary on the sample with speech:
+//! the captions files, the closing line, and the clear refusals.
+
+use std::process::Command;
+
+use idempipe_testkit::TempDir;
+
+fn idempipe(dir: &TempDir, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_idempipe"))
+        .args(args)
+        .args(["--db", &dir.join("state.db").display().to_string()])
+        .env("IDEMPIPE_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+const SPEECH: &str = "/work/shared/media/bikes-speech.mp4";
+
+#[test]
+fn process_writes_captions_and_says_so() {
+    let dir = TempDir::new("cli-captions");
+    let out = dir.join("out.mp4").display().to_string();
+    let artifacts = dir.join("artifacts").display().to_string();
+    let run = idempipe(
+        &dir,
+        &[
+            "process",
+            SPEECH,
+            "-o",
+            &out,
+            "--artifacts",
+            &artifacts,
+            "--preset",
+            "ultrafast",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("captions: ") && stderr.contains("cue(s) in"),
+        "{stderr}"
+    );
+    let vtt = std::fs::read_to_string(dir.join("out.vtt")).unwrap();
+    assert!(vtt.to_lowercase().contains("fail better"), "{vtt}");
+    assert!(dir.join("out.srt").is_file());
+}
+
+#[test]
+fn missing_model_bad_language_and_unreachable_service_are_refused_before_any_work() {
+    let dir = TempDir::new("cli-captions-bad");
+    let out = dir.join("out.mp4").display().to_string();
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &[
+                "--captions",
+                "local",
+                "--whisper-model",
+                "/nonexistent/whisper",
+            ],
+            "no Whisper model at /nonexistent/whisper/model.bin",
+        ),
+        (&["--captions-language", "English"], "ISO 639-1"),
+        (
+            &["--captions", "http://127.0.0.1:9"],
+            "http://127.0.0.1:9 is unreachable",
+        ),
+    ];
+    for (flags, expected) in cases {
+        let mut args = vec!["process", SPEECH, "-o", &out];
+        args.extend_from_slice(flags);
+        let run = idempipe(&dir, &args);
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(2), "{flags:?}: {stderr}");
+        assert!(stderr.contains(expected), "{flags:?}: {stderr}");
+        assert!(!dir.join("out.mp4").exists());
+    }
+}
