@@ -46,6 +46,37 @@ fn process_writes_captions_and_says_so() {
 }
 
 #[test]
+fn a_truncated_model_is_refused_naming_the_file() {
+    let dir = TempDir::new("cli-captions-truncated");
+    let real =
+        std::path::PathBuf::from(std::env::var("IDEMPIPE_WHISPER_MODEL").unwrap_or_else(|_| {
+            format!(
+                "{}/.cache/idempipe/models/whisper-tiny.en",
+                std::env::var("HOME").unwrap()
+            )
+        }));
+    let model = dir.join("model");
+    std::fs::create_dir_all(&model).unwrap();
+    for name in ["config.json", "vocabulary.txt"] {
+        std::fs::copy(real.join(name), model.join(name)).unwrap();
+    }
+    let bytes = std::fs::read(real.join("model.bin")).unwrap();
+    std::fs::write(model.join("model.bin"), &bytes[..bytes.len() / 2]).unwrap();
+    let out = dir.join("out.mp4").display().to_string();
+    let model = model.display().to_string();
+    let run = idempipe(
+        &dir,
+        &["process", SPEECH, "-o", &out, "--whisper-model", &model],
+    );
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{model}/model.bin")) && stderr.contains("truncated at byte"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn missing_model_bad_language_and_unreachable_service_are_refused_before_any_work() {
     let dir = TempDir::new("cli-captions-bad");
     let out = dir.join("out.mp4").display().to_string();

@@ -207,7 +207,9 @@ pub(crate) async fn preflight(request: &ProcessRequest) -> Result<(), pipeline::
         pipeline::check_api(&request.settings.provider).await?;
     }
     let captions = &request.settings.captions;
-    if captions.enabled() && !captions.is_local() {
+    if captions.is_local() {
+        pipeline::check_captions_model(captions).await?;
+    } else if captions.enabled() {
         pipeline::check_transcription_service(&captions.provider).await?;
     }
     Ok(())

@@ -42,8 +42,8 @@ pub use register::{ENHANCE_LIMITER, PipelineOptions, ensure_limiter, register, s
 pub use report::{FailedItem, failed_items};
 pub use settings::{OnFrameFailure, RunParams, Settings};
 pub use start::{
-    ProcessRequest, RunStart, check_api, check_output_dir, check_transcription_service,
-    start_or_resume,
+    ProcessRequest, RunStart, check_api, check_captions_model, check_output_dir,
+    check_transcription_service, start_or_resume,
 };
 
 /// The pipeline name runs of this module carry.

@@ -7,6 +7,7 @@ use idempipe_engine::store::RunCreate;
 use idempipe_engine::{Clock, NewItem, Run, RunStatus, SharedStore, SystemClock};
 use serde_json::json;
 
+use super::caption_settings::CaptionSettings;
 use super::error::PipelineError;
 use super::progress::frame_progress;
 use super::register::ensure_limiter;
@@ -213,6 +214,20 @@ pub async fn check_output_dir(output: &Path) -> Result<(), PipelineError> {
 pub async fn check_api(base_url: &str) -> Result<(), PipelineError> {
     let url = format!("{}/healthz", base_url.trim_end_matches('/'));
     get(base_url, &url, true).await
+}
+
+/// Loads the local Whisper model once, so that a missing, truncated or foreign model
+/// file stops the run before any work rather than failing every audio window.
+pub async fn check_captions_model(captions: &CaptionSettings) -> Result<(), PipelineError> {
+    if !captions.is_local() {
+        return Ok(());
+    }
+    let dir = captions.model_dir.clone();
+    tokio::task::spawn_blocking(move || idempipe_captions::WhisperModel::load(&dir))
+        .await
+        .map_err(|e| PipelineError::Config(format!("captions model: {e}")))?
+        .map(|_| ())
+        .map_err(|e| PipelineError::Config(format!("captions model: {e}")))
 }
 
 /// Checks that a transcription service answers HTTP at `base_url`. Such services have
