@@ -99,9 +99,10 @@ pub fn speech_windows_in_pcm(
 }
 
 /// Which frames are sound: louder than the silence floor and above the recording's own
-/// noise floor (its 10th percentile) by 10 dB, so steady background noise does not
-/// count as sound. The noise margin never exceeds 20 dB below the loudest frame, so a
-/// recording that is sound throughout stays sound.
+/// noise floor (its 10th percentile) by 10 dB, so steady background noise under louder
+/// speech does not count as sound. The noise margin never exceeds 20 dB below the
+/// loudest frame, so a recording that is sound throughout stays sound (steady noise
+/// alone then becomes a window, and Whisper's no-speech check drops it).
 fn sound_frames(levels: &[f64], options: &WindowOptions) -> Vec<bool> {
     let mut sorted = levels.to_vec();
     sorted.sort_by(f64::total_cmp);

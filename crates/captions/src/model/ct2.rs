@@ -105,7 +105,9 @@ impl Ct2File {
         let spec = r.string("spec name")?;
         let revision = r.u32("spec revision")?;
         let count = r.u32("variable count")?;
-        let mut variables = HashMap::with_capacity(count as usize);
+        // Never trust a count for preallocation: a corrupt one must give an error, not
+        // an allocation failure.
+        let mut variables = HashMap::with_capacity((count as usize).min(1024));
         for _ in 0..count {
             let name = r.string("variable name")?;
             let rank = r.u8("rank")?;
@@ -117,8 +119,12 @@ impl Ct2File {
                 ModelError::Format(format!("variable {name}: unknown dtype code {code}"))
             })?;
             let len = r.u32("byte count")? as usize;
-            let expected = shape.iter().product::<usize>() * dtype.size();
-            if len != expected {
+            let expected = shape
+                .iter()
+                .try_fold(dtype.size(), |n, &d| n.checked_mul(d));
+            if expected != Some(len) {
+                let expected =
+                    expected.map_or("more than fits in memory".into(), |n| n.to_string());
                 return Err(ModelError::Format(format!(
                     "variable {name}: {len} bytes stored, but shape {shape:?} of {dtype:?} needs {expected}"
                 )));
@@ -265,6 +271,30 @@ mod tests {
                 other => panic!("cut at {cut}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn absurd_counts_and_shapes_are_errors_not_crashes() {
+        let mut b = 6u32.to_le_bytes().to_vec();
+        string(&mut b, "WhisperSpec");
+        b.extend_from_slice(&3u32.to_le_bytes());
+        let header = b.len();
+        b.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(
+            Ct2File::parse(&b),
+            Err(ModelError::Truncated { .. })
+        ));
+        b.truncate(header);
+        b.extend_from_slice(&1u32.to_le_bytes());
+        string(&mut b, "huge");
+        b.push(4);
+        for _ in 0..4 {
+            b.extend_from_slice(&u32::MAX.to_le_bytes());
+        }
+        b.push(0);
+        b.extend_from_slice(&16u32.to_le_bytes());
+        let e = Ct2File::parse(&b).unwrap_err().to_string();
+        assert!(e.contains("huge") && e.contains("more than fits"), "{e}");
     }
 
     #[test]

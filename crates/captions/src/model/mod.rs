@@ -50,7 +50,7 @@ pub enum ModelError {
         "truncated at byte {offset} while reading the {what}: the file is incomplete (download it again)"
     )]
     Truncated {
-        /// Where the data ran out.
+        /// Where the structure that could not be read completely starts.
         offset: u64,
         /// What was being read.
         what: String,

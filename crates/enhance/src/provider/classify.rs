@@ -33,10 +33,15 @@ pub fn classify_status(
     }
 }
 
-/// The `message` of a contract error body, else a printable excerpt of the body.
+/// The `message` of a contract error body (or of an OpenAI-style
+/// `{"error": {"message": ...}}`), else a printable excerpt of the body.
 fn error_detail(body: &[u8]) -> String {
     if let Ok(err) = serde_json::from_slice::<ErrorBody>(body) {
         return format!("{} ({})", err.message, err.error);
+    }
+    let json: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    if let Some(message) = json["error"]["message"].as_str() {
+        return message.to_string();
     }
     let text = String::from_utf8_lossy(body);
     let text = text.trim();
@@ -85,6 +90,15 @@ mod tests {
             None
         );
         assert_eq!(parse_retry_after(None), None);
+    }
+
+    #[test]
+    fn openai_style_error_bodies_give_their_message() {
+        let body = format!(
+            r#"{{"error":{{"message":"file too short","type":"invalid_request_error","pad":"{}"}}}}"#,
+            "x".repeat(500)
+        );
+        assert_eq!(error_detail(body.as_bytes()), "file too short");
     }
 
     #[test]
