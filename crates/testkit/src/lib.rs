@@ -4,6 +4,10 @@
 //! PostgreSQL tests use `$IDEMPIPE_TEST_PG` (default
 //! `postgres://postgres@127.0.0.1:5432/test`), make a schema of their own and drop it
 //! afterwards. They fail loudly when PostgreSQL is unreachable: they are never skipped.
+//!
+//! [`speech`] measures transcripts (word error rate) for the captions tests.
+
+pub mod speech;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};

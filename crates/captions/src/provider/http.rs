@@ -11,9 +11,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use idempipe_enhance::provider::ProviderConfigError;
-use idempipe_enhance::provider::classify::{classify_status, parse_retry_after};
-use idempipe_enhance::provider::http_common::{endpoint, transport_error};
-use reqwest::header::RETRY_AFTER;
+use idempipe_enhance::provider::http_common::{endpoint, garbled, ok_body, transport_error};
 use reqwest::multipart::{Form, Part};
 use reqwest::{Client, Url};
 use serde::Deserialize;
@@ -109,25 +107,8 @@ impl Transcriber for HttpTranscriber {
             .send()
             .await
             .map_err(|e| transport_error(url, self.timeout, &e))?;
-        let status = response.status().as_u16();
-        let retry_after = parse_retry_after(
-            response
-                .headers()
-                .get(RETRY_AFTER)
-                .and_then(|v| v.to_str().ok()),
-        );
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| transport_error(url, self.timeout, &e))?;
-        if status != 200 {
-            return Err(classify_status(url, status, retry_after, &body));
-        }
-        let segments = parse_answer(&body, secs).map_err(|what| ProviderError::Retryable {
-            retry_after: None,
-            status: Some(200),
-            message: format!("{url} answered 200 with {what}"),
-        })?;
+        let (_, body) = ok_body(response, url, self.timeout).await?;
+        let segments = parse_answer(&body, secs).map_err(|what| garbled(url, &what))?;
         Ok(Transcript {
             segments,
             passes: 1,

@@ -9,11 +9,10 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use image::RgbImage;
-use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::CONTENT_TYPE;
 use reqwest::{Client, Url};
 
-use super::classify::{classify_status, parse_retry_after};
-use super::http_common::{endpoint, transport_error};
+use super::http_common::{endpoint, garbled, ok_body, transport_error};
 use super::{Provider, ProviderConfigError, ProviderError};
 use crate::codec::{self, ImageFormat};
 use crate::idempotency::validate_key;
@@ -110,31 +109,13 @@ impl HttpProvider {
             .send()
             .await
             .map_err(|e| self.transport_error(&e))?;
-        let status = response.status().as_u16();
-        let retry_after = parse_retry_after(
-            response
-                .headers()
-                .get(RETRY_AFTER)
-                .and_then(|v| v.to_str().ok()),
-        );
-        let answered_format = response
-            .headers()
+        let (headers, bytes) = ok_body(response, url, self.config.timeout).await?;
+        let answered_format = headers
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .and_then(ImageFormat::from_content_type)
             .unwrap_or(format);
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| self.transport_error(&e))?;
-        if status != 200 {
-            return Err(classify_status(url, status, retry_after, &bytes));
-        }
-        let garbled = |what: String| ProviderError::Retryable {
-            retry_after: None,
-            status: Some(200),
-            message: format!("{url} answered 200 with {what}"),
-        };
+        let garbled = |what: String| garbled(url, &what);
         let image = blocking(move || codec::decode(&bytes, answered_format))
             .await?
             .map_err(|e| garbled(format!("a body that is not an image: {e}")))?;

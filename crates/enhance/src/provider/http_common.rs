@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use reqwest::Url;
+use reqwest::header::{HeaderMap, RETRY_AFTER};
 
+use super::classify::{classify_status, parse_retry_after};
 use super::{ProviderConfigError, ProviderError};
 
 /// Validates `base_url` (`http://host[:port][/path]`, no query or fragment) and returns
@@ -59,6 +61,36 @@ pub fn transport_error(url: &str, timeout: Duration, e: &reqwest::Error) -> Prov
         format!("request to {url} failed")
     };
     ProviderError::retryable(format!("{what}: {}", error_chain(e)))
+}
+
+/// The headers and body of a 200 answer. Any other status becomes the classified error
+/// (with `Retry-After` when sent); a body that cannot be read is a transport error.
+pub async fn ok_body(
+    response: reqwest::Response,
+    url: &str,
+    timeout: Duration,
+) -> Result<(HeaderMap, axum::body::Bytes), ProviderError> {
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| transport_error(url, timeout, &e))?;
+    if status != 200 {
+        let retry_after = parse_retry_after(headers.get(RETRY_AFTER).and_then(|v| v.to_str().ok()));
+        return Err(classify_status(url, status, retry_after, &body));
+    }
+    Ok((headers, body))
+}
+
+/// A 200 answer whose body breaks the contract (`what` it held): retryable, since it
+/// points at a flaky proxy or backend that a later call may not reproduce.
+pub fn garbled(url: &str, what: &str) -> ProviderError {
+    ProviderError::Retryable {
+        retry_after: None,
+        status: Some(200),
+        message: format!("{url} answered 200 with {what}"),
+    }
 }
 
 /// An error and its causes on one line (reqwest's own message omits the cause).
