@@ -218,3 +218,39 @@ async fn a_failing_window_is_retried_alone_through_a_transcription_service() {
         "the failed attempt is in the report: {failures:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_uses_its_own_model_directory_when_given_one() {
+    use idempipe_video::pipeline::{DriveOutcome, drive, start_or_resume};
+    let dir = TempDir::new("captions-worker-model");
+    // Submitted with a model directory that is gone by the time a worker runs it.
+    let submitted = dir.join("submitter-model");
+    std::fs::create_dir_all(&submitted).unwrap();
+    let real = CaptionSettings::default().model_dir;
+    for name in ["model.bin", "config.json", "vocabulary.txt"] {
+        std::fs::copy(real.join(name), submitted.join(name)).unwrap();
+    }
+    let mut settings = with_captions(CAPTIONS_LOCAL);
+    settings.captions.model_dir = submitted.clone();
+    let store = store_in(&dir).await;
+    let req = request(&sample("bikes-speech.mp4"), dir.path(), settings);
+    let start = start_or_resume(&store, &req).await.unwrap();
+    std::fs::remove_dir_all(&submitted).unwrap();
+
+    let mut options = support::drive_options(2);
+    options.pipeline.whisper_model = Some(real);
+    let outcome = drive(
+        store.clone(),
+        start.run_id,
+        &options,
+        std::future::pending(),
+    )
+    .await
+    .unwrap();
+    let DriveOutcome::Finished(run) = outcome else {
+        unreachable!("never interrupted")
+    };
+    assert_eq!(run.status, RunStatus::Completed, "{:?}", run.summary);
+    let srt = std::fs::read_to_string(start.params.captions_srt()).unwrap();
+    assert!(wer(BECKETT, &caption_text(&srt)) <= 0.10, "{srt}");
+}

@@ -30,6 +30,10 @@ pub(crate) struct WorkerArgs {
     /// it to an address only your monitoring can reach.
     #[arg(long, value_name = "ADDR")]
     pub(crate) metrics_listen: Option<std::net::SocketAddr>,
+    /// Where this machine keeps the Whisper model, for runs with local captions
+    /// [default: the directory each run was submitted with]
+    #[arg(long, value_name = "DIR", env = "IDEMPIPE_WHISPER_MODEL")]
+    pub(crate) whisper_model: Option<std::path::PathBuf>,
 }
 
 /// Runs `idempipe worker` until a signal; returns the exit code.
@@ -56,7 +60,10 @@ pub(crate) async fn run(args: WorkerArgs) -> anyhow::Result<i32> {
     let worker = pipeline::register(
         Worker::new(store.clone(), config),
         store.clone(),
-        &PipelineOptions::default(),
+        &PipelineOptions {
+            whisper_model: args.whisper_model,
+            ..PipelineOptions::default()
+        },
     );
     let maintenance = Maintenance::new(
         store.clone(),

@@ -95,7 +95,8 @@ impl Ctx {
             return Ok(t.clone());
         }
         let transcriber: Arc<dyn Transcriber> = if settings.is_local() {
-            let dir = settings.model_dir.clone();
+            let dir =
+                (self.options.whisper_model.clone()).unwrap_or_else(|| settings.model_dir.clone());
             let options = TranscribeOptions {
                 language: settings.language.clone(),
                 ..TranscribeOptions::default()
@@ -105,7 +106,7 @@ impl Ctx {
                 .await
                 .map_err(HandlerError::permanent)?
                 .map_err(|e| HandlerError::permanent(format!("captions model: {e}")))?;
-            tracing::info!(model = %settings.model_dir.display(), ms = started.elapsed().as_millis() as u64, "loaded the Whisper model");
+            tracing::info!(model = %model.name(), ms = started.elapsed().as_millis() as u64, "loaded the Whisper model");
             Arc::new(model)
         } else {
             Arc::new(

@@ -33,6 +33,9 @@ pub struct PipelineOptions {
     pub api_timeout: Duration,
     /// Whole-request timeout of HTTP transcription calls (a window is up to 30 s of audio).
     pub transcribe_timeout: Duration,
+    /// This worker's Whisper model directory, used instead of the one a run was
+    /// submitted with (workers on other machines keep the model elsewhere).
+    pub whisper_model: Option<std::path::PathBuf>,
 }
 
 impl Default for PipelineOptions {
@@ -48,6 +51,7 @@ impl Default for PipelineOptions {
             },
             api_timeout: Duration::from_secs(30),
             transcribe_timeout: Duration::from_secs(120),
+            whisper_model: None,
         }
     }
 }
