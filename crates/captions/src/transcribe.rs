@@ -16,6 +16,9 @@ use crate::model::WhisperModel;
 /// Mel frames per encoder position (the encoder's second convolution has stride 2).
 const INPUT_STRIDE: usize = 2;
 
+/// Samples drawn per fallback temperature; the likeliest is kept.
+const BEST_OF: usize = 5;
+
 /// Seconds per timestamp step.
 const TIME_PRECISION: f64 = 0.02;
 
@@ -162,7 +165,17 @@ fn decode_with_fallback(
 ) -> candle_core::Result<(Decoded, u32)> {
     let mut tried: Vec<Decoded> = Vec::new();
     for &t in w::TEMPERATURES.iter() {
-        let result = decoder.decode(features, prompt, t)?;
+        // Greedy at 0; above it, the likeliest of several samples (the reference's
+        // `best_of`).
+        let mut result = decoder.decode(features, prompt, t)?;
+        if t > 0.0 {
+            for _ in 1..BEST_OF {
+                let other = decoder.decode(features, prompt, t)?;
+                if other.avg_logprob > result.avg_logprob {
+                    result = other;
+                }
+            }
+        }
         let repetitive = result.compression_ratio > w::COMPRESSION_RATIO_THRESHOLD;
         let improbable = result.avg_logprob < w::LOGPROB_THRESHOLD;
         let silent = result.no_speech_prob > w::NO_SPEECH_THRESHOLD;

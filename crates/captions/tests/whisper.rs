@@ -196,3 +196,21 @@ async fn silence_and_noise_give_no_captions() {
     let (windows, cues) = pipeline_cues(&model, &noise).await;
     assert!(cues.is_empty(), "{windows:?} {cues:#?}");
 }
+
+/// Music and effects without speech (the Big Buck Bunny excerpt): no temperature gives a
+/// confident transcript, so every fallback temperature is tried, and what is kept is at
+/// most a stray word (tiny.en's no-speech probability there is 0.56, under the
+/// reference's 0.6, so the pass is not dropped; see the README's captions section).
+#[tokio::test(flavor = "multi_thread")]
+async fn music_without_speech_tries_every_temperature_and_keeps_at_most_a_stray_word() {
+    let model = model();
+    let samples = support::audio_of(&media("bigbuckbunny.mp4"));
+    let t = model.transcribe(samples, "k").await.unwrap();
+    assert_eq!((t.passes, t.fallbacks), (1, 5), "{t:#?}");
+    let words: usize = t
+        .segments
+        .iter()
+        .map(|s| s.text.split_whitespace().count())
+        .sum();
+    assert!(words <= 2, "{t:#?}");
+}
