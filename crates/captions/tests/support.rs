@@ -36,9 +36,7 @@ pub const SENTENCES: &[&str] = &[
 
 /// The shared sample media directory (`IDEMPIPE_MEDIA` overrides).
 pub fn media(name: &str) -> PathBuf {
-    let dir = std::env::var_os("IDEMPIPE_MEDIA")
-        .map_or_else(|| PathBuf::from("/work/shared/media"), PathBuf::from);
-    dir.join(name)
+    idempipe_testkit::media(name)
 }
 
 /// 16 kHz mono samples of a media file's audio, decoded by ffmpeg.

@@ -14,10 +14,16 @@ fn idempipe(dir: &TempDir, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-const SPEECH: &str = "/work/shared/media/bikes-speech.mp4";
+/// The sample with speech.
+fn speech() -> String {
+    idempipe_testkit::media("bikes-speech.mp4")
+        .display()
+        .to_string()
+}
 
 #[test]
 fn process_writes_captions_and_says_so() {
+    let speech = speech();
     let dir = TempDir::new("cli-captions");
     let out = dir.join("out.mp4").display().to_string();
     let artifacts = dir.join("artifacts").display().to_string();
@@ -25,7 +31,7 @@ fn process_writes_captions_and_says_so() {
         &dir,
         &[
             "process",
-            SPEECH,
+            &speech,
             "-o",
             &out,
             "--artifacts",
@@ -47,6 +53,7 @@ fn process_writes_captions_and_says_so() {
 
 #[test]
 fn a_truncated_model_is_refused_naming_the_file() {
+    let speech = speech();
     let dir = TempDir::new("cli-captions-truncated");
     let real =
         std::path::PathBuf::from(std::env::var("IDEMPIPE_WHISPER_MODEL").unwrap_or_else(|_| {
@@ -66,7 +73,7 @@ fn a_truncated_model_is_refused_naming_the_file() {
     let model = model.display().to_string();
     let run = idempipe(
         &dir,
-        &["process", SPEECH, "-o", &out, "--whisper-model", &model],
+        &["process", &speech, "-o", &out, "--whisper-model", &model],
     );
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert_eq!(run.status.code(), Some(2), "{stderr}");
@@ -78,6 +85,7 @@ fn a_truncated_model_is_refused_naming_the_file() {
 
 #[test]
 fn missing_model_bad_language_and_unreachable_service_are_refused_before_any_work() {
+    let speech = speech();
     let dir = TempDir::new("cli-captions-bad");
     let out = dir.join("out.mp4").display().to_string();
     let cases: [(&[&str], &str); 3] = [
@@ -97,7 +105,7 @@ fn missing_model_bad_language_and_unreachable_service_are_refused_before_any_wor
         ),
     ];
     for (flags, expected) in cases {
-        let mut args = vec!["process", SPEECH, "-o", &out];
+        let mut args = vec!["process", &speech, "-o", &out];
         args.extend_from_slice(flags);
         let run = idempipe(&dir, &args);
         let stderr = String::from_utf8_lossy(&run.stderr);

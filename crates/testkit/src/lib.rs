@@ -5,6 +5,7 @@
 //! `postgres://postgres@127.0.0.1:5432/test`), make a schema of their own and drop it
 //! afterwards. They fail loudly when PostgreSQL is unreachable: they are never skipped.
 //!
+//! [`media`] finds the sample videos (`$IDEMPIPE_MEDIA`, else `/work/shared/media`);
 //! [`speech`] measures transcripts (word error rate) for the captions tests.
 
 pub mod speech;
@@ -13,6 +14,18 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use idempipe_engine::{SharedStore, connect};
+
+/// The shared sample media folder: `$IDEMPIPE_MEDIA`, else `/work/shared/media`.
+pub fn media_dir() -> PathBuf {
+    std::env::var_os("IDEMPIPE_MEDIA")
+        .filter(|d| !d.is_empty())
+        .map_or_else(|| PathBuf::from("/work/shared/media"), PathBuf::from)
+}
+
+/// A sample video of the shared media folder ([`media_dir`]).
+pub fn media(name: &str) -> PathBuf {
+    media_dir().join(name)
+}
 
 /// A fresh directory under the system temp dir, removed on drop.
 #[derive(Debug)]

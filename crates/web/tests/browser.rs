@@ -25,7 +25,9 @@ use idempipe_web::{AppState, serve};
 use tokio::sync::{oneshot, watch};
 
 /// A small real video: 120 frames of 176x144.
-const SAMPLE: &str = "/work/shared/media/carphone_pristine.mp4";
+fn sample() -> std::path::PathBuf {
+    idempipe_testkit::media("carphone_pristine.mp4")
+}
 
 /// The project's enhancement server on `addr`; the sender stops it.
 async fn enhancement_server(
@@ -115,7 +117,7 @@ async fn retry_from_the_dashboard_finishes_a_run_live() {
     // Half the calls fail with 503 and a frame gets two attempts: about a quarter die.
     let (api, stop_flaky, flaky) = enhancement_server("127.0.0.1:0".parse().unwrap(), 0.5).await;
     let request = ProcessRequest {
-        input: SAMPLE.into(),
+        input: sample(),
         output: dir.path().join("out.mp4"),
         artifacts: dir.path().join("artifacts"),
         settings: Settings {

@@ -6,7 +6,7 @@ use std::process::Command;
 
 /// A sample video from the shared media folder.
 pub fn sample(name: &str) -> PathBuf {
-    Path::new("/work/shared/media").join(name)
+    idempipe_testkit::media(name)
 }
 
 pub use idempipe_testkit::TempDir;

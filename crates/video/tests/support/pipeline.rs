@@ -15,7 +15,7 @@ use idempipe_video::pipeline::{
 
 /// A sample video from the shared media folder.
 pub fn sample(name: &str) -> PathBuf {
-    Path::new("/work/shared/media").join(name)
+    idempipe_testkit::media(name)
 }
 
 pub use idempipe_testkit::TempDir;
