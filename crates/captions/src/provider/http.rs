@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use idempipe_enhance::provider::ProviderConfigError;
-use idempipe_enhance::provider::http_common::{endpoint, garbled, ok_body, transport_error};
+use idempipe_enhance::provider::http_common::{
+    client, endpoint, garbled, ok_body, transport_error,
+};
 use reqwest::multipart::{Form, Part};
 use reqwest::{Client, Url};
 use serde::Deserialize;
@@ -56,13 +58,8 @@ impl HttpTranscriber {
         language: Option<&str>,
         timeout: Duration,
     ) -> Result<Self, ProviderConfigError> {
-        let (endpoint, name) = endpoint(base_url, "v1/audio/transcriptions")?;
-        let client = Client::builder()
-            .timeout(timeout)
-            .connect_timeout(Duration::from_secs(5))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(ProviderConfigError::Client)?;
+        let (endpoint, name) = Self::endpoint_of(base_url)?;
+        let client = client(timeout, Duration::from_secs(5))?;
         Ok(Self {
             client,
             endpoint,
@@ -71,6 +68,12 @@ impl HttpTranscriber {
             timeout,
             name,
         })
+    }
+
+    /// Validates `base_url` and returns the transcription endpoint under it and a short
+    /// name for logs, without building a client.
+    pub fn endpoint_of(base_url: &str) -> Result<(Url, String), ProviderConfigError> {
+        endpoint(base_url, "v1/audio/transcriptions")
     }
 
     /// The full URL requests go to.

@@ -12,7 +12,7 @@ use image::RgbImage;
 use reqwest::header::CONTENT_TYPE;
 use reqwest::{Client, Url};
 
-use super::http_common::{endpoint, garbled, ok_body, transport_error};
+use super::http_common::{client, endpoint, garbled, ok_body, transport_error};
 use super::{Provider, ProviderConfigError, ProviderError};
 use crate::codec::{self, ImageFormat};
 use crate::idempotency::validate_key;
@@ -53,12 +53,7 @@ impl HttpProvider {
     /// builds the client.
     pub fn new(base_url: &str, config: HttpProviderConfig) -> Result<Self, ProviderConfigError> {
         let (endpoint, name) = endpoint(base_url, "v1/enhance")?;
-        let client = Client::builder()
-            .timeout(config.timeout)
-            .connect_timeout(config.connect_timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(ProviderConfigError::Client)?;
+        let client = client(config.timeout, config.connect_timeout)?;
         Ok(Self {
             client,
             endpoint,

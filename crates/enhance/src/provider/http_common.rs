@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use reqwest::Url;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
+use reqwest::{Client, Url};
 
 use super::classify::{classify_status, parse_retry_after};
 use super::{ProviderConfigError, ProviderError};
@@ -48,6 +48,17 @@ pub fn endpoint(base_url: &str, path: &str) -> Result<(Url, String), ProviderCon
         None => format!("http({host})"),
     };
     Ok((url, name))
+}
+
+/// A pooled HTTP/1 client with a whole-request `timeout` and a `connect_timeout`, that
+/// follows no redirects (an API answering with one is misconfigured).
+pub fn client(timeout: Duration, connect_timeout: Duration) -> Result<Client, ProviderConfigError> {
+    Client::builder()
+        .timeout(timeout)
+        .connect_timeout(connect_timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(ProviderConfigError::Client)
 }
 
 /// A request to `url` that got no usable response: retryable, saying whether it timed

@@ -61,14 +61,9 @@ impl CaptionSettings {
         match self.provider.as_str() {
             CAPTIONS_OFF => Ok(()),
             CAPTIONS_LOCAL => model_installed(&self.model_dir),
-            url => idempipe_captions::HttpTranscriber::new(
-                url,
-                &self.api_model,
-                None,
-                std::time::Duration::from_secs(1),
-            )
-            .map(|_| ())
-            .map_err(|e| PipelineError::Config(format!("captions provider: {e}"))),
+            url => idempipe_captions::HttpTranscriber::endpoint_of(url)
+                .map(|_| ())
+                .map_err(|e| PipelineError::Config(format!("captions provider: {e}"))),
         }
     }
 

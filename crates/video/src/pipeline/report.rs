@@ -52,7 +52,7 @@ pub async fn failed_items(store: &SharedStore, run_id: i64) -> Result<Vec<Failed
 }
 
 /// Every item of a run matching stage and statuses, paging through ids.
-async fn list(
+pub(crate) async fn list(
     store: &SharedStore,
     run_id: i64,
     stage: Option<&str>,

@@ -4,13 +4,12 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use idempipe_captions::{Segment, cues_from, to_srt, to_vtt};
-use idempipe_engine::store::ItemFilter;
 use idempipe_engine::{Handler, HandlerError, ItemResult, ItemStatus, Job};
 use serde_json::{Value, json};
 
 use super::write_atomic;
 use crate::pipeline::context::{Ctx, transient};
-use crate::pipeline::stage;
+use crate::pipeline::{report, stage};
 
 /// Why a run has no captions, as stated in its report.
 pub(crate) mod reason {
@@ -23,9 +22,6 @@ pub(crate) mod reason {
     /// The audio has sound but the model heard no words.
     pub(crate) const NO_SPEECH: &str = "no speech was recognised in the audio";
 }
-
-/// Windows read per page.
-const PAGE: i64 = 1000;
 
 /// Writes `OUTPUT.vtt` and `OUTPUT.srt` when there is speech; otherwise records why
 /// there are no captions (never a failure).
@@ -78,28 +74,23 @@ impl Handler for Captions {
 
 /// Every window's start and segments, from the completed `transcribe` items.
 async fn transcripts(ctx: &Ctx, run_id: i64) -> Result<Vec<(f64, Vec<Segment>)>, HandlerError> {
-    let mut out = Vec::new();
-    let mut after_id = 0;
-    loop {
-        let filter = ItemFilter {
-            run_id,
-            stage: Some(stage::TRANSCRIBE.into()),
-            statuses: vec![ItemStatus::Completed],
-            limit: PAGE,
-            after_id,
-        };
-        let page = ctx.store.item_list(&filter).await.map_err(transient)?;
-        for item in &page {
-            let result = item.result.clone().unwrap_or(Value::Null);
+    let items = report::list(
+        &ctx.store,
+        run_id,
+        Some(stage::TRANSCRIBE),
+        vec![ItemStatus::Completed],
+    )
+    .await
+    .map_err(transient)?;
+    items
+        .into_iter()
+        .map(|item| {
+            let result = item.result.unwrap_or(Value::Null);
             let segments: Vec<Segment> =
                 serde_json::from_value(result["transcript"]["segments"].clone()).map_err(|e| {
                     HandlerError::permanent(format!("{} result has no segments: {e}", item.key))
                 })?;
-            out.push((result["start_secs"].as_f64().unwrap_or(0.0), segments));
-        }
-        match page.last() {
-            Some(last) if page.len() as i64 == PAGE => after_id = last.id,
-            _ => return Ok(out),
-        }
-    }
+            Ok((result["start_secs"].as_f64().unwrap_or(0.0), segments))
+        })
+        .collect()
 }
