@@ -49,7 +49,7 @@ enum Command {
     Serve(cmd::serve::ServeArgs),
     /// Delete finished runs older than a given age.
     Prune(cmd::prune::PruneArgs),
-    /// Serve the frame-enhancement API (shared/enhance-api.md) over HTTP.
+    /// Serve the frame-enhancement API (docs/enhance-api.md) over HTTP.
     EnhanceServer(cmd::enhance_server::EnhanceServerArgs),
 }
 

@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use crate::clock::Millis;
 
-/// Status of an item. See shared/DESIGN.md for the state machine.
+/// Status of an item. See docs/design.md for the state machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ItemStatus {

@@ -1,4 +1,4 @@
-//! The invariants of shared/DESIGN.md, each against every backend.
+//! The invariants of docs/design.md, each against every backend.
 
 mod common;
 

@@ -1,7 +1,7 @@
 //! Writes a side-by-side before/after PNG of one video frame.
 //!
 //! `cargo run --release -p idempipe-enhance --example before_after -- [VIDEO] [FRAME] [OUT.png]`
-//! Defaults: /work/shared/media/bigbuckbunny.mp4, frame 30, before_after.png.
+//! Defaults: the repository's media/bigbuckbunny.mp4, frame 30, before_after.png.
 
 use std::process::Command;
 
@@ -12,7 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let video = args
         .next()
-        .unwrap_or_else(|| "/work/shared/media/bigbuckbunny.mp4".into());
+        .unwrap_or_else(|| concat!(env!("CARGO_MANIFEST_DIR"), "/../../media/bigbuckbunny.mp4").into());
     let index: u32 = args.next().map(|s| s.parse()).transpose()?.unwrap_or(30);
     let out_path = args.next().unwrap_or_else(|| "before_after.png".into());
 

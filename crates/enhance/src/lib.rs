@@ -1,5 +1,5 @@
 //! Frame enhancement for idempipe: the algorithm, the HTTP API server that implements
-//! the enhancement contract (`shared/enhance-api.md`), and the providers the pipeline
+//! the enhancement contract (`docs/enhance-api.md`), and the providers the pipeline
 //! calls it through.
 //!
 //! # Layout

@@ -5,7 +5,7 @@
 //! `postgres://postgres@127.0.0.1:5432/test`), make a schema of their own and drop it
 //! afterwards. They fail loudly when PostgreSQL is unreachable: they are never skipped.
 //!
-//! [`media`] finds the sample videos (`$IDEMPIPE_MEDIA`, else `/work/shared/media`);
+//! [`media`] finds the sample videos (`$IDEMPIPE_MEDIA`, else the repository's `media/`);
 //! [`speech`] measures transcripts (word error rate) for the captions tests.
 
 pub mod speech;
@@ -15,14 +15,17 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use idempipe_engine::{SharedStore, connect};
 
-/// The shared sample media folder: `$IDEMPIPE_MEDIA`, else `/work/shared/media`.
+/// The sample media folder: `$IDEMPIPE_MEDIA`, else the repository's own `media/`.
 pub fn media_dir() -> PathBuf {
     std::env::var_os("IDEMPIPE_MEDIA")
         .filter(|d| !d.is_empty())
-        .map_or_else(|| PathBuf::from("/work/shared/media"), PathBuf::from)
+        .map_or_else(
+            || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../media"),
+            PathBuf::from,
+        )
 }
 
-/// A sample video of the shared media folder ([`media_dir`]).
+/// A sample video of the media folder ([`media_dir`]).
 pub fn media(name: &str) -> PathBuf {
     media_dir().join(name)
 }

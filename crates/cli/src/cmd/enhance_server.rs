@@ -1,4 +1,4 @@
-//! `idempipe enhance-server`: serve the frame enhancement API (shared/enhance-api.md).
+//! `idempipe enhance-server`: serve the frame enhancement API (docs/enhance-api.md).
 
 use std::net::SocketAddr;
 use std::time::Duration;

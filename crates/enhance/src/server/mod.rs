@@ -1,4 +1,4 @@
-//! The enhancement API server (contract: `shared/enhance-api.md`).
+//! The enhancement API server (contract: `docs/enhance-api.md`).
 //!
 //! Routes: `POST /v1/enhance`, `GET /healthz`, `GET /stats` (JSON [`StatsSnapshot`]).
 

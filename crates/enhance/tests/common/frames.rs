@@ -7,11 +7,10 @@ use std::process::Command;
 
 use image::RgbImage;
 
-/// Where the project's sample videos live.
-pub(crate) const MEDIA_DIR: &str = "/work/shared/media";
+/// Where the project's sample videos live: the repository's `media/`.
+pub(crate) const MEDIA_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../media");
 
-/// Frame `index` of `/work/shared/media/{video}` as RGB, or `None` if ffmpeg or the
-/// file is missing.
+/// Frame `index` of `media/{video}` as RGB, or `None` if ffmpeg or the file is missing.
 pub(crate) fn try_video_frame(video: &str, index: u32) -> Option<RgbImage> {
     let path = Path::new(MEDIA_DIR).join(video);
     if !path.exists() {
