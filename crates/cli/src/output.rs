@@ -28,6 +28,21 @@ pub(crate) fn duration(secs: f64) -> String {
     }
 }
 
+/// A byte count as `0 B`, `512 B`, `1.5 KiB`, `239.0 MiB` or `2.1 GiB`.
+pub(crate) fn bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut value = n as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
 /// The readable part of an error JSON: its message, else the JSON itself.
 pub(crate) fn error_text(error: &serde_json::Value) -> String {
     match error.get("message").and_then(|m| m.as_str()) {
@@ -53,6 +68,9 @@ mod tests {
         assert_eq!(duration(42.4), "42s");
         assert_eq!(duration(185.0), "3m05s");
         assert_eq!(duration(3720.0), "1h02m");
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(1536), "1.5 KiB");
+        assert_eq!(bytes(239 * 1024 * 1024), "239.0 MiB");
         assert_eq!(
             error_text(&serde_json::json!({"message": "x", "status": 503})),
             "HTTP 503: x"

@@ -80,7 +80,11 @@ async fn end_to_end(name: &str) {
     let thumb = image::open(&start.params.thumbnail).unwrap();
     assert_eq!(thumb.width(), inp.width.min(640));
     // Intermediate files are gone once the output is written.
-    assert!(!dir.join(&format!("artifacts/run-{}", run.id)).exists());
+    assert!(
+        !dir.join(&format!("artifacts/run-{}", start.params.uid))
+            .exists()
+    );
+    assert!(dir.join("artifacts").exists(), "the artifact root stays");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

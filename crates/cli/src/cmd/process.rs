@@ -24,9 +24,14 @@ pub(crate) const EXIT_INTERRUPTED: i32 = 130;
 pub(crate) struct ProcessArgs {
     /// The input video.
     pub(crate) input: PathBuf,
-    /// The output video (.mp4); OUTPUT.thumb.jpg and OUTPUT.report.json go next to it.
+    /// The output video (.mp4, .m4v, .mov or .mkv: the extension picks the container);
+    /// OUTPUT.thumb.jpg and OUTPUT.report.json go next to it.
     #[arg(short, long, value_name = "OUTPUT")]
     pub(crate) output: PathBuf,
+    /// Replace files at OUTPUT (and its .thumb.jpg, .report.json) that this run did not
+    /// write; without it they are refused.
+    #[arg(short = 'y', long)]
+    pub(crate) overwrite: bool,
     /// Where state lives.
     #[command(flatten)]
     pub(crate) db: DbArgs,
@@ -168,6 +173,12 @@ pub(crate) async fn run(args: ProcessArgs) -> anyhow::Result<i32> {
         return Ok(EXIT_USAGE);
     }
     let store = open_store(&args.db).await?;
+    if !args.overwrite
+        && let Err(e) = pipeline::check_output_owner(&store, &request).await
+    {
+        eprintln!("error: {e}");
+        return Ok(EXIT_USAGE);
+    }
     let start = match pipeline::start_or_resume(&store, &request).await {
         Ok(start) => start,
         Err(e) => {
@@ -198,9 +209,11 @@ pub(crate) async fn run(args: ProcessArgs) -> anyhow::Result<i32> {
     report_end(&store, run_id, finished, &start.params).await
 }
 
-/// Checks what can be checked before any work: settings, input, output directory, API.
+/// Checks what can be checked before any work: settings, output (not the input, a known
+/// container), input, output directory, API.
 pub(crate) async fn preflight(request: &ProcessRequest) -> Result<(), pipeline::PipelineError> {
     request.settings.validate()?;
+    pipeline::check_output_target(&request.input, &request.output).await?;
     media::probe(&request.input).await?;
     pipeline::check_output_dir(&request.output).await?;
     if !request.settings.is_local() {
@@ -245,6 +258,14 @@ async fn report_end(
     }
     if status == RunStatus::Failed {
         eprintln!("run `idempipe retry {run_id}` to re-run only those");
+    }
+    let dir = pipeline::disk::run_dir(&params.artifacts, run_id, &params.uid);
+    if dir.exists() {
+        eprintln!(
+            "its intermediate files stay in {} ({}) until `idempipe prune` (--keep-failed DURATION deletes just the frames)",
+            dir.display(),
+            crate::output::bytes(pipeline::disk::dir_size(&dir))
+        );
     }
     Ok(1)
 }

@@ -1,10 +1,11 @@
-//! `idempipe runs`: recent runs with status, progress, start/end and input.
+//! `idempipe runs`: recent runs with status, progress, start/end, artifact size and input.
 
 use idempipe_engine::StageCount;
 use serde::Serialize;
 
 use crate::db::DbArgs;
-use crate::output::{JsonArg, print_json, time};
+use crate::output::{JsonArg, bytes, print_json, time};
+use idempipe_video::pipeline::disk;
 
 /// List recent runs.
 #[derive(clap::Args, Debug)]
@@ -24,6 +25,9 @@ struct RunLine {
     run: idempipe_engine::Run,
     items_total: i64,
     items_completed: i64,
+    /// Bytes in the run's artifact directory (0 when it is gone; null for runs whose
+    /// directory is not known).
+    artifacts_bytes: Option<u64>,
 }
 
 /// Prints the runs.
@@ -38,7 +42,9 @@ pub(crate) async fn run(args: RunsArgs) -> anyhow::Result<i32> {
             .filter(|c| c.status == "completed")
             .map(|c: &StageCount| c.count)
             .sum();
+        let artifacts_bytes = disk::run_dir_of_params(&run.params).map(|d| disk::dir_size(&d));
         lines.push(RunLine {
+            artifacts_bytes,
             run,
             items_total: total,
             items_completed: completed,
@@ -49,8 +55,8 @@ pub(crate) async fn run(args: RunsArgs) -> anyhow::Result<i32> {
         return Ok(0);
     }
     println!(
-        "{:>5}  {:<10} {:>15}  {:<19}  {:<19}  input",
-        "run", "status", "items done", "started", "finished"
+        "{:>5}  {:<10} {:>15}  {:<19}  {:<19}  {:>10}  input",
+        "run", "status", "items done", "started", "finished", "artifacts"
     );
     for l in &lines {
         let status = if l.run.paused {
@@ -59,12 +65,13 @@ pub(crate) async fn run(args: RunsArgs) -> anyhow::Result<i32> {
             l.run.status.as_str().to_string()
         };
         println!(
-            "{:>5}  {:<10} {:>15}  {:<19}  {:<19}  {}",
+            "{:>5}  {:<10} {:>15}  {:<19}  {:<19}  {:>10}  {}",
             l.run.id,
             status,
             format!("{}/{}", l.items_completed, l.items_total),
             time(l.run.created_at),
             l.run.finished_at.map(time).unwrap_or_else(|| "-".into()),
+            l.artifacts_bytes.map(bytes).unwrap_or_else(|| "-".into()),
             l.run.input
         );
     }

@@ -15,9 +15,13 @@ use super::process::{EXIT_USAGE, SettingsArgs, open_store, preflight};
 pub(crate) struct SubmitArgs {
     /// The input video (a path every worker can read).
     pub(crate) input: PathBuf,
-    /// The output video (.mp4), written by whichever worker assembles it.
+    /// The output video (.mp4, .m4v, .mov or .mkv), written by whichever worker assembles it.
     #[arg(short, long, value_name = "OUTPUT")]
     pub(crate) output: PathBuf,
+    /// Replace files at OUTPUT (and its .thumb.jpg, .report.json) that this run did not
+    /// write; without it they are refused.
+    #[arg(short = 'y', long)]
+    pub(crate) overwrite: bool,
     /// The database shared with the other workers (postgres://... for several machines).
     #[command(flatten)]
     pub(crate) db: DbArgs,
@@ -39,6 +43,12 @@ pub(crate) async fn run(args: SubmitArgs) -> anyhow::Result<i32> {
         return Ok(EXIT_USAGE);
     }
     let store = open_store(&args.db).await?;
+    if !args.overwrite
+        && let Err(e) = pipeline::check_output_owner(&store, &request).await
+    {
+        eprintln!("error: {e}");
+        return Ok(EXIT_USAGE);
+    }
     match pipeline::start_or_resume(&store, &request).await {
         Ok(start) => {
             eprintln!("{}", start.message);

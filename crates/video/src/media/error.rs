@@ -127,6 +127,29 @@ pub enum MediaError {
         /// The underlying error.
         source: image::ImageError,
     },
+    /// The assembled output does not match the input (frame count, size, duration or
+    /// audio); it was not moved into place.
+    #[error(
+        "{path}: the assembled output has {what} {actual}, but the input has {expected}; the output was not written"
+    )]
+    OutputMismatch {
+        /// The output that would have been written.
+        path: PathBuf,
+        /// What differs, e.g. "frame count".
+        what: &'static str,
+        /// The input's value.
+        expected: String,
+        /// The output's value.
+        actual: String,
+    },
+    /// The output's file extension names no container this pipeline writes.
+    #[error("{path}: unsupported output extension; use one of {supported}")]
+    UnsupportedContainer {
+        /// The output path.
+        path: PathBuf,
+        /// The extensions that are supported.
+        supported: &'static str,
+    },
     /// An argument is out of range; the message names it and the allowed values.
     #[error("{path}: invalid {what}")]
     InvalidArgument {

@@ -27,7 +27,7 @@ pub mod split;
 pub mod thumbnail;
 mod tool;
 
-pub use assemble::{Subtitles, assemble};
+pub use assemble::{Container, Expected, Subtitles, assemble, assemble_verified};
 pub use encode::{EncodeSettings, SegmentEncoder};
 pub use error::MediaError;
 pub use frame_file::{read_frame_file, write_frame_file};

@@ -1,5 +1,5 @@
-//! Where a run's files go: `ARTIFACTS/run-<id>/`, one directory per run so that runs
-//! never share a frame.
+//! Where a run's files go: `ARTIFACTS/run-<uid>/` (see [`super::disk`]), one directory
+//! per run so that runs never share a frame, even across databases.
 
 use std::path::{Path, PathBuf};
 
@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 pub(crate) struct RunDir(PathBuf);
 
 impl RunDir {
-    /// `root/run-<id>`.
-    pub(crate) fn new(root: &Path, run_id: i64) -> Self {
-        Self(root.join(format!("run-{run_id}")))
+    /// `root/run-<uid>` (`root/run-<id>` for runs made before runs had a uid).
+    pub(crate) fn new(root: &Path, run_id: i64, uid: &str) -> Self {
+        Self(super::disk::run_dir(root, run_id, uid))
     }
 
     /// The run's directory.

@@ -58,7 +58,7 @@ impl Ctx {
     /// The parameters and artifact directory of `run_id`.
     pub(crate) async fn run(&self, run_id: i64) -> Result<(Arc<RunParams>, RunDir), HandlerError> {
         let params = self.params(run_id).await?;
-        let dir = RunDir::new(&params.artifacts, run_id);
+        let dir = RunDir::new(&params.artifacts, run_id, &params.uid);
         Ok((params, dir))
     }
 

@@ -11,22 +11,26 @@
 //! ```
 //!
 //! Everything a handler needs is in the run's `params` ([`RunParams`]); artifacts live
-//! under `ARTIFACTS/run-<id>/`, so two runs never share a frame.
+//! under `ARTIFACTS/run-<uid>/` (a random id per run), so two runs never share a frame.
 //!
 //! # Layout
 //! - [`settings`]: user settings ([`Settings`]) and the run's parameters ([`RunParams`]).
 //! - [`start`]: [`start_or_resume`], which finds or creates the run for an output.
+//! - [`output_guard`]: the output is never the input, nor a file another run or the user made.
 //! - [`register`](mod@register): stage policies and [`register()`], which puts the stages on a worker.
 //! - [`drive`]: [`drive()`], a worker plus maintenance in process until a run ends.
 //! - [`progress`]: waiting for a run while printing progress.
 //! - [`report`]: the run's JSON report and the list of failed items.
+//! - [`disk`]: run uids, run directory markers, file manifests, sizes.
 //! - `stages/`: one file per stage handler; `artifacts.rs`: where files go.
 
 mod artifacts;
 pub mod caption_settings;
 mod context;
+pub mod disk;
 pub mod drive;
 mod error;
+pub mod output_guard;
 pub mod progress;
 pub mod register;
 pub mod report;
@@ -37,6 +41,7 @@ pub mod start;
 pub use caption_settings::{CAPTIONS_LOCAL, CAPTIONS_OFF, CaptionSettings};
 pub use drive::{DriveOptions, DriveOutcome, drive};
 pub use error::PipelineError;
+pub use output_guard::{check_output_owner, check_output_target};
 pub use progress::{ProgressStyle, wait_for_run};
 pub use register::{ENHANCE_LIMITER, PipelineOptions, ensure_limiter, register, stage_policies};
 pub use report::{FailedItem, failed_items};

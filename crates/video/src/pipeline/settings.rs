@@ -156,8 +156,12 @@ pub struct RunParams {
     pub thumbnail: PathBuf,
     /// The JSON report (absolute path).
     pub report: PathBuf,
-    /// Root of the artifact directory; this run's files go to `run-<id>/` inside it.
+    /// Root of the artifact directory; this run's files go to `run-<uid>/` inside it.
     pub artifacts: PathBuf,
+    /// Random id of the run (128 bits, hex), unique across databases and time; names
+    /// its artifact directory. Empty in runs made before it existed (`run-<id>/`).
+    #[serde(default)]
+    pub uid: String,
     /// The user's settings.
     pub settings: Settings,
     /// Hash of input identity and output-deciding settings; equal identity = same run.
@@ -183,6 +187,7 @@ impl RunParams {
             input_mtime_ms,
             output,
             artifacts,
+            uid: super::disk::new_uid(),
             settings,
             identity,
         }
@@ -202,7 +207,7 @@ impl RunParams {
 }
 
 /// `dir/stem.EXT` next to `output` (`out.mp4` -> `out.thumb.jpg`).
-fn sibling(output: &Path, ext: &str) -> PathBuf {
+pub(crate) fn sibling(output: &Path, ext: &str) -> PathBuf {
     let stem = output
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())

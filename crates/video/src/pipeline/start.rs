@@ -9,6 +9,7 @@ use serde_json::json;
 
 use super::caption_settings::CaptionSettings;
 use super::error::PipelineError;
+use super::output_guard::{check_output_target, wrote_output};
 use super::progress::frame_progress;
 use super::register::ensure_limiter;
 use super::settings::{RunParams, Settings};
@@ -48,33 +49,15 @@ pub struct RunStart {
 
 /// Resumes the newest run for the same output if input and settings are the same,
 /// otherwise creates a new run (saying why). Runs are found by their fingerprint, the
-/// absolute output path; artifacts are per run id, so runs never mix frames.
+/// absolute output path; artifacts are per run uid, so runs never mix frames.
 pub async fn start_or_resume(
     store: &SharedStore,
     request: &ProcessRequest,
 ) -> Result<RunStart, PipelineError> {
     request.settings.validate()?;
-    let input = tokio::fs::canonicalize(&request.input)
-        .await
-        .map_err(|e| input_error(&request.input, e))?;
-    let meta = tokio::fs::metadata(&input)
-        .await
-        .map_err(|e| input_error(&input, e))?;
-    let mtime_ms = meta
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_millis() as i64);
-    let output = absolute(&request.output)?;
-    let artifacts = absolute(&request.artifacts)?;
-    let params = RunParams::new(
-        input,
-        meta.len(),
-        mtime_ms,
-        output.clone(),
-        artifacts,
-        request.settings.clone(),
-    );
+    check_output_target(&request.input, &request.output).await?;
+    let params = run_params(request).await?;
+    let output = params.output.clone();
     ensure_limiter(store, Some(params.settings.api_rate)).await?;
     let fingerprint = output.to_string_lossy().into_owned();
     let previous = store.run_find(PIPELINE, &fingerprint).await?;
@@ -112,7 +95,32 @@ pub async fn start_or_resume(
     })
 }
 
-fn same_identity(run: &Run, params: &RunParams) -> bool {
+/// The parameters a new run for `request` would get (input identity read from disk).
+pub(crate) async fn run_params(request: &ProcessRequest) -> Result<RunParams, PipelineError> {
+    let input = tokio::fs::canonicalize(&request.input)
+        .await
+        .map_err(|e| input_error(&request.input, e))?;
+    let meta = tokio::fs::metadata(&input)
+        .await
+        .map_err(|e| input_error(&input, e))?;
+    let mtime_ms = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_millis() as i64);
+    let output = absolute(&request.output)?;
+    let artifacts = absolute(&request.artifacts)?;
+    Ok(RunParams::new(
+        input,
+        meta.len(),
+        mtime_ms,
+        output,
+        artifacts,
+        request.settings.clone(),
+    ))
+}
+
+pub(crate) fn same_identity(run: &Run, params: &RunParams) -> bool {
     run.params["identity"].as_str() == Some(params.identity.as_str())
 }
 
@@ -121,11 +129,9 @@ async fn resumable(run: &Run, params: &RunParams) -> Result<(), String> {
     match run.status {
         RunStatus::Running | RunStatus::Failed => Ok(()),
         RunStatus::Cancelled => Err(format!("run {} was cancelled", run.id)),
-        RunStatus::Completed if tokio::fs::try_exists(&params.output).await.unwrap_or(false) => {
-            Ok(())
-        }
+        RunStatus::Completed if wrote_output(run, &params.output) => Ok(()),
         RunStatus::Completed => Err(format!(
-            "run {} completed but {} is gone",
+            "run {} completed but {} is gone or not the file it wrote",
             run.id,
             params.output.display()
         )),
@@ -172,7 +178,7 @@ fn input_error(path: &Path, e: std::io::Error) -> PipelineError {
     PipelineError::Media(MediaError::reading(path, "read metadata", e))
 }
 
-fn absolute(path: &Path) -> Result<PathBuf, PipelineError> {
+pub(crate) fn absolute(path: &Path) -> Result<PathBuf, PipelineError> {
     std::path::absolute(path).map_err(|e| PipelineError::Output {
         path: path.to_owned(),
         detail: e.to_string(),

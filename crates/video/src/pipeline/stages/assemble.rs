@@ -1,5 +1,5 @@
-//! `assemble`: join the encoded segments, mux the original audio, write the output and
-//! the report.
+//! `assemble`: join the encoded segments (checked against their manifests), mux the
+//! original audio, check the result against the input, write the output and the report.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,8 +11,9 @@ use serde_json::json;
 
 use super::thumbnail::segments;
 use super::{remove_dir, write_atomic};
-use crate::media::{self, MediaInfo, Subtitles};
+use crate::media::{self, Expected, MediaError, MediaInfo, Subtitles};
 use crate::pipeline::context::{Ctx, transient};
+use crate::pipeline::disk;
 use crate::pipeline::settings::RunParams;
 use crate::pipeline::{report, stage};
 
@@ -42,23 +43,32 @@ impl Handler for Assemble {
         if let Some(parent) = params.output.parent() {
             tokio::fs::create_dir_all(parent).await.map_err(transient)?;
         }
+        check_segments(&paths, &params.uid).await?;
         let subtitles = captions(store, job.run_id, &params).await?;
         let language = params.settings.captions.track_language();
-        media::assemble(
+        media::assemble_verified(
             &paths,
             &params.input,
-            info.has_audio,
             subtitles
                 .as_deref()
                 .map(|path| Subtitles { path, language }),
             &params.output,
+            &Expected::of(&info),
         )
         .await
-        .map_err(transient)?;
+        .map_err(|e| match e {
+            MediaError::OutputMismatch { .. } | MediaError::UnsupportedContainer { .. } => {
+                HandlerError::permanent(e)
+            }
+            other => transient(other),
+        })?;
         let elapsed_ms = started.elapsed().as_millis() as i64;
-        let report = report::build(store, job.run_id, &params, &info, elapsed_ms)
+        let mut report = report::build(store, job.run_id, &params, &info, elapsed_ms)
             .await
             .map_err(transient)?;
+        // What the output file is, so that a later `process` knows it as this run's.
+        report["uid"] = json!(params.uid);
+        report["output_file"] = json!(disk::file_stamp(&params.output));
         let text = serde_json::to_vec_pretty(&report).expect("report serialises");
         write_atomic(&params.report, &text)
             .await
@@ -97,6 +107,22 @@ async fn captions(
         )));
     }
     Ok(Some(srt))
+}
+
+/// Checks every encoded segment against its manifest (runs made before runs had a uid
+/// have none). A mismatch is permanent: the segment's frames are gone.
+pub(crate) async fn check_segments(paths: &[PathBuf], uid: &str) -> Result<(), HandlerError> {
+    if uid.is_empty() {
+        return Ok(());
+    }
+    for p in paths {
+        disk::check_manifest(p, uid).await.map_err(|why| {
+            HandlerError::permanent(format!(
+                "{why}: the encoded segment is damaged or not this run's and is not used"
+            ))
+        })?;
+    }
+    Ok(())
 }
 
 async fn all_exist(paths: &[PathBuf]) -> bool {

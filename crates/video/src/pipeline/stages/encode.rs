@@ -9,6 +9,7 @@ use serde_json::json;
 use super::{SegmentWork, remove_dir};
 use crate::media::{SegmentEncoder, read_frame_file};
 use crate::pipeline::context::{Ctx, payload, transient};
+use crate::pipeline::disk::{check_manifest, remove_with_manifest, write_manifest};
 
 /// Encodes with [`SegmentEncoder`] (deterministic), keeping the input's exact frame rate.
 pub(crate) struct Encode(pub(crate) Arc<Ctx>);
@@ -19,9 +20,20 @@ impl Handler for Encode {
         let work: SegmentWork = payload(&job.payload)?;
         let (params, dir) = self.0.run(job.run_id).await?;
         let out = dir.encoded(work.segment);
-        // A previous attempt may have finished the file (renamed into place, so complete)
-        // and deleted the frames, then died before its completion committed.
-        if tokio::fs::try_exists(&out).await.map_err(transient)? {
+        // A previous attempt may have finished the file and its manifest and deleted the
+        // frames, then died before its completion committed. Only a file whose manifest
+        // matches (this run's, complete, unchanged) is kept; anything else is redone.
+        let trusted = match check_manifest(&out, &params.uid).await {
+            Ok(()) => true,
+            Err(why) => {
+                if tokio::fs::try_exists(&out).await.unwrap_or(false) {
+                    tracing::warn!(run = job.run_id, segment = work.segment, %why, "not trusting the encoded segment; encoding it again");
+                }
+                remove_with_manifest(&out).await.map_err(transient)?;
+                false
+            }
+        };
+        if trusted {
             tracing::info!(
                 run = job.run_id,
                 segment = work.segment,
@@ -52,6 +64,9 @@ impl Handler for Encode {
                 encoder.push(&frame).await.map_err(transient)?;
             }
             encoder.finish().await.map_err(transient)?;
+            write_manifest(&out, &params.uid)
+                .await
+                .map_err(|e| transient(format!("{}: manifest: {e}", out.display())))?;
         }
         remove_dir(&dir.frames(work.segment))
             .await

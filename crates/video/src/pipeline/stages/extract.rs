@@ -9,6 +9,7 @@ use serde_json::json;
 use super::SegmentWork;
 use crate::media::{FrameReader, write_frame_file};
 use crate::pipeline::context::{Ctx, payload, transient};
+use crate::pipeline::disk::check_manifest;
 
 /// Decodes a segment with [`FrameReader`] and writes each frame atomically. A rerun
 /// overwrites the same files with the same pixels.
@@ -18,7 +19,16 @@ pub(crate) struct Extract(pub(crate) Arc<Ctx>);
 impl Handler for Extract {
     async fn handle(&self, job: &Job) -> ItemResult {
         let work: SegmentWork = payload(&job.payload)?;
-        let (_, dir) = self.0.run(job.run_id).await?;
+        let (params, dir) = self.0.run(job.run_id).await?;
+        if !params.uid.is_empty() {
+            // The segment must be the one split wrote for this run, complete and unchanged.
+            check_manifest(&work.path, &params.uid).await.map_err(|why| {
+                HandlerError::permanent(format!(
+                    "{why}; the input segment is damaged or not this run's: `idempipe cancel {}`, then run process again to start afresh",
+                    job.run_id
+                ))
+            })?;
+        }
         tokio::fs::create_dir_all(dir.frames(work.segment))
             .await
             .map_err(transient)?;

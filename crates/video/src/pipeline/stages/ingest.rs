@@ -1,4 +1,5 @@
-//! `ingest`: probe the input; a bad input fails the run at once.
+//! `ingest`: mark the run's artifact directory as the run's and probe the input; a bad
+//! input fails the run at once.
 
 use std::sync::Arc;
 
@@ -8,6 +9,7 @@ use serde_json::json;
 
 use crate::media::{self, MediaError};
 use crate::pipeline::context::Ctx;
+use crate::pipeline::disk::{Marker, ensure_marker};
 use crate::pipeline::stage;
 
 /// Probes the input and spawns `split`.
@@ -16,7 +18,18 @@ pub(crate) struct Ingest(pub(crate) Arc<Ctx>);
 #[async_trait]
 impl Handler for Ingest {
     async fn handle(&self, job: &Job) -> ItemResult {
-        let params = self.0.params(job.run_id).await?;
+        let (params, dir) = self.0.run(job.run_id).await?;
+        if !params.uid.is_empty() {
+            let marker = Marker {
+                uid: params.uid.clone(),
+                run_id: job.run_id,
+                input: params.input.clone(),
+                output: params.output.clone(),
+            };
+            ensure_marker(&dir.root(), &marker)
+                .await
+                .map_err(|e| HandlerError::transient(format!("{}: {e}", dir.root().display())))?;
+        }
         let mut info = media::probe(&params.input).await.map_err(probe_error)?;
         let meta = tokio::fs::metadata(&params.input)
             .await

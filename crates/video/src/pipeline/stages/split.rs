@@ -13,6 +13,7 @@ use crate::pipeline::artifacts::{
     ENCODES_GROUP, RunDir, TRANSCRIPTS_GROUP, frame_key, frames_group, seg_key, window_key,
 };
 use crate::pipeline::context::{Ctx, payload};
+use crate::pipeline::disk::write_manifest;
 use crate::pipeline::settings::RunParams;
 use crate::pipeline::stage;
 
@@ -36,6 +37,11 @@ impl Handler for Split {
             MediaError::SplitMismatch { .. } => HandlerError::permanent(e),
             other => HandlerError::transient(other),
         })?;
+        for seg in &segments {
+            write_manifest(&seg.path, &params.uid).await.map_err(|e| {
+                HandlerError::transient(format!("{}: manifest: {e}", seg.path.display()))
+            })?;
+        }
         tracing::info!(run = job.run_id, segments = segments.len(), "split input");
         let captions = plan_captions(&params, &info, &dir).await?;
         let windows = match &captions {

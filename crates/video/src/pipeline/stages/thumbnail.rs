@@ -33,6 +33,7 @@ impl Handler for Thumbnail {
             .find(|s| (s.first_frame..s.first_frame + s.frame_count).contains(&global))
             .ok_or_else(|| HandlerError::permanent(format!("frame {global} is in no segment")))?;
         let encoded = dir.encoded(seg.index);
+        super::assemble::check_segments(std::slice::from_ref(&encoded), &params.uid).await?;
         let mut reader = FrameReader::open(&encoded).await.map_err(transient)?;
         let mut picked = None;
         for _ in 0..=global - seg.first_frame {
