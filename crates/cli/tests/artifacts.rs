@@ -252,9 +252,13 @@ fn unrelated_files_at_the_output_are_refused() {
 
     let other = dir.join("other.mp4");
     std::fs::write(dir.join("other.thumb.jpg"), b"not ours").unwrap();
-    let out = run(&mut process(&input, &other, &url, &root, &["-y"])
-        .arg("--crf")
-        .arg("20"));
+    let out = run(&mut process(
+        &input,
+        &other,
+        &url,
+        &root,
+        &["-y", "--crf", "20"],
+    ));
     assert!(out.status.success(), "-y replaces it");
     std::fs::write(dir.join("third.report.json"), b"{}").unwrap();
     let out = run(&mut process(

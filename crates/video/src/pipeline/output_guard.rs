@@ -79,7 +79,7 @@ pub async fn check_output_owner(
     Err(PipelineError::Output {
         path: output,
         detail: format!(
-            "{} already exist(s) and this run did not write it; pass --overwrite (-y) to replace, or choose another output",
+            "{}: already there and not written by this run; pass --overwrite (-y) to replace, or choose another output",
             foreign.join(", ")
         ),
     })
