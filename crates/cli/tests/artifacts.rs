@@ -401,3 +401,37 @@ async fn runs_show_artifact_sizes_sqlite() {
 async fn runs_show_artifact_sizes_postgres() {
     runs_show_artifact_sizes(TestDb::postgres().await).await;
 }
+
+/// `prune --keep-failed 0` deletes the frames of a cancelled run, keeps its row and the
+/// rest of its directory, and leaves a running run's frames alone.
+async fn keep_failed_deletes_only_given_up_frames(db: TestDb) {
+    let dir = TempDir::new("keep-failed");
+    let root = dir.join("artifacts");
+    let store = db.store().await;
+    let cancelled = create_run(&store, &uid(1), &root).await;
+    create_run(&store, &uid(2), &root).await;
+    store.run_cancel(cancelled, 2_000).await.unwrap();
+    let gave_up = run_dir(&root, &uid(1), Some(&uid(1)), 4000);
+    std::fs::create_dir_all(gave_up.join("encoded")).unwrap();
+    let running = run_dir(&root, &uid(2), Some(&uid(2)), 4000);
+
+    let out = run(idempipe().args(["prune", "--keep-failed", "0", "--json", "--db", &db.url]));
+    assert!(out.status.success());
+    let j: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["bytes_freed"], 4000);
+    assert_eq!(j["removed_frame_dirs"], json!([gave_up.join("frames")]));
+    assert!(!gave_up.join("frames").exists());
+    assert!(gave_up.join("encoded").exists() && gave_up.join("run.json").exists());
+    assert!(running.join("frames/00000/000000.orig.rgb").exists());
+    assert_eq!(store.run_list(10).await.unwrap().len(), 2, "the runs stay");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_failed_deletes_only_given_up_frames_sqlite() {
+    keep_failed_deletes_only_given_up_frames(TestDb::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_failed_deletes_only_given_up_frames_postgres() {
+    keep_failed_deletes_only_given_up_frames(TestDb::postgres().await).await;
+}
