@@ -200,19 +200,7 @@ pub async fn write_manifest(file: &Path, uid: &str) -> std::io::Result<Manifest>
 /// Checks that `file` is complete and run `uid`'s: its manifest exists, names `uid`,
 /// and the size and hash match. The error says what does not match.
 pub async fn check_manifest(file: &Path, uid: &str) -> Result<(), String> {
-    let mpath = manifest_path(file);
-    let text = tokio::fs::read(&mpath)
-        .await
-        .map_err(|e| format!("{}: no manifest ({e})", file.display()))?;
-    let m: Manifest = serde_json::from_slice(&text)
-        .map_err(|e| format!("{}: unreadable manifest ({e})", mpath.display()))?;
-    if m.uid != uid {
-        return Err(format!(
-            "{}: written by run {}, not this run ({uid})",
-            file.display(),
-            m.uid
-        ));
-    }
+    let m = read_own_manifest(file, uid).await?;
     let (size, fnv64) = hash_file(file)
         .await
         .map_err(|e| format!("{}: {e}", file.display()))?;
@@ -231,6 +219,41 @@ pub async fn check_manifest(file: &Path, uid: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// [`check_manifest`] without the hash: the manifest names `uid` and the size matches.
+pub async fn check_manifest_quick(file: &Path, uid: &str) -> Result<(), String> {
+    let m = read_own_manifest(file, uid).await?;
+    let size = tokio::fs::metadata(file)
+        .await
+        .map_err(|e| format!("{}: {e}", file.display()))?
+        .len();
+    if size != m.size {
+        return Err(format!(
+            "{}: {size} bytes, its manifest says {}",
+            file.display(),
+            m.size
+        ));
+    }
+    Ok(())
+}
+
+/// The manifest of `file`, if there is one and it names run `uid`.
+async fn read_own_manifest(file: &Path, uid: &str) -> Result<Manifest, String> {
+    let mpath = manifest_path(file);
+    let text = tokio::fs::read(&mpath)
+        .await
+        .map_err(|e| format!("{}: no manifest ({e})", file.display()))?;
+    let m: Manifest = serde_json::from_slice(&text)
+        .map_err(|e| format!("{}: unreadable manifest ({e})", mpath.display()))?;
+    if m.uid != uid {
+        return Err(format!(
+            "{}: written by run {}, not this run ({uid})",
+            file.display(),
+            m.uid
+        ));
+    }
+    Ok(m)
 }
 
 /// Removes `file` and its manifest (missing ones are fine).

@@ -77,7 +77,11 @@ async fn plan_captions(
     }
     let audio = dir.speech_audio();
     match media::audio::extract_speech_audio(&params.input, &audio).await {
-        Ok(_) => {}
+        Ok(_) => {
+            write_manifest(&audio, &params.uid).await.map_err(|e| {
+                HandlerError::transient(format!("{}: manifest: {e}", audio.display()))
+            })?;
+        }
         Err(e @ MediaError::ToolFailed { .. }) => {
             tracing::warn!(error = %e, "the audio cannot be decoded; no captions");
             return Ok(CaptionPlan::Skip(format!(

@@ -10,6 +10,7 @@ use serde_json::json;
 use super::WindowWork;
 use super::frame::classify;
 use crate::pipeline::context::{Ctx, payload, transient};
+use crate::pipeline::disk::check_manifest_quick;
 
 /// Reads the window from the run's extracted audio and transcribes it with the run's
 /// transcriber. The result holds the segments, timed from the window's start.
@@ -21,6 +22,17 @@ impl Handler for Transcribe {
         let work: WindowWork = payload(&job.payload)?;
         let params = self.0.params(job.run_id).await?;
         let captions = &params.settings.captions;
+        if !params.uid.is_empty() {
+            // Uid and size only: hashing the whole track for every window would cost more
+            // than the window itself.
+            check_manifest_quick(&work.audio, &params.uid)
+                .await
+                .map_err(|why| {
+                    HandlerError::permanent(format!(
+                        "{why}: the extracted audio is damaged or not this run's"
+                    ))
+                })?;
+        }
         let path = work.audio.clone();
         let window = work.window;
         let samples = tokio::task::spawn_blocking(move || read_pcm_window(&path, window))
