@@ -123,6 +123,10 @@ pub(crate) async fn run(args: PruneArgs) -> anyhow::Result<i32> {
             .artifacts
             .clone()
             .unwrap_or_else(|| super::process::state_dir().join("artifacts"));
+        // Directories first: a marker is written only after its run's row committed, so
+        // every directory listed here has its run in the databases read next.
+        let dirs = disk::list_run_dirs(&root)
+            .with_context(|| format!("cannot list {}", root.display()))?;
         let mut uids = run_uids(&all_runs(&store).await?);
         for url in &args.also_db {
             let other = idempipe_engine::connect(url)
@@ -130,8 +134,6 @@ pub(crate) async fn run(args: PruneArgs) -> anyhow::Result<i32> {
                 .with_context(|| format!("cannot open the database {}", redact(url)))?;
             uids.extend(run_uids(&all_runs(&other).await?));
         }
-        let dirs = disk::list_run_dirs(&root)
-            .with_context(|| format!("cannot list {}", root.display()))?;
         for (dir, marker) in dirs {
             if !uids.contains(&marker.uid) {
                 orphans_freed.remove(dir)?;
