@@ -36,7 +36,8 @@ enum Command {
     Failures(cmd::failures::FailuresArgs),
     /// The attempt history of one item.
     Attempts(cmd::attempts::AttemptsArgs),
-    /// Re-run only the failed (and dead/unknown) items of a run or stage.
+    /// Re-run only the failed (and dead/unknown) items of a run or stage; can also change
+    /// its preset, crf or enhancement API (enhanced frames are kept).
     Retry(cmd::control::RetryArgs),
     /// Cancel a run.
     Cancel(cmd::control::CancelArgs),

@@ -1,13 +1,19 @@
 //! `idempipe retry|cancel|pause|resume`: steer a run; each prints what it changed.
 
+use anyhow::Context;
 use idempipe_engine::store::RetryParams;
-use idempipe_engine::{Clock, ItemStatus, SystemClock};
+use idempipe_engine::{Clock, ItemStatus, SharedStore, SystemClock};
+use idempipe_video::pipeline::{self, ChangeOutcome, RunParams, Settings};
 use serde_json::json;
+
+use super::process::EXIT_USAGE;
 
 use crate::db::DbArgs;
 use crate::output::{JsonArg, print_json};
 
-/// Re-run the failed items of a run (and, if asked, dead and unknown ones); nothing else.
+/// Re-run the failed items of a run (and, if asked, dead and unknown ones); with
+/// --preset/--crf/--api/--api-rate, first change those settings of the run (frames already
+/// enhanced are kept).
 #[derive(clap::Args, Debug)]
 pub(crate) struct RetryArgs {
     /// Run id.
@@ -26,15 +32,104 @@ pub(crate) struct RetryArgs {
     /// Retry only items in `failed` (waiting for their backoff): make them due now.
     #[arg(long, conflicts_with_all = ["dead", "unknown"])]
     failed_only: bool,
+    /// New settings for the run (enhanced frames are kept).
+    #[command(flatten)]
+    change: ChangeArgs,
     #[command(flatten)]
     db: DbArgs,
     #[command(flatten)]
     out: JsonArg,
 }
 
+/// Settings `retry` may change on an existing run: they do not change the enhanced
+/// frames, so frames already enhanced are kept and only later stages run again.
+#[derive(clap::Args, Debug)]
+pub(crate) struct ChangeArgs {
+    /// New libx264 preset (the segments are encoded again; only while none is encoded yet).
+    #[arg(long, value_name = "P")]
+    preset: Option<String>,
+    /// New H.264 quality, 0..=51 (as --preset).
+    #[arg(long, value_name = "Q", value_parser = clap::value_parser!(u8).range(0..=51))]
+    crf: Option<u8>,
+    /// New enhancement API base URL (or `local`): frames not enhanced yet go there, with
+    /// the same idempotency keys.
+    #[arg(long, value_name = "URL")]
+    api: Option<String>,
+    /// New enhancement calls per second across all workers.
+    #[arg(long, value_name = "R")]
+    api_rate: Option<f64>,
+}
+
+impl ChangeArgs {
+    fn any(&self) -> bool {
+        self.preset.is_some() || self.crf.is_some() || self.api.is_some() || self.api_rate.is_some()
+    }
+
+    /// `current` with the flags given applied.
+    fn apply(&self, current: &Settings) -> Settings {
+        let mut s = current.clone();
+        if let Some(p) = &self.preset {
+            s.preset = p.clone();
+        }
+        if let Some(q) = self.crf {
+            s.crf = q;
+        }
+        if let Some(api) = &self.api {
+            s.provider = api.clone();
+        }
+        if let Some(r) = self.api_rate {
+            s.api_rate = r;
+        }
+        s
+    }
+}
+
+/// Applies `retry`'s setting flags to the run; `Err(code)` when refused.
+async fn change_settings(
+    store: &SharedStore,
+    run_id: i64,
+    change: &ChangeArgs,
+) -> anyhow::Result<Result<Option<String>, i32>> {
+    let run = store.run_get(run_id).await?;
+    let params: RunParams = serde_json::from_value(run.params.clone())
+        .with_context(|| format!("run {run_id}: not a video run; its settings cannot change"))?;
+    let new = change.apply(&params.settings);
+    let outcome = match pipeline::change_settings(store, &run, &new).await {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(Err(EXIT_USAGE));
+        }
+    };
+    if let Some(rate) = change.api_rate {
+        pipeline::ensure_limiter(store, Some(rate)).await?;
+    }
+    Ok(match outcome {
+        ChangeOutcome::Unchanged => Ok(None),
+        ChangeOutcome::Changed(notice) => Ok(Some(notice)),
+        ChangeOutcome::NeedsNewRun(why) => {
+            eprintln!(
+                "error: {why}; run `idempipe process` with the new settings to start a new run"
+            );
+            Err(EXIT_USAGE)
+        }
+    })
+}
+
 /// Retries.
 pub(crate) async fn retry(args: RetryArgs) -> anyhow::Result<i32> {
     let store = args.db.open().await?;
+    let notice = if args.change.any() {
+        match change_settings(&store, args.run, &args.change).await? {
+            Ok(notice) => notice,
+            Err(code) => return Ok(code),
+        }
+    } else {
+        None
+    };
+    if let (Some(notice), false) = (&notice, args.out.json) {
+        println!("{notice}");
+    }
     let mut statuses = vec![ItemStatus::Failed];
     if args.dead || (!args.unknown && !args.failed_only) {
         statuses.push(ItemStatus::Dead);
@@ -51,7 +146,7 @@ pub(crate) async fn retry(args: RetryArgs) -> anyhow::Result<i32> {
     let names: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
     if args.out.json {
         print_json(
-            &json!({ "run": args.run, "stage": args.stage, "statuses": names, "retried": n }),
+            &json!({ "run": args.run, "stage": args.stage, "statuses": names, "retried": n, "settings_changed": notice }),
         )?;
     } else {
         let scope = args

@@ -55,9 +55,12 @@ pub(crate) struct SettingsArgs {
     #[arg(long, value_name = "DIR")]
     pub(crate) artifacts: Option<PathBuf>,
     /// H.264 quality: 0 (lossless) to 51, lower is better.
-    #[arg(long, value_name = "Q", default_value_t = 18)]
+    #[arg(long, value_name = "Q", default_value_t = 18,
+          value_parser = clap::value_parser!(u8).range(0..=51))]
     pub(crate) crf: u8,
-    /// libx264 preset: ultrafast, superfast, veryfast, faster, fast, medium, slow, slower, veryslow.
+    /// libx264 preset: ultrafast, superfast, veryfast, faster, fast, medium, slow, slower,
+    /// veryslow, placebo. Preset and crf can change on an existing run while none of its
+    /// segments is encoded (frames already enhanced are kept).
     #[arg(long, value_name = "P", default_value = "medium")]
     pub(crate) preset: String,
     /// Sharpening strength: 0 off, 1 standard, up to 4.

@@ -179,6 +179,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn run_list(&self, limit: i64) -> StoreResult<Vec<Run>>;
     /// Stores the pipeline's summary of a run.
     async fn run_set_summary(&self, run_id: i64, summary: &Value) -> StoreResult<()>;
+    /// Replaces a run's parameters (for settings that may change on an existing run).
+    async fn run_set_params(&self, run_id: i64, params: &Value) -> StoreResult<()>;
     /// Cancels a run: every non-final item becomes cancelled (running handlers learn it at
     /// their next heartbeat). Returns the number of items cancelled.
     async fn run_cancel(&self, run_id: i64, now: Millis) -> StoreResult<u64>;
@@ -218,6 +220,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn item_rescue_expired(&self, now: Millis) -> StoreResult<RescueReport>;
     /// Makes the chosen items of a run due now; returns how many changed.
     async fn item_retry(&self, params: &RetryParams, now: Millis) -> StoreResult<u64>;
+    /// Makes every finished item of `stages` of a run due again with a fresh attempt
+    /// budget, keeping its attempt history: completed items become pending, and whoever
+    /// waited for them (an item, or a group they belong to) waits again; failed, dead and
+    /// unknown items are retried. A failed or completed run goes back to running; a
+    /// cancelled run is refused. Returns how many items changed.
+    async fn item_redo(&self, run_id: i64, stages: &[String], now: Millis) -> StoreResult<u64>;
     /// One item by stage and key.
     async fn item_get(&self, run_id: i64, stage: &str, key: &str) -> StoreResult<Item>;
     /// Items matching a filter, by id.

@@ -519,6 +519,19 @@ macro_rules! impl_store {
                 Ok(())
             }
 
+            async fn run_set_params(&self, run_id: i64, params: &Value) -> StoreResult<()> {
+                let n = sqlx::query(self.sql("run_set_params"))
+                    .bind(run_id)
+                    .bind(params.to_string())
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected();
+                if n == 0 {
+                    return Err(StoreError::NotFound { what: format!("run {run_id}") });
+                }
+                Ok(())
+            }
+
             async fn run_cancel(&self, run_id: i64, now: Millis) -> StoreResult<u64> {
                 self.run_get(run_id).await?;
                 let mut tx = self.begin_write().await?;
@@ -788,6 +801,74 @@ macro_rules! impl_store {
                     .rows_affected();
                 if n > 0 {
                     sqlx::query(self.sql("run_reopen")).bind(p.run_id).execute(&mut *tx).await?;
+                    self.notify_tx(&mut tx).await?;
+                }
+                tx.commit().await?;
+                self.local_wake.notify_waiters();
+                Ok(n)
+            }
+
+            async fn item_redo(&self, run_id: i64, stages: &[String], now: Millis) -> StoreResult<u64> {
+                if self.run_get(run_id).await?.status == RunStatus::Cancelled {
+                    return Err(StoreError::Config(format!(
+                        "run {run_id} is cancelled: its items cannot be made due again"
+                    )));
+                }
+                let stages = shared::json_array(stages);
+                let mut tx = self.begin_write().await?;
+                // Failed, dead and unknown items first: if one waits for a completed item
+                // reopened below, it is counted as a waiter again.
+                let revived = sqlx::query(self.sql("item_redo_unfinished"))
+                    .bind(run_id)
+                    .bind(&stages)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                let reopened = sqlx::query(self.sql("item_redo_completed"))
+                    .bind(run_id)
+                    .bind(&stages)
+                    .bind(now)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                let mut ids = Vec::with_capacity(reopened.len());
+                let mut groups: HashMap<String, i64> = HashMap::new();
+                for row in &reopened {
+                    ids.push(row.try_get::<i64, _>(0)?);
+                    if let Some(group) = row.try_get::<Option<String>, _>(1)? {
+                        *groups.entry(group).or_default() += 1;
+                    }
+                }
+                if !ids.is_empty() {
+                    sqlx::query(self.sql("item_rearm_waiters"))
+                        .bind(shared::json_array(&ids))
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                for (group, n) in &groups {
+                    let before: Option<i64> = sqlx::query_scalar(self.sql("group_reopen"))
+                        .bind(run_id)
+                        .bind(group)
+                        .bind(n)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    if before == Some(0) {
+                        // The group had released its waiters: those not done wait again.
+                        sqlx::query(self.sql("group_rearm_waiters"))
+                            .bind(run_id)
+                            .bind(group)
+                            .execute(&mut *tx)
+                            .await?;
+                        sqlx::query(self.sql("group_mark_unreleased"))
+                            .bind(run_id)
+                            .bind(group)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                }
+                let n = revived + ids.len() as u64;
+                if n > 0 {
+                    sqlx::query(self.sql("run_reopen_finished")).bind(run_id).execute(&mut *tx).await?;
                     self.notify_tx(&mut tx).await?;
                 }
                 tx.commit().await?;

@@ -14,8 +14,8 @@ use super::frames::read_all;
 use super::tool::{self, FFMPEG};
 use super::{MediaError, Rational};
 
-/// libx264's presets, fastest first.
-const PRESETS: [&str; 10] = [
+/// libx264's presets, fastest first (the names are case-sensitive).
+pub const X264_PRESETS: [&str; 10] = [
     "ultrafast",
     "superfast",
     "veryfast",
@@ -62,11 +62,11 @@ impl EncodeSettings {
         if self.crf > 51 {
             return invalid(format!("crf {}: must be 0..=51", self.crf));
         }
-        if !PRESETS.contains(&self.preset.as_str()) {
+        if !X264_PRESETS.contains(&self.preset.as_str()) {
             return invalid(format!(
                 "preset {:?}: must be one of {}",
                 self.preset,
-                PRESETS.join(", ")
+                X264_PRESETS.join(", ")
             ));
         }
         if self.threads == 0 {

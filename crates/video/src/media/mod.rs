@@ -28,7 +28,7 @@ pub mod thumbnail;
 mod tool;
 
 pub use assemble::{Container, Expected, Subtitles, assemble, assemble_verified};
-pub use encode::{EncodeSettings, SegmentEncoder};
+pub use encode::{EncodeSettings, SegmentEncoder, X264_PRESETS};
 pub use error::MediaError;
 pub use frame_file::{read_frame_file, write_frame_file};
 pub use frames::FrameReader;

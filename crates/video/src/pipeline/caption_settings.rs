@@ -55,7 +55,7 @@ impl CaptionSettings {
         let lang = &self.language;
         if !(2..=3).contains(&lang.len()) || !lang.chars().all(|c| c.is_ascii_lowercase()) {
             return bad(format!(
-                "captions language must be an ISO 639-1 code such as en or de, got {lang:?}"
+                "--captions-language {lang:?}: must be an ISO 639-1 code such as en or de"
             ));
         }
         match self.provider.as_str() {
@@ -63,7 +63,9 @@ impl CaptionSettings {
             CAPTIONS_LOCAL => model_installed(&self.model_dir),
             url => idempipe_captions::HttpTranscriber::endpoint_of(url)
                 .map(|_| ())
-                .map_err(|e| PipelineError::Config(format!("captions provider: {e}"))),
+                .map_err(|e| {
+                    PipelineError::Config(format!("--captions: {e} (or use off, auto or local)"))
+                }),
         }
     }
 

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use idempipe_captions::{HttpTranscriber, LocalTranscriber, TranscribeOptions, Transcriber};
 use idempipe_engine::{HandlerError, SharedStore};
@@ -12,12 +13,13 @@ use super::artifacts::RunDir;
 use super::caption_settings::CaptionSettings;
 use super::register::PipelineOptions;
 use super::settings::{LOCAL_PROVIDER, RunParams};
+use crate::media::MediaError;
 
 /// Shared state of the stage handlers of one worker.
 pub(crate) struct Ctx {
     pub(crate) store: SharedStore,
     pub(crate) options: PipelineOptions,
-    runs: Mutex<HashMap<i64, Arc<RunParams>>>,
+    runs: Mutex<HashMap<i64, (Instant, Arc<RunParams>)>>,
     providers: Mutex<HashMap<String, Arc<dyn Provider>>>,
     /// Held while a model loads, so concurrent windows load it once.
     transcribers: tokio::sync::Mutex<HashMap<String, Arc<dyn Transcriber>>>,
@@ -34,11 +36,20 @@ impl Ctx {
         }
     }
 
-    /// The parameters of `run_id`; read once, then cached (they never change).
+    /// The parameters of `run_id`, cached for [`PARAMS_TTL`]: the changeable settings
+    /// (API, rate) reach a running worker within that time.
     pub(crate) async fn params(&self, run_id: i64) -> Result<Arc<RunParams>, HandlerError> {
-        if let Some(p) = self.runs.lock().expect("run cache").get(&run_id) {
+        if let Some((read, p)) = self.runs.lock().expect("run cache").get(&run_id)
+            && read.elapsed() < PARAMS_TTL
+        {
             return Ok(p.clone());
         }
+        self.params_fresh(run_id).await
+    }
+
+    /// The parameters of `run_id` as stored now, for stages whose output follows the
+    /// changeable settings (encode, assemble): never a stale preset.
+    pub(crate) async fn params_fresh(&self, run_id: i64) -> Result<Arc<RunParams>, HandlerError> {
         let run = self
             .store
             .run_get(run_id)
@@ -51,13 +62,23 @@ impl Ctx {
         self.runs
             .lock()
             .expect("run cache")
-            .insert(run_id, params.clone());
+            .insert(run_id, (Instant::now(), params.clone()));
         Ok(params)
     }
 
     /// The parameters and artifact directory of `run_id`.
     pub(crate) async fn run(&self, run_id: i64) -> Result<(Arc<RunParams>, RunDir), HandlerError> {
         let params = self.params(run_id).await?;
+        let dir = RunDir::new(&params.artifacts, run_id, &params.uid);
+        Ok((params, dir))
+    }
+
+    /// As [`run`](Self::run), with the parameters as stored now.
+    pub(crate) async fn run_fresh(
+        &self,
+        run_id: i64,
+    ) -> Result<(Arc<RunParams>, RunDir), HandlerError> {
+        let params = self.params_fresh(run_id).await?;
         let dir = RunDir::new(&params.artifacts, run_id, &params.uid);
         Ok((params, dir))
     }
@@ -124,6 +145,38 @@ impl Ctx {
     }
 }
 
+/// How long a worker trusts the run parameters it read.
+const PARAMS_TTL: Duration = Duration::from_secs(5);
+
+/// What ffmpeg prints when an option it was given is invalid: retrying cannot help.
+const OPTION_ERRORS: [&str; 6] = [
+    "Error setting option",
+    "Error setting preset",
+    "invalid preset",
+    "Unrecognized option",
+    "Error applying option",
+    "Unknown encoder",
+];
+
+/// A media-layer failure of a step driven by the run's settings: permanent when a
+/// setting is invalid (refused before ffmpeg starts, or an ffmpeg option error), so a
+/// bad setting does not burn the stage's attempts; transient otherwise.
+pub(crate) fn media_failure(e: MediaError) -> HandlerError {
+    let invalid_setting = match &e {
+        MediaError::InvalidArgument { .. } => true,
+        MediaError::ToolFailed { stderr, .. } => OPTION_ERRORS.iter().any(|m| stderr.contains(m)),
+        _ => false,
+    };
+    if invalid_setting {
+        HandlerError::permanent(format!(
+            "{e}; an invalid setting: fix it with `idempipe retry RUN --preset P --crf Q` \
+             (enhanced frames are kept)"
+        ))
+    } else {
+        transient(e)
+    }
+}
+
 /// A media-layer failure inside a stage: transient (disk, a killed ffmpeg), with the
 /// message naming the file.
 pub(crate) fn transient(e: impl std::fmt::Display) -> HandlerError {
@@ -136,4 +189,36 @@ pub(crate) fn payload<T: serde::de::DeserializeOwned>(
 ) -> Result<T, HandlerError> {
     serde_json::from_value(value.clone())
         .map_err(|e| HandlerError::permanent(format!("bad payload: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::process::ExitStatusExt;
+
+    use super::*;
+
+    #[test]
+    fn invalid_settings_are_permanent_other_media_failures_transient() {
+        let invalid = MediaError::InvalidArgument {
+            path: "/a.mp4".into(),
+            what: "preset \"Medium\"".into(),
+        };
+        assert!(matches!(media_failure(invalid), HandlerError::Permanent(_)));
+        let failed = |stderr: &str| MediaError::ToolFailed {
+            tool: "ffmpeg",
+            path: "/a.mp4".into(),
+            status: std::process::ExitStatus::from_raw(256),
+            stderr: stderr.into(),
+        };
+        let option = failed("x264 [error]: invalid preset 'bogus'; Error setting preset/tune");
+        assert!(matches!(media_failure(option), HandlerError::Permanent(_)));
+        let killed = failed("Conversion failed!");
+        assert!(matches!(media_failure(killed), HandlerError::Transient(_)));
+        let io = MediaError::Io {
+            path: "/a.mp4".into(),
+            action: "write",
+            source: std::io::Error::other("disk full"),
+        };
+        assert!(matches!(media_failure(io), HandlerError::Transient(_)));
+    }
 }

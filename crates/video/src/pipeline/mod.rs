@@ -17,6 +17,7 @@
 //! - [`settings`]: user settings ([`Settings`]) and the run's parameters ([`RunParams`]).
 //! - [`start`]: [`start_or_resume`], which finds or creates the run for an output.
 //! - [`output_guard`]: the output is never the input, nor a file another run or the user made.
+//! - [`change`]: [`change_settings`], new encoder/API settings for an existing run.
 //! - [`register`](mod@register): stage policies and [`register()`], which puts the stages on a worker.
 //! - [`drive`]: [`drive()`], a worker plus maintenance in process until a run ends.
 //! - [`progress`]: waiting for a run while printing progress.
@@ -26,6 +27,7 @@
 
 mod artifacts;
 pub mod caption_settings;
+pub mod change;
 mod context;
 pub mod disk;
 pub mod drive;
@@ -39,13 +41,14 @@ mod stages;
 pub mod start;
 
 pub use caption_settings::{CAPTIONS_LOCAL, CAPTIONS_OFF, CaptionSettings};
+pub use change::{ChangeOutcome, change_settings};
 pub use drive::{DriveOptions, DriveOutcome, drive};
 pub use error::PipelineError;
 pub use output_guard::{check_output_owner, check_output_target};
 pub use progress::{ProgressStyle, wait_for_run};
 pub use register::{ENHANCE_LIMITER, PipelineOptions, ensure_limiter, register, stage_policies};
 pub use report::{FailedItem, failed_items};
-pub use settings::{OnFrameFailure, RunParams, Settings};
+pub use settings::{OnFrameFailure, RunParams, SettingChange, Settings};
 pub use start::{
     ProcessRequest, RunStart, check_api, check_captions_model, check_output_dir,
     check_transcription_service, start_or_resume,

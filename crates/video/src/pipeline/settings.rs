@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::caption_settings::CaptionSettings;
 use super::error::PipelineError;
-use crate::media::EncodeSettings;
+use crate::media::{EncodeSettings, X264_PRESETS};
 
 /// The provider name that runs the algorithm in process.
 pub const LOCAL_PROVIDER: &str = "local";
@@ -79,32 +79,53 @@ impl Default for Settings {
 }
 
 impl Settings {
-    /// Checks the values; the error names the field.
+    /// Checks every value before any work; the error names the flag, the value and what
+    /// is accepted.
     pub fn validate(&self) -> Result<(), PipelineError> {
         let bad = |m: String| Err(PipelineError::Config(m));
-        self.enhance
-            .validate()
-            .map_err(|e| PipelineError::Config(e.to_string()))?;
-        if self.crf > 51 {
-            return bad(format!("crf must be 0..=51, got {}", self.crf));
+        if let Err(e) = self.enhance.validate() {
+            return bad(format!(
+                "--{} {}: must be a number from 0 (off) to {} (1 is standard)",
+                e.name,
+                e.value,
+                idempipe_enhance::params::MAX_STRENGTH
+            ));
         }
+        self.validate_changeable()?;
         if !(self.segment_secs.is_finite() && self.segment_secs > 0.0) {
             return bad(format!(
-                "segment-seconds must be > 0, got {}",
+                "--segment-seconds {}: must be a number > 0, e.g. 2",
                 self.segment_secs
             ));
         }
         if self.window == 0 {
-            return bad("window (segments in flight) must be >= 1".into());
+            return bad("--segments-in-flight 0: must be >= 1".into());
+        }
+        self.captions.validate()
+    }
+
+    /// Checks the settings that may change on an existing run (preset, crf, API, API
+    /// rate); the error names the flag.
+    pub fn validate_changeable(&self) -> Result<(), PipelineError> {
+        let bad = |m: String| Err(PipelineError::Config(m));
+        validate_preset(&self.preset)?;
+        if self.crf > 51 {
+            return bad(format!(
+                "--crf {}: must be 0..=51 (0 lossless, 18 near-transparent, lower is better)",
+                self.crf
+            ));
         }
         if !(self.api_rate.is_finite() && self.api_rate > 0.0) {
-            return bad(format!("api rate must be > 0, got {}", self.api_rate));
+            return bad(format!(
+                "--api-rate {}: must be a number of calls per second > 0, e.g. 50",
+                self.api_rate
+            ));
         }
         if !self.is_local() {
             idempipe_enhance::provider::HttpProvider::new(&self.provider, Default::default())
-                .map_err(|e| PipelineError::Config(e.to_string()))?;
+                .map_err(|e| PipelineError::Config(format!("--api: {e}")))?;
         }
-        self.captions.validate()
+        Ok(())
     }
 
     /// Whether frames are enhanced in process.
@@ -121,14 +142,13 @@ impl Settings {
         }
     }
 
-    /// The settings that decide the output; pacing settings (window, rate) are left out,
-    /// so changing them resumes the same run.
+    /// The settings that decide the enhanced frames and the segmentation. The encoder
+    /// settings (preset, crf) and the API's address and rate are left out: they can
+    /// change on an existing run without enhancing a frame again (see
+    /// [`changes_from`](Self::changes_from)), and pacing settings (window) resume the run.
     fn identity_json(&self) -> serde_json::Value {
         let mut identity = serde_json::json!({
-            "provider": self.provider,
             "enhance": self.enhance,
-            "crf": self.crf,
-            "preset": self.preset,
             "on_frame_failure": self.on_frame_failure,
             "segment_secs": self.segment_secs,
         });
@@ -138,6 +158,82 @@ impl Settings {
             identity["captions"] = serde_json::json!(self.captions);
         }
         identity
+    }
+
+    /// The identity of runs created before the provider, crf and preset could change
+    /// (they were part of it then); such runs still resume.
+    fn legacy_identity_json(&self) -> serde_json::Value {
+        let mut identity = self.identity_json();
+        identity["provider"] = serde_json::json!(self.provider);
+        identity["crf"] = serde_json::json!(self.crf);
+        identity["preset"] = serde_json::json!(self.preset);
+        identity
+    }
+
+    /// The settings that may change on an existing run and differ between `old` (the
+    /// run's) and `self` (the new ones), in flag order.
+    pub fn changes_from(&self, old: &Settings) -> Vec<SettingChange> {
+        let mut changes = Vec::new();
+        let mut add = |flag: &'static str, old: String, new: String| {
+            if old != new {
+                changes.push(SettingChange { flag, old, new });
+            }
+        };
+        add("api", old.provider.clone(), self.provider.clone());
+        add(
+            "api-rate",
+            old.api_rate.to_string(),
+            self.api_rate.to_string(),
+        );
+        add("preset", old.preset.clone(), self.preset.clone());
+        add("crf", old.crf.to_string(), self.crf.to_string());
+        changes
+    }
+
+    /// `self` with the changeable settings (API, API rate, preset, crf) of `new`.
+    pub fn with_changeable_of(&self, new: &Settings) -> Settings {
+        Settings {
+            provider: new.provider.clone(),
+            api_rate: new.api_rate,
+            preset: new.preset.clone(),
+            crf: new.crf,
+            ..self.clone()
+        }
+    }
+}
+
+/// Checks a libx264 preset name exactly (libx264 is case-sensitive); a near miss gets a
+/// hint.
+pub fn validate_preset(preset: &str) -> Result<(), PipelineError> {
+    if X264_PRESETS.contains(&preset) {
+        return Ok(());
+    }
+    let lower = preset.trim().to_ascii_lowercase();
+    let hint = if X264_PRESETS.contains(&lower.as_str()) {
+        format!(" (did you mean {lower}?)")
+    } else {
+        String::new()
+    };
+    Err(PipelineError::Config(format!(
+        "--preset {preset:?} is not a libx264 preset{hint}; use one of {}",
+        X264_PRESETS.join(", ")
+    )))
+}
+
+/// One setting changed on an existing run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettingChange {
+    /// The flag's name without dashes (`preset`, `crf`, `api`, `api-rate`).
+    pub flag: &'static str,
+    /// The run's value.
+    pub old: String,
+    /// The new value.
+    pub new: String,
+}
+
+impl std::fmt::Display for SettingChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {} -> {}", self.flag, self.old, self.new)
     }
 }
 
@@ -178,7 +274,12 @@ impl RunParams {
         artifacts: PathBuf,
         settings: Settings,
     ) -> Self {
-        let identity = identity(&input, input_size, input_mtime_ms, &settings);
+        let identity = identity(
+            &input,
+            input_size,
+            input_mtime_ms,
+            &settings.identity_json(),
+        );
         Self {
             thumbnail: sibling(&output, "thumb.jpg"),
             report: sibling(&output, "report.json"),
@@ -195,6 +296,34 @@ impl RunParams {
 }
 
 impl RunParams {
+    /// The identity of these parameters as they are now (after a settings change).
+    pub fn current_identity(&self) -> String {
+        identity(
+            &self.input,
+            self.input_size,
+            self.input_mtime_ms,
+            &self.settings.identity_json(),
+        )
+    }
+
+    /// Whether a run stored with `stored_identity` and `stored_settings` is the run for
+    /// these parameters: the same input and frame-deciding settings. Runs created before
+    /// the encoder settings and the API could change are recognised by their old
+    /// identity, computed with their own values of those settings.
+    pub fn same_run_as(&self, stored_identity: &str, stored_settings: &Settings) -> bool {
+        if stored_identity == self.identity {
+            return true;
+        }
+        let legacy = self.settings.with_changeable_of(stored_settings);
+        let text = identity(
+            &self.input,
+            self.input_size,
+            self.input_mtime_ms,
+            &legacy.legacy_identity_json(),
+        );
+        stored_identity == text
+    }
+
     /// The WebVTT captions next to the output (`out.mp4` -> `out.vtt`).
     pub fn captions_vtt(&self) -> PathBuf {
         sibling(&self.output, "vtt")
@@ -217,9 +346,9 @@ pub(crate) fn sibling(output: &Path, ext: &str) -> PathBuf {
 
 /// FNV-1a (64-bit) over the canonical JSON of input identity and settings: stable across
 /// builds and platforms, unlike `std`'s hasher.
-fn identity(input: &Path, size: u64, mtime_ms: i64, settings: &Settings) -> String {
+fn identity(input: &Path, size: u64, mtime_ms: i64, settings: &serde_json::Value) -> String {
     let text = serde_json::json!({
-        "input": input, "size": size, "mtime_ms": mtime_ms, "settings": settings.identity_json(),
+        "input": input, "size": size, "mtime_ms": mtime_ms, "settings": settings,
     })
     .to_string();
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
@@ -248,12 +377,98 @@ mod tests {
                 ..Settings::default()
             })
         );
-        assert_ne!(
+        // Encoder settings and the API can change on an existing run.
+        assert_eq!(
             base,
             p(Settings {
                 crf: 20,
+                preset: "slow".into(),
+                provider: "http://b:1".into(),
                 ..Settings::default()
             })
+        );
+        assert_ne!(
+            base,
+            p(Settings {
+                segment_secs: 3.0,
+                ..Settings::default()
+            })
+        );
+    }
+
+    #[test]
+    fn runs_stored_with_the_old_identity_are_recognised() {
+        let stored = Settings {
+            crf: 22,
+            preset: "slow".into(),
+            provider: "http://a:1".into(),
+            ..Settings::default()
+        };
+        // The identity such a run was stored with (provider, crf and preset in it).
+        let old = identity(Path::new("/a.mp4"), 1, 2, &stored.legacy_identity_json());
+        let asked = RunParams::new(
+            "/a.mp4".into(),
+            1,
+            2,
+            "/o.mp4".into(),
+            "/x".into(),
+            Settings {
+                provider: "http://b:1".into(),
+                ..Settings::default()
+            },
+        );
+        assert_ne!(old, asked.identity);
+        assert!(asked.same_run_as(&old, &stored));
+        let other_frames = Settings {
+            segment_secs: 5.0,
+            ..stored.clone()
+        };
+        assert!(!asked.same_run_as(
+            &identity(
+                Path::new("/a.mp4"),
+                1,
+                2,
+                &other_frames.legacy_identity_json()
+            ),
+            &other_frames
+        ));
+    }
+
+    #[test]
+    fn changes_list_the_changeable_settings_only() {
+        let old = Settings::default();
+        let new = Settings {
+            preset: "slow".into(),
+            provider: "http://b:1".into(),
+            window: 9,
+            ..Settings::default()
+        };
+        let changes: Vec<String> = new
+            .changes_from(&old)
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+        assert_eq!(
+            changes,
+            ["api local -> http://b:1", "preset medium -> slow"]
+        );
+        let merged = old.with_changeable_of(&new);
+        assert_eq!(merged.preset, "slow");
+        assert_eq!(merged.window, old.window);
+    }
+
+    #[test]
+    fn presets_are_checked_exactly_with_a_hint() {
+        assert!(validate_preset("veryslow").is_ok());
+        let e = validate_preset("Medium").unwrap_err().to_string();
+        assert!(
+            e.contains("--preset") && e.contains("did you mean medium?"),
+            "{e}"
+        );
+        let e = validate_preset("bogus").unwrap_err().to_string();
+        assert!(
+            e.contains("ultrafast") && !e.contains("did you mean"),
+            "{e}"
         );
     }
 
@@ -277,7 +492,45 @@ mod tests {
             segment_secs: 0.0,
             ..Settings::default()
         };
-        assert!(s.validate().unwrap_err().to_string().contains("segment"));
+        assert!(
+            s.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("--segment-seconds 0")
+        );
+        for (s, flag) in [
+            (
+                Settings {
+                    crf: 99,
+                    ..Settings::default()
+                },
+                "--crf 99",
+            ),
+            (
+                Settings {
+                    api_rate: 0.0,
+                    ..Settings::default()
+                },
+                "--api-rate 0",
+            ),
+            (
+                Settings {
+                    window: 0,
+                    ..Settings::default()
+                },
+                "--segments-in-flight 0",
+            ),
+            (
+                Settings {
+                    preset: "Medium".into(),
+                    ..Settings::default()
+                },
+                "--preset",
+            ),
+        ] {
+            let e = s.validate().unwrap_err().to_string();
+            assert!(e.contains(flag), "{e}");
+        }
         let s = Settings {
             provider: "ftp://x".into(),
             ..Settings::default()

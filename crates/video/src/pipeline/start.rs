@@ -8,6 +8,7 @@ use idempipe_engine::{Clock, NewItem, Run, RunStatus, SharedStore, SystemClock};
 use serde_json::json;
 
 use super::caption_settings::CaptionSettings;
+use super::change::{ChangeOutcome, change_settings};
 use super::error::PipelineError;
 use super::output_guard::{check_output_target, wrote_output};
 use super::progress::frame_progress;
@@ -63,7 +64,14 @@ pub async fn start_or_resume(
     let previous = store.run_find(PIPELINE, &fingerprint).await?;
     let reason = match &previous {
         Some(run) if same_identity(run, &params) => match resumable(run, &params).await {
-            Ok(()) => return resume(store, run, params).await,
+            Ok(()) => match change_settings(store, run, &request.settings).await? {
+                ChangeOutcome::Unchanged => return resume(store, run, None).await,
+                ChangeOutcome::Changed(notice) => {
+                    let run = store.run_get(run.id).await?;
+                    return resume(store, &run, Some(notice)).await;
+                }
+                ChangeOutcome::NeedsNewRun(why) => why,
+            },
             Err(why) => why,
         },
         Some(run) => format!(
@@ -120,8 +128,15 @@ pub(crate) async fn run_params(request: &ProcessRequest) -> Result<RunParams, Pi
     ))
 }
 
+/// Whether `run` is the run for `params`: same input and frame-deciding settings.
 pub(crate) fn same_identity(run: &Run, params: &RunParams) -> bool {
-    run.params["identity"].as_str() == Some(params.identity.as_str())
+    let Some(stored) = run.params["identity"].as_str() else {
+        return false;
+    };
+    match serde_json::from_value::<Settings>(run.params["settings"].clone()) {
+        Ok(settings) => params.same_run_as(stored, &settings),
+        Err(_) => stored == params.identity,
+    }
 }
 
 /// Whether a run with the same identity can be resumed, else why not.
@@ -141,9 +156,14 @@ async fn resumable(run: &Run, params: &RunParams) -> Result<(), String> {
 async fn resume(
     store: &SharedStore,
     run: &Run,
-    params: RunParams,
+    notice: Option<String>,
 ) -> Result<RunStart, PipelineError> {
     let p = frame_progress(store, run.id).await?;
+    let params: RunParams =
+        serde_json::from_value(run.params.clone()).map_err(|e| PipelineError::BadRun {
+            run_id: run.id,
+            detail: e.to_string(),
+        })?;
     let message = match run.status {
         RunStatus::Completed => format!(
             "run {} already produced {}",
@@ -161,10 +181,10 @@ async fn resume(
         ),
     };
     // The stored parameters rule: they are what the run's items were made from.
-    let params = serde_json::from_value(run.params.clone()).map_err(|e| PipelineError::BadRun {
-        run_id: run.id,
-        detail: e.to_string(),
-    })?;
+    let message = match notice {
+        Some(notice) => format!("{notice}\n{message}"),
+        None => message,
+    };
     Ok(RunStart {
         run_id: run.id,
         resumed: true,

@@ -315,3 +315,48 @@ WITH o AS (
 SELECT upd.id, upd.run_id, upd.attempts, upd.worker, upd.claimed_at, upd.external_call_at,
        upd.group_name, upd.has_waiters, upd.status, (SELECT count(*) FROM wake) AS woken
 FROM upd;
+
+-- name: run_set_params
+UPDATE runs SET params = $2::jsonb WHERE id = $1;
+
+-- name: run_reopen_finished
+UPDATE runs SET status = 'running', finished_at = NULL
+WHERE id = $1 AND status IN ('failed', 'completed');
+
+-- name: item_redo_unfinished
+-- item_redo: failed, dead and unknown items of the stages ($2, JSON array) are due now
+-- with a fresh budget (as item_retry).
+UPDATE items SET status = 'failed', next_attempt_at = $3, retry_base = attempts, updated_at = $3
+WHERE run_id = $1 AND stage IN (SELECT jsonb_array_elements_text($2::jsonb))
+  AND status IN ('failed', 'dead', 'unknown');
+
+-- name: item_redo_completed
+-- item_redo: completed items of the stages become pending with a fresh budget; their
+-- result is cleared, their attempts stay.
+UPDATE items SET status = 'pending', next_attempt_at = $3, retry_base = attempts, result = NULL,
+    completed_at = NULL, updated_at = $3
+WHERE run_id = $1 AND stage IN (SELECT jsonb_array_elements_text($2::jsonb)) AND status = 'completed'
+RETURNING id, group_name;
+
+-- name: item_rearm_waiters
+-- item_redo: whoever waited for a reopened item ($1, JSON array of ids) waits for it
+-- again, once per reopened input (every waiter, as its completion releases every waiter).
+UPDATE items SET waiting_on = waiting_on + (
+    SELECT count(*) FROM item_waits w
+    WHERE w.waiter_id = items.id
+      AND w.input_id IN (SELECT jsonb_array_elements_text($1::jsonb)::bigint))
+WHERE id IN (SELECT waiter_id FROM item_waits
+             WHERE input_id IN (SELECT jsonb_array_elements_text($1::jsonb)::bigint));
+
+-- name: group_reopen
+-- item_redo: $3 members of the group are not done any more; returns the count before.
+UPDATE groups SET remaining = remaining + $3::bigint WHERE run_id = $1 AND name = $2
+RETURNING remaining - $3::bigint;
+
+-- name: group_rearm_waiters
+-- item_redo: the group had released its waiters; they wait again.
+UPDATE items SET waiting_on = waiting_on + 1
+WHERE id IN (SELECT waiter_id FROM group_waits WHERE run_id = $1 AND group_name = $2 AND released);
+
+-- name: group_mark_unreleased
+UPDATE group_waits SET released = FALSE WHERE run_id = $1 AND group_name = $2 AND released;

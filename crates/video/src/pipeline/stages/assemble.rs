@@ -25,7 +25,7 @@ pub(crate) struct Assemble(pub(crate) Arc<Ctx>);
 impl Handler for Assemble {
     async fn handle(&self, job: &Job) -> ItemResult {
         let started = Instant::now();
-        let (params, dir) = self.0.run(job.run_id).await?;
+        let (params, dir) = self.0.run_fresh(job.run_id).await?;
         let store = &self.0.store;
         let ingest = store
             .item_get(job.run_id, stage::INGEST, "ingest")

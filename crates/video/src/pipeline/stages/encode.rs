@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::{SegmentWork, remove_dir};
 use crate::media::{SegmentEncoder, read_frame_file};
-use crate::pipeline::context::{Ctx, payload, transient};
+use crate::pipeline::context::{Ctx, media_failure, payload, transient};
 use crate::pipeline::disk::{check_manifest, remove_with_manifest, write_manifest};
 
 /// Encodes with [`SegmentEncoder`] (deterministic), keeping the input's exact frame rate.
@@ -18,7 +18,7 @@ pub(crate) struct Encode(pub(crate) Arc<Ctx>);
 impl Handler for Encode {
     async fn handle(&self, job: &Job) -> ItemResult {
         let work: SegmentWork = payload(&job.payload)?;
-        let (params, dir) = self.0.run(job.run_id).await?;
+        let (params, dir) = self.0.run_fresh(job.run_id).await?;
         let out = dir.encoded(work.segment);
         // A previous attempt may have finished the file and its manifest and deleted the
         // frames, then died before its completion committed. Only a file whose manifest
@@ -47,7 +47,7 @@ impl Handler for Encode {
             let mut encoder =
                 SegmentEncoder::create(&out, work.width, work.height, work.fps, &settings)
                     .await
-                    .map_err(transient)?;
+                    .map_err(media_failure)?;
             // Read the next frame file while the current one is being encoded.
             let path = |i: u64| dir.enhanced(work.segment, work.first_frame + i);
             let mut next = Some(tokio::spawn(read_owned(path(0))));
@@ -61,9 +61,9 @@ impl Handler for Encode {
                 if i + 1 < work.frame_count {
                     next = Some(tokio::spawn(read_owned(path(i + 1))));
                 }
-                encoder.push(&frame).await.map_err(transient)?;
+                encoder.push(&frame).await.map_err(media_failure)?;
             }
-            encoder.finish().await.map_err(transient)?;
+            encoder.finish().await.map_err(media_failure)?;
             write_manifest(&out, &params.uid)
                 .await
                 .map_err(|e| transient(format!("{}: manifest: {e}", out.display())))?;

@@ -23,7 +23,7 @@ pub(crate) struct Thumbnail(pub(crate) Arc<Ctx>);
 #[async_trait]
 impl Handler for Thumbnail {
     async fn handle(&self, job: &Job) -> ItemResult {
-        let (params, dir) = self.0.run(job.run_id).await?;
+        let (params, dir) = self.0.run_fresh(job.run_id).await?;
         let (global, score) = best_frame(&self.0.store, job.run_id)
             .await
             .map_err(transient)?;
