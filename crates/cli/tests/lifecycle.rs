@@ -179,7 +179,7 @@ fn ffmpeg_left(dir: &TempDir) -> String {
 }
 
 #[test]
-fn ctrl_c_gives_work_back_and_a_second_one_quits_at_once() {
+fn ctrl_c_gives_work_back_and_a_rerun_completes() {
     let dir = TempDir::new("cli-ctrl-c");
     let input = clip(&dir);
     let out = dir.join("out.mp4").display().to_string();
