@@ -3,6 +3,7 @@
 
 mod cmd;
 mod db;
+mod lifecycle;
 mod output;
 
 use clap::{Parser, Subcommand};

@@ -47,6 +47,7 @@ async fn prepared() -> Db {
             lease_token: 7,
             lease_expires_at: 100_000,
             now: 1_000,
+            run_id: None,
         })
         .await
         .unwrap();

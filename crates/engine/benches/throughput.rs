@@ -94,6 +94,7 @@ async fn one(backend: &str, items: usize, concurrency: usize, claim_batch: i64) 
         claim_batch,
         poll_interval: Duration::from_millis(5),
         shutdown_grace: Duration::from_secs(5),
+        ..WorkerConfig::default()
     };
     let worker = Worker::new(store.clone(), config).handler(StagePolicy::new("noop"), Noop);
     let stats = worker.stats();

@@ -48,6 +48,18 @@ pub enum StoreError {
     /// A configuration value is invalid; the message names the field.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// The run is completed, failed or cancelled: it cannot be paused, resumed or
+    /// cancelled any more.
+    #[error(
+        "run {run_id} is {status}: a finished run cannot be paused, resumed or cancelled \
+         (a failed run's items can be re-run with `idempipe retry {run_id}`)"
+    )]
+    RunFinished {
+        /// The run.
+        run_id: i64,
+        /// Its status (completed, failed or cancelled).
+        status: &'static str,
+    },
 }
 
 /// Shorthand for results of store calls.

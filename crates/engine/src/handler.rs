@@ -77,6 +77,8 @@ pub struct Job {
     pub(crate) store: SharedStore,
     pub(crate) clock: SharedClock,
     pub(crate) cancel: watch::Receiver<bool>,
+    /// Set by [`Job::begin_external_call`]: such a call may finish during shutdown.
+    pub(crate) external: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Job {
@@ -93,6 +95,8 @@ impl Job {
     /// Records that an outside call with effects starts now. If the attempt dies after this
     /// mark, the stage's outcome-unknown policy applies instead of a plain retry.
     pub async fn begin_external_call(&self) -> Result<(), crate::error::StoreError> {
+        self.external
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         self.store
             .item_mark_external(self.id, self.lease_token, self.clock.now())
             .await

@@ -29,7 +29,7 @@ pub use error::{StoreError, StoreResult};
 pub use handler::{BatchHandler, Handler, HandlerError, ItemResult, Job};
 pub use limiter::{LimiterConfig, LimiterFeedback, LimiterState, Permit};
 pub use maintenance::{Maintenance, MaintenanceConfig};
-pub use model::{Attempt, Dep, Item, ItemStatus, NewItem, Run, RunStatus, StageCount};
+pub use model::{Attempt, Dep, Item, ItemStatus, NewItem, Run, RunActivity, RunStatus, StageCount};
 pub use policy::{Backoff, OnUnknown, StagePolicy};
 pub use store::{SharedStore, Store, connect};
 pub use worker::{Worker, WorkerConfig};

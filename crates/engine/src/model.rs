@@ -99,6 +99,42 @@ impl RunStatus {
     }
 }
 
+/// What is happening to a run that is still `running`, computed from leases and worker
+/// heartbeats (the status alone cannot tell a busy run from one nobody serves).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunActivity {
+    /// An item holds a live lease, or a live worker serves the run (or every run).
+    Running,
+    /// Work was done, but no live worker serves the run: it was stopped, killed or
+    /// crashed. Rerun its `process` command, or start `idempipe worker`.
+    Interrupted,
+    /// Nothing was claimed yet and no live worker serves the run (submitted, waiting for
+    /// a worker).
+    Queued,
+}
+
+impl RunActivity {
+    /// The name shown to people and in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Interrupted => "interrupted",
+            Self::Queued => "queued",
+        }
+    }
+
+    /// The activity of a running run from what the store found: a live lease on one of
+    /// its items, a live worker serving it, and whether any item was ever claimed.
+    pub fn from_facts(leased: bool, served: bool, started: bool) -> Self {
+        match (leased || served, started) {
+            (true, _) => Self::Running,
+            (false, true) => Self::Interrupted,
+            (false, false) => Self::Queued,
+        }
+    }
+}
+
 /// One pipeline applied to one input.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Run {

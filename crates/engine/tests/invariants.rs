@@ -34,6 +34,7 @@ fn fast_worker(name: &str, concurrency: usize) -> WorkerConfig {
         claim_batch: 32,
         poll_interval: Duration::from_millis(20),
         shutdown_grace: Duration::from_secs(5),
+        ..WorkerConfig::default()
     }
 }
 

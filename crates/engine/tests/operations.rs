@@ -22,6 +22,7 @@ fn config(concurrency: usize, poll: Duration) -> WorkerConfig {
         claim_batch: 64,
         poll_interval: poll,
         shutdown_grace: Duration::from_millis(300),
+        ..WorkerConfig::default()
     }
 }
 

@@ -69,6 +69,7 @@ fn child_worker() {
             claim_batch: 4,
             poll_interval: Duration::from_millis(20),
             shutdown_grace: Duration::from_secs(1),
+            ..WorkerConfig::default()
         };
         let worker = Worker::new(store.clone(), config)
             .handler(quick_retry(StagePolicy::new("slow")), Slow)

@@ -196,7 +196,7 @@ function runsPage(tbody) {
     if (!res.ok) return;
     const runs = await res.json();
     tbody.innerHTML = runs.map((r) => `<tr><td><a href="/runs/${r.id}">${r.id}</a></td><td>${esc(r.pipeline)}</td>` +
-      `<td><span class="badge s-${r.status}">${r.status}</span>${r.paused ? " (paused)" : ""}</td>` +
+      `<td><span class="badge s-${r.activity || r.status}">${r.activity || r.status}</span>${r.paused ? " (paused)" : ""}</td>` +
       `<td><progress max="${Math.max(1, r.total)}" value="${r.completed}"></progress> ${r.completed} / ${r.total}</td>` +
       `<td class="path">${esc(r.input)}</td><td>${time(r.created_at)}</td><td>${r.finished_at ? time(r.finished_at) : ""}</td></tr>`).join("");
   }, 3000);

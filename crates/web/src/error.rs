@@ -91,6 +91,9 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound { .. } => Self::not_found(e.to_string()),
+            StoreError::RunFinished { .. } => {
+                Self::new(StatusCode::CONFLICT, "run_finished", e.to_string())
+            }
             other => Self::internal(other),
         }
     }

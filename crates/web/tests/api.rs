@@ -173,6 +173,11 @@ async fn actions_say_what_changed(db: TestDb) {
     assert_eq!(c["cancelled_items"], 5);
     let (_, view) = json_of(&app, get(&base)).await;
     assert_eq!(view["run"]["status"], "cancelled");
+    // A finished run is not paused or cancelled again.
+    let (status, again) = json_of(&app, action(&format!("{base}/cancel"))).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{again}");
+    let (status, _) = json_of(&app, action(&format!("{base}/pause"))).await;
+    assert_eq!(status, StatusCode::CONFLICT);
 
     let (status, _) = json_of(&app, action("/api/runs/424242/cancel")).await;
     assert_eq!(status, StatusCode::NOT_FOUND);

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use idempipe_engine::store::RetryParams;
-use idempipe_engine::{Clock, ItemStatus, SharedStore, SystemClock};
+use idempipe_engine::{Clock, ItemStatus, Run, RunStatus, SharedStore, SystemClock};
 use idempipe_video::pipeline::{self, ChangeOutcome, RunParams, Settings};
 use serde_json::json;
 
@@ -180,6 +180,10 @@ pub(crate) struct CancelArgs {
 /// Cancels.
 pub(crate) async fn cancel(args: CancelArgs) -> anyhow::Result<i32> {
     let store = args.db.open().await?;
+    if let Err(message) = still_running(&store.run_get(args.run).await?) {
+        eprintln!("error: {message}");
+        return Ok(EXIT_USAGE);
+    }
     let n = store.run_cancel(args.run, SystemClock.now()).await?;
     if args.out.json {
         print_json(&json!({ "run": args.run, "cancelled_items": n }))?;
@@ -209,6 +213,15 @@ pub(crate) struct PauseArgs {
 /// Pauses (`paused` true) or resumes.
 pub(crate) async fn pause(args: PauseArgs, paused: bool) -> anyhow::Result<i32> {
     let store = args.db.open().await?;
+    let run = store.run_get(args.run).await?;
+    let checked = match still_running(&run) {
+        Ok(()) => known_stage(&store, &run, args.stage.as_deref()).await?,
+        Err(message) => Err(message),
+    };
+    if let Err(message) = checked {
+        eprintln!("error: {message}");
+        return Ok(EXIT_USAGE);
+    }
     store
         .run_pause(args.run, args.stage.as_deref(), paused)
         .await?;
@@ -222,4 +235,57 @@ pub(crate) async fn pause(args: PauseArgs, paused: bool) -> anyhow::Result<i32> 
         }
     }
     Ok(0)
+}
+
+/// Pause, resume and cancel apply to running runs only; the error says what to do instead.
+fn still_running(run: &Run) -> Result<(), String> {
+    match run.status {
+        RunStatus::Running => Ok(()),
+        RunStatus::Failed => Err(format!(
+            "run {} is failed: it cannot be paused, resumed or cancelled; \
+             `idempipe retry {}` re-runs its failed items",
+            run.id, run.id
+        )),
+        status => Err(format!(
+            "run {} is {}: a finished run cannot be paused, resumed or cancelled",
+            run.id,
+            status.as_str()
+        )),
+    }
+}
+
+/// Whether `stage` (if given) is a stage of the run's pipeline; the error lists the valid
+/// names.
+async fn known_stage(
+    store: &SharedStore,
+    run: &Run,
+    stage: Option<&str>,
+) -> anyhow::Result<Result<(), String>> {
+    let Some(stage) = stage else {
+        return Ok(Ok(()));
+    };
+    let valid: Vec<String> = if run.pipeline == idempipe_video::pipeline::PIPELINE {
+        idempipe_video::pipeline::stage::ALL
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    } else {
+        // Another pipeline: the stages its items belong to.
+        let mut stages: Vec<String> = store
+            .item_counts(run.id)
+            .await?
+            .into_iter()
+            .map(|c| c.stage)
+            .collect();
+        stages.dedup();
+        stages
+    };
+    if valid.iter().any(|s| s == stage) {
+        return Ok(Ok(()));
+    }
+    Ok(Err(format!(
+        "run {} has no stage {stage:?}; its stages are: {}",
+        run.id,
+        valid.join(", ")
+    )))
 }

@@ -16,8 +16,7 @@ use crate::db::{DbArgs, default_db_path};
 
 /// Exit code of a precondition failure (bad input, unwritable output, API unreachable).
 pub(crate) const EXIT_USAGE: i32 = 2;
-/// Exit code when interrupted by a signal (128 + SIGINT).
-pub(crate) const EXIT_INTERRUPTED: i32 = 130;
+use crate::lifecycle::EXIT_INTERRUPTED;
 
 /// Arguments of `idempipe process`.
 #[derive(Debug, Args)]
@@ -35,9 +34,13 @@ pub(crate) struct ProcessArgs {
     /// Where state lives.
     #[command(flatten)]
     pub(crate) db: DbArgs,
-    /// Handler calls at once [default: number of CPUs].
-    #[arg(long, value_name = "N")]
+    /// Handler calls at once, at least 1 [default: number of CPUs].
+    #[arg(long, value_name = "N", value_parser = crate::lifecycle::at_least_one)]
     pub(crate) workers: Option<usize>,
+    /// Also work on every other unfinished run in the database (by default `process`
+    /// serves only its own run; `idempipe worker` serves them all).
+    #[arg(long)]
+    pub(crate) serve_all_runs: bool,
     /// Settings of the run.
     #[command(flatten)]
     pub(crate) settings: SettingsArgs,
@@ -195,9 +198,11 @@ pub(crate) async fn run(args: ProcessArgs) -> anyhow::Result<i32> {
         RunStatus::Running => {
             let options = DriveOptions {
                 concurrency: args.workers.unwrap_or(DriveOptions::default().concurrency),
+                serve_all_runs: args.serve_all_runs,
                 ..DriveOptions::default()
             };
-            match pipeline::drive(store.clone(), run_id, &options, shutdown_signal()).await? {
+            let stop = crate::lifecycle::stop_signals();
+            match pipeline::drive(store.clone(), run_id, &options, stop).await? {
                 DriveOutcome::Finished(run) => run.status,
                 DriveOutcome::Interrupted => {
                     eprintln!(
@@ -313,21 +318,4 @@ pub(crate) fn state_dir() -> PathBuf {
     default_db_path()
         .parent()
         .map_or_else(|| PathBuf::from("."), PathBuf::from)
-}
-
-/// Resolves on Ctrl-C (SIGINT) or SIGTERM.
-pub(crate) async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    let term = async {
-        match term.as_mut() {
-            Some(t) => {
-                t.recv().await;
-            }
-            None => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
-    }
 }

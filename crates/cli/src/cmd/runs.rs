@@ -1,6 +1,8 @@
 //! `idempipe runs`: recent runs with status, progress, start/end, artifact size and input.
+//! A running run shows its activity instead: `running` (served), `interrupted` or `queued`
+//! (nobody serves it).
 
-use idempipe_engine::StageCount;
+use idempipe_engine::{Clock, RunActivity, StageCount, SystemClock};
 use serde::Serialize;
 
 use crate::db::DbArgs;
@@ -23,6 +25,8 @@ pub(crate) struct RunsArgs {
 struct RunLine {
     #[serde(flatten)]
     run: idempipe_engine::Run,
+    /// For running runs: running, interrupted (nobody serves it) or queued.
+    activity: Option<RunActivity>,
     items_total: i64,
     items_completed: i64,
     /// Bytes in the run's artifact directory (0 when it is gone; null for runs whose
@@ -34,7 +38,14 @@ struct RunLine {
 pub(crate) async fn run(args: RunsArgs) -> anyhow::Result<i32> {
     let store = args.db.open().await?;
     let mut lines = Vec::new();
-    for run in store.run_list(args.limit).await? {
+    let runs = store.run_list(args.limit).await?;
+    let ids: Vec<i64> = runs.iter().map(|r| r.id).collect();
+    let activity: std::collections::HashMap<i64, RunActivity> = store
+        .run_activity(&ids, SystemClock.now())
+        .await?
+        .into_iter()
+        .collect();
+    for run in runs {
         let counts = store.item_counts(run.id).await?;
         let total = counts.iter().map(|c| c.count).sum();
         let completed = counts
@@ -45,6 +56,7 @@ pub(crate) async fn run(args: RunsArgs) -> anyhow::Result<i32> {
         let artifacts_bytes = disk::run_dir_of_params(&run.params).map(|d| disk::dir_size(&d));
         lines.push(RunLine {
             artifacts_bytes,
+            activity: activity.get(&run.id).copied(),
             run,
             items_total: total,
             items_completed: completed,
@@ -55,17 +67,17 @@ pub(crate) async fn run(args: RunsArgs) -> anyhow::Result<i32> {
         return Ok(0);
     }
     println!(
-        "{:>5}  {:<10} {:>15}  {:<19}  {:<19}  {:>10}  input",
+        "{:>5}  {:<11} {:>15}  {:<19}  {:<19}  {:>10}  input",
         "run", "status", "items done", "started", "finished", "artifacts"
     );
     for l in &lines {
-        let status = if l.run.paused {
-            "paused".to_string()
-        } else {
-            l.run.status.as_str().to_string()
+        let status = match (l.run.paused, l.activity) {
+            (true, _) => "paused",
+            (false, Some(activity)) => activity.as_str(),
+            (false, None) => l.run.status.as_str(),
         };
         println!(
-            "{:>5}  {:<10} {:>15}  {:<19}  {:<19}  {:>10}  {}",
+            "{:>5}  {:<11} {:>15}  {:<19}  {:<19}  {:>10}  {}",
             l.run.id,
             status,
             format!("{}/{}", l.items_completed, l.items_total),
@@ -77,6 +89,13 @@ pub(crate) async fn run(args: RunsArgs) -> anyhow::Result<i32> {
     }
     if lines.is_empty() {
         println!("no runs in {}", crate::db::redact(&args.db.url()));
+    } else if lines
+        .iter()
+        .any(|l| l.activity == Some(RunActivity::Interrupted))
+    {
+        println!(
+            "\ninterrupted: no worker serves the run; rerun its `idempipe process` command or start `idempipe worker`"
+        );
     }
     Ok(0)
 }

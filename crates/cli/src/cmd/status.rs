@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use idempipe_engine::store::{ItemFilter, Throughput};
-use idempipe_engine::{Clock, ItemStatus, SystemClock};
+use idempipe_engine::{Clock, ItemStatus, RunActivity, SystemClock};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -46,6 +46,8 @@ pub(crate) struct FailureGroup {
 #[derive(Serialize)]
 struct Status {
     run: idempipe_engine::Run,
+    /// For a running run: running, interrupted (nobody serves it) or queued.
+    activity: Option<RunActivity>,
     stages: Vec<StageStatus>,
     failures: Vec<FailureGroup>,
 }
@@ -123,7 +125,13 @@ pub(crate) async fn run(args: StatusArgs) -> anyhow::Result<i32> {
         s.rate_per_second = t.per_second;
         s.eta_seconds = t.eta_seconds.filter(|_| t.remaining > 0);
     }
+    let activity = store
+        .run_activity(&[run.id], now)
+        .await?
+        .first()
+        .map(|(_, a)| *a);
     let status = Status {
+        activity,
         failures: failure_groups(&*store, run.id).await?,
         stages: stages.into_values().collect(),
         run,
@@ -136,10 +144,21 @@ pub(crate) async fn run(args: StatusArgs) -> anyhow::Result<i32> {
     println!(
         "run {}  {}{}  {}",
         r.id,
-        r.status.as_str(),
+        status
+            .activity
+            .map_or(r.status.as_str(), RunActivity::as_str),
         if r.paused { " (paused)" } else { "" },
         r.input
     );
+    match status.activity {
+        Some(RunActivity::Interrupted) => println!(
+            "no worker serves this run: rerun its `idempipe process` command or start `idempipe worker` to resume it"
+        ),
+        Some(RunActivity::Queued) => {
+            println!("waiting for a worker: start `idempipe worker` on its database")
+        }
+        _ => {}
+    }
     let columns = [
         "completed",
         "running",

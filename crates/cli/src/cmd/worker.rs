@@ -1,5 +1,5 @@
 //! `idempipe worker --db URL`: serve every video run in the database until SIGINT or
-//! SIGTERM, with maintenance (one process leads it at a time).
+//! SIGTERM (a second one quits at once), with maintenance (one process leads it at a time).
 
 use std::time::Duration;
 
@@ -11,7 +11,7 @@ use tokio::sync::watch;
 
 use crate::db::DbArgs;
 
-use super::process::{open_store, shutdown_signal};
+use super::process::open_store;
 
 /// Arguments of `idempipe worker`.
 #[derive(Debug, Args)]
@@ -19,8 +19,8 @@ pub(crate) struct WorkerArgs {
     /// The database shared with the other workers (postgres://... for several machines).
     #[command(flatten)]
     pub(crate) db: DbArgs,
-    /// Handler calls at once [default: number of CPUs].
-    #[arg(long, value_name = "N")]
+    /// Handler calls at once, at least 1 [default: number of CPUs].
+    #[arg(long, value_name = "N", value_parser = crate::lifecycle::at_least_one)]
     pub(crate) concurrency: Option<usize>,
     /// Name recorded on the items this worker runs [default: host-pid-random].
     #[arg(long)]
@@ -86,8 +86,7 @@ pub(crate) async fn run(args: WorkerArgs) -> anyhow::Result<i32> {
     }
     let maintenance = tokio::spawn(maintenance.run(stopped(stop_rx.clone())));
     let worker = tokio::spawn(worker.run(stopped(stop_rx)));
-    shutdown_signal().await;
-    eprintln!("stopping: letting calls in flight finish");
+    crate::lifecycle::stop_signals().await;
     let _ = stop_tx.send(true);
     worker.await??;
     maintenance.await?;

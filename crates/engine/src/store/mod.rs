@@ -20,7 +20,7 @@ use serde_json::Value;
 use crate::clock::Millis;
 use crate::error::{StoreError, StoreResult};
 use crate::limiter::{LimiterConfig, LimiterFeedback, LimiterState, Permit};
-use crate::model::{Attempt, Item, ItemStatus, NewItem, Run, StageCount};
+use crate::model::{Attempt, Item, ItemStatus, NewItem, Run, RunActivity, StageCount};
 use crate::policy::StagePolicy;
 
 /// A store shared by the components of a process.
@@ -56,6 +56,27 @@ pub struct ClaimParams {
     pub lease_expires_at: Millis,
     /// Now.
     pub now: Millis,
+    /// Only items of this run (None: every run).
+    pub run_id: Option<i64>,
+}
+
+/// A worker's liveness record (table `workers`), renewed by [`Store::worker_beat`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerPresence {
+    /// Worker name (unique per process).
+    pub name: String,
+    /// Host it runs on.
+    pub host: String,
+    /// Its process id.
+    pub pid: i64,
+    /// The run it serves, or None for every run.
+    pub run_id: Option<i64>,
+    /// When it started.
+    pub started_at: Millis,
+    /// Its last heartbeat.
+    pub last_seen_at: Millis,
+    /// Until when it counts as alive without another heartbeat.
+    pub alive_until: Millis,
 }
 
 /// An item handed to a worker by [`Store::item_claim`].
@@ -182,9 +203,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Replaces a run's parameters (for settings that may change on an existing run).
     async fn run_set_params(&self, run_id: i64, params: &Value) -> StoreResult<()>;
     /// Cancels a run: every non-final item becomes cancelled (running handlers learn it at
-    /// their next heartbeat). Returns the number of items cancelled.
+    /// their next heartbeat). Returns the number of items cancelled. A finished run
+    /// (completed, failed, cancelled) is refused with [`StoreError::RunFinished`].
     async fn run_cancel(&self, run_id: i64, now: Millis) -> StoreResult<u64>;
-    /// Pauses or resumes a whole run (`stage` None) or one stage of it.
+    /// Pauses or resumes a whole run (`stage` None) or one stage of it; a finished run is
+    /// refused with [`StoreError::RunFinished`].
     async fn run_pause(&self, run_id: i64, stage: Option<&str>, paused: bool) -> StoreResult<()>;
     /// Marks runs whose items are all final as completed or failed; returns them.
     async fn run_finish_ready(
@@ -275,6 +298,21 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn wait_for_work(&self, timeout: Duration);
     /// Tries to become (or stay) the maintenance leader of this database.
     async fn leader_try_acquire(&self) -> StoreResult<bool>;
+
+    /// Records that a worker is alive (inserting or renewing its row), and deletes the rows
+    /// of workers stale since before `prune_before`.
+    async fn worker_beat(&self, worker: &WorkerPresence, prune_before: Millis) -> StoreResult<()>;
+    /// Deletes a worker's row (clean stop).
+    async fn worker_forget(&self, name: &str) -> StoreResult<()>;
+    /// The worker rows, live and stale (compare `alive_until` with now).
+    async fn worker_list(&self) -> StoreResult<Vec<WorkerPresence>>;
+    /// The activity of each of `run_ids` that is still `running` at `now`; other runs are
+    /// left out.
+    async fn run_activity(
+        &self,
+        run_ids: &[i64],
+        now: Millis,
+    ) -> StoreResult<Vec<(i64, RunActivity)>>;
 }
 
 /// Records one outcome; a lost lease becomes [`StoreError::LeaseLost`].

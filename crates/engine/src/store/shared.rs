@@ -158,13 +158,15 @@ macro_rules! impl_store {
         use crate::clock::Millis;
         use crate::error::{StoreError, StoreResult};
         use crate::limiter::{LimiterConfig, LimiterFeedback, LimiterState, Permit};
-        use crate::model::{Attempt, Dep, Item, ItemStatus, NewItem, Run, RunStatus, StageCount};
+        use crate::model::{
+            Attempt, Dep, Item, ItemStatus, NewItem, Run, RunActivity, RunStatus, StageCount,
+        };
         use crate::policy::{Backoff, OnUnknown, StagePolicy};
         use crate::store::migrate;
         use crate::store::shared::{self, Expired, Recorded, json_col};
         use crate::store::{
             ClaimParams, ClaimedItem, ItemFilter, Outcome, RescueReport, RetryParams,
-            RunCreate, Store, Throughput,
+            RunCreate, Store, Throughput, WorkerPresence,
         };
 
         type Tx = sqlx::Transaction<'static, $db>;
@@ -354,6 +356,15 @@ macro_rules! impl_store {
                 })
             }
 
+            /// Pause, resume and cancel apply only to runs still running.
+            fn refuse_finished(run: &Run) -> StoreResult<()> {
+                if run.status == RunStatus::Running {
+                    Ok(())
+                } else {
+                    Err(StoreError::RunFinished { run_id: run.id, status: run.status.as_str() })
+                }
+            }
+
             fn item_row(row: &<$db as sqlx::Database>::Row) -> StoreResult<Item> {
                 let status: String = row.try_get(6)?;
                 Ok(Item {
@@ -533,7 +544,7 @@ macro_rules! impl_store {
             }
 
             async fn run_cancel(&self, run_id: i64, now: Millis) -> StoreResult<u64> {
-                self.run_get(run_id).await?;
+                Self::refuse_finished(&self.run_get(run_id).await?)?;
                 let mut tx = self.begin_write().await?;
                 let n = sqlx::query(self.sql("run_cancel_items"))
                     .bind(run_id)
@@ -547,7 +558,7 @@ macro_rules! impl_store {
             }
 
             async fn run_pause(&self, run_id: i64, stage: Option<&str>, paused: bool) -> StoreResult<()> {
-                self.run_get(run_id).await?;
+                Self::refuse_finished(&self.run_get(run_id).await?)?;
                 let mut tx = self.begin_write().await?;
                 match (stage, paused) {
                     (None, _) => {
@@ -605,7 +616,8 @@ macro_rules! impl_store {
                     .bind(p.limit)
                     .bind(p.lease_token)
                     .bind(p.lease_expires_at)
-                    .bind(&p.worker);
+                    .bind(&p.worker)
+                    .bind(p.run_id);
                 // The claim is one statement; where the backend makes a single statement
                 // atomic on its own, it skips the BEGIN/COMMIT round trips.
                 let rows = if SINGLE_STATEMENT_IS_ATOMIC {
@@ -1015,6 +1027,60 @@ macro_rules! impl_store {
 
             async fn leader_try_acquire(&self) -> StoreResult<bool> {
                 self.leader_try_acquire_impl().await
+            }
+
+            async fn worker_beat(&self, w: &WorkerPresence, prune_before: Millis) -> StoreResult<()> {
+                let mut tx = self.begin_write().await?;
+                sqlx::query(self.sql("worker_beat"))
+                    .bind(&w.name)
+                    .bind(&w.host)
+                    .bind(w.pid)
+                    .bind(w.run_id)
+                    .bind(w.started_at)
+                    .bind(w.last_seen_at)
+                    .bind(w.alive_until)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(self.sql("worker_prune")).bind(prune_before).execute(&mut *tx).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn worker_forget(&self, name: &str) -> StoreResult<()> {
+                sqlx::query(self.sql("worker_forget")).bind(name).execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn worker_list(&self) -> StoreResult<Vec<WorkerPresence>> {
+                let rows = sqlx::query(self.sql("worker_list")).fetch_all(&self.pool).await?;
+                rows.iter()
+                    .map(|row| {
+                        Ok(WorkerPresence {
+                            name: row.try_get(0)?,
+                            host: row.try_get(1)?,
+                            pid: row.try_get(2)?,
+                            run_id: row.try_get(3)?,
+                            started_at: row.try_get(4)?,
+                            last_seen_at: row.try_get(5)?,
+                            alive_until: row.try_get(6)?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn run_activity(&self, run_ids: &[i64], now: Millis) -> StoreResult<Vec<(i64, RunActivity)>> {
+                if run_ids.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let rows: Vec<(i64, bool, bool, bool)> = sqlx::query_as(self.sql("run_activity"))
+                    .bind(shared::json_array(run_ids))
+                    .bind(now)
+                    .fetch_all(&self.pool)
+                    .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(id, leased, served, started)| (id, RunActivity::from_facts(leased, served, started)))
+                    .collect())
             }
         }
     };

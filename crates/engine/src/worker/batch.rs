@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -34,9 +34,40 @@ pub(crate) async fn run(
     let results = call(&shared, &stage, token, items, cancel_rx).await;
     shared.leases.forget(lease_entry);
     let (spawns, results): (Vec<Vec<NewItem>>, Vec<ItemResult>) = match results {
+        Ok((jobs, results)) if shared.is_stopping() => {
+            // Errors while shutting down are most likely the shutdown's doing (a killed
+            // child, a closed pipe): give those items back instead of recording a failure,
+            // unless an outside call started (its outcome is recorded as usual).
+            let give_back: Vec<bool> = jobs
+                .iter()
+                .zip(&results)
+                .map(|(job, result)| result.is_err() && !job.external.load(Ordering::SeqCst))
+                .collect();
+            let back: Vec<i64> = ids
+                .iter()
+                .zip(&give_back)
+                .filter_map(|(id, back)| back.then_some(*id))
+                .collect();
+            release(&shared, &stage, &back, token).await;
+            let (mut kept_ids, mut spawns, mut kept, mut used) = (vec![], vec![], vec![], vec![]);
+            for (i, result) in results.into_iter().enumerate() {
+                if !give_back[i] {
+                    kept_ids.push(ids[i]);
+                    spawns.push(jobs[i].take_spawns());
+                    kept.push(result);
+                    used.push(budget[i]);
+                }
+            }
+            record(&shared, &stage, token, kept_ids, spawns, kept, used).await;
+            return;
+        }
         Ok((jobs, results)) => (jobs.iter().map(Job::take_spawns).collect(), results),
         Err(Stopped::Cancelled) => {
             tracing::info!(stage = %stage.policy.name, items = ?ids, "handler stopped: lease lost or run cancelled");
+            return;
+        }
+        Err(Stopped::Interrupted) => {
+            release(&shared, &stage, &ids, token).await;
             return;
         }
         Err(Stopped::Panicked(message)) => {
@@ -48,6 +79,42 @@ pub(crate) async fn run(
             (vec![Vec::new(); ids.len()], results)
         }
     };
+    record(&shared, &stage, token, ids, spawns, results, budget).await;
+}
+
+/// Gives items back without an outcome: the attempt does not count (see `item_release`).
+async fn release(shared: &Arc<Shared>, stage: &Stage, ids: &[i64], token: i64) {
+    if ids.is_empty() {
+        return;
+    }
+    match shared
+        .store
+        .item_release(ids, token, shared.clock.now())
+        .await
+    {
+        Ok(n) => {
+            tracing::info!(stage = %stage.policy.name, items = ?ids, "stopped by shutdown; items given back");
+            shared.stats.released.fetch_add(n, Ordering::Relaxed);
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, items = ?ids, "could not give items back; their leases will expire")
+        }
+    }
+}
+
+/// Records the outcomes of a batch through the completer.
+async fn record(
+    shared: &Arc<Shared>,
+    stage: &Stage,
+    token: i64,
+    ids: Vec<i64>,
+    spawns: Vec<Vec<NewItem>>,
+    results: Vec<ItemResult>,
+    budget: Vec<i64>,
+) {
+    if ids.is_empty() {
+        return;
+    }
     let now = shared.clock.now();
     let outcomes: Vec<Outcome> = ids
         .iter()
@@ -57,7 +124,7 @@ pub(crate) async fn run(
         .map(|(((id, spawns), result), used)| Outcome {
             item_id: *id,
             lease_token: token,
-            kind: outcome_kind(&stage, result, used, now),
+            kind: outcome_kind(stage, result, used, now),
             spawns,
         })
         .collect();
@@ -113,6 +180,9 @@ fn outcome_kind(stage: &Stage, result: ItemResult, budget_used: i64, now: i64) -
 enum Stopped {
     /// The engine told it to stop (lease lost, run cancelled): nothing to record.
     Cancelled,
+    /// The worker is shutting down and the call started no outside call: it was stopped
+    /// at once and its items are given back.
+    Interrupted,
     /// It panicked: each item records a transient failure with the panic message.
     Panicked(String),
 }
@@ -127,6 +197,7 @@ async fn call(
     mut cancel: watch::Receiver<bool>,
 ) -> Result<(Vec<Job>, Vec<ItemResult>), Stopped> {
     let n = items.len();
+    let mut stopping = shared.stopping.subscribe();
     if let Some(limiter) = &stage.policy.limiter {
         let cost = limiter.cost_per_item * n as f64;
         loop {
@@ -142,6 +213,10 @@ async fn call(
                     tokio::select! {
                         _ = tokio::time::sleep(Duration::from_millis(ms as u64)) => break,
                         _ = cancelled(&mut cancel) => return Err(Stopped::Cancelled),
+                        _ = cancelled(&mut stopping) => {
+                            release_limiter(shared, stage, token, LimiterFeedback::Neutral).await;
+                            return Err(Stopped::Interrupted);
+                        }
                     }
                 }
                 Ok(Permit::Wait { ms, reason }) => {
@@ -159,6 +234,7 @@ async fn call(
                     tokio::select! {
                         _ = tokio::time::sleep(nap) => {}
                         _ = cancelled(&mut cancel) => return Err(Stopped::Cancelled),
+                        _ = cancelled(&mut stopping) => return Err(Stopped::Interrupted),
                     }
                 }
                 Err(e) => {
@@ -183,8 +259,10 @@ async fn call(
             store: shared.store.clone(),
             clock: shared.clock.clone(),
             cancel: cancel.clone(),
+            external: Arc::new(AtomicBool::new(false)),
         })
         .collect();
+    let external: Vec<Arc<AtomicBool>> = jobs.iter().map(|j| j.external.clone()).collect();
     let handler = stage.handler.clone();
     let started = std::time::Instant::now();
     // The handler runs in its own task so that a panic becomes a failed attempt.
@@ -192,15 +270,30 @@ async fn call(
         let results = handler.handle_batch(&jobs).await;
         (jobs, results)
     });
-    let joined = tokio::select! {
-        joined = &mut running => joined,
-        _ = cancelled(&mut cancel) => {
-            // The handler saw the signal too (Job::cancelled); give it a moment to wind down.
-            if tokio::time::timeout(CANCEL_GRACE, &mut running).await.is_err() {
-                running.abort();
+    let mut watch_stopping = true;
+    let joined = loop {
+        tokio::select! {
+            joined = &mut running => break joined,
+            _ = cancelled(&mut cancel) => {
+                // The handler saw the signal too (Job::cancelled); give it a moment to wind down.
+                if tokio::time::timeout(CANCEL_GRACE, &mut running).await.is_err() {
+                    running.abort();
+                }
+                release_limiter(shared, stage, token, LimiterFeedback::Neutral).await;
+                return Err(Stopped::Cancelled);
             }
-            release_limiter(shared, stage, token, LimiterFeedback::Neutral).await;
-            return Err(Stopped::Cancelled);
+            _ = cancelled(&mut stopping), if watch_stopping => {
+                if external.iter().any(|e| e.load(Ordering::SeqCst)) {
+                    // An outside call is under way: let it finish within the grace period.
+                    watch_stopping = false;
+                    continue;
+                }
+                // Dropping the handler kills the programs it started (kill_on_drop).
+                running.abort();
+                let _ = (&mut running).await;
+                release_limiter(shared, stage, token, LimiterFeedback::Neutral).await;
+                return Err(Stopped::Interrupted);
+            }
         }
     };
     let (jobs, mut results) = match joined {

@@ -6,12 +6,20 @@
 //! tells the handler to stop when the lease is lost or the run is cancelled. Outcomes go
 //! through one completer task that commits many of them per transaction.
 //!
-//! On shutdown it stops claiming, lets calls in flight finish within the grace period, then
-//! aborts the rest and gives their items back.
+//! On shutdown it stops claiming and stops calls in flight at once, giving their items back
+//! without counting the attempt (their outside programs are killed with them); only calls
+//! that started an outside call may finish, within the grace period. The rest are aborted
+//! and their items given back too.
+//!
+//! A worker may serve a single run ([`WorkerConfig::run`]). While it runs it renews its row
+//! in the `workers` table every `liveness_interval` and deletes it when it stops cleanly,
+//! so [`Store::run_activity`](crate::store::Store::run_activity) can tell a served run from
+//! an interrupted one.
 
 mod batch;
 mod completer;
 mod heartbeat;
+mod presence;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -39,9 +47,18 @@ pub struct WorkerConfig {
     pub claim_batch: i64,
     /// Longest wait between claims when idle (PostgreSQL wakes earlier on NOTIFY).
     pub poll_interval: Duration,
-    /// How long in-flight calls may run after shutdown is requested.
+    /// How long in-flight calls that started an outside call may run after shutdown is
+    /// requested (the others stop at once).
     pub shutdown_grace: Duration,
+    /// Serve only this run (None: every run in the database).
+    pub run: Option<i64>,
+    /// How often the worker renews its liveness row; it counts as gone after
+    /// [`LIVENESS_PERIODS`] intervals without one.
+    pub liveness_interval: Duration,
 }
+
+/// Heartbeat intervals a worker may miss before it counts as gone.
+pub const LIVENESS_PERIODS: u32 = 3;
 
 impl Default for WorkerConfig {
     fn default() -> Self {
@@ -51,6 +68,8 @@ impl Default for WorkerConfig {
             claim_batch: 64,
             poll_interval: Duration::from_millis(250),
             shutdown_grace: Duration::from_secs(30),
+            run: None,
+            liveness_interval: Duration::from_secs(5),
         }
     }
 }
@@ -59,7 +78,10 @@ impl WorkerConfig {
     /// Checks the values; the error names the field.
     pub fn validate(&self) -> StoreResult<()> {
         if self.concurrency == 0 {
-            return Err(StoreError::Config("worker.concurrency must be >= 1".into()));
+            return Err(StoreError::Config(
+                "worker.concurrency must be >= 1 (a worker with no slots never runs anything)"
+                    .into(),
+            ));
         }
         if self.claim_batch < 1 {
             return Err(StoreError::Config("worker.claim_batch must be >= 1".into()));
@@ -67,6 +89,11 @@ impl WorkerConfig {
         if self.poll_interval.is_zero() {
             return Err(StoreError::Config(
                 "worker.poll_interval must be > 0".into(),
+            ));
+        }
+        if self.liveness_interval.is_zero() {
+            return Err(StoreError::Config(
+                "worker.liveness_interval must be > 0".into(),
             ));
         }
         Ok(())
@@ -152,6 +179,15 @@ pub(crate) struct Shared {
     pub(crate) leases: heartbeat::Leases,
     /// Stages whose limiter said "paused" or "circuit open", until when (ms).
     pub(crate) blocked: std::sync::Mutex<HashMap<String, i64>>,
+    /// Turns true when the worker shuts down: calls without an outside call stop at once.
+    pub(crate) stopping: tokio::sync::watch::Sender<bool>,
+}
+
+impl Shared {
+    /// Whether the worker is shutting down.
+    pub(crate) fn is_stopping(&self) -> bool {
+        *self.stopping.borrow()
+    }
 }
 
 impl Worker {
@@ -205,7 +241,10 @@ impl Worker {
             stats: self.stats.clone(),
             blocked: std::sync::Mutex::new(HashMap::new()),
             leases: heartbeat::Leases::default(),
+            stopping: tokio::sync::watch::Sender::new(false),
         });
+        let presence =
+            presence::Presence::start(self.store.clone(), self.clock.clone(), &self.config).await;
         let heartbeat = {
             let shared = shared.clone();
             let tick = self.heartbeat_tick();
@@ -217,7 +256,7 @@ impl Worker {
             })
         };
         tracing::info!(worker = %self.config.name, stages = ?policies.iter().map(|p| &p.name).collect::<Vec<_>>(),
-            concurrency = self.config.concurrency, backend = self.store.backend(), "worker started");
+            concurrency = self.config.concurrency, run = ?self.config.run, backend = self.store.backend(), "worker started");
         let mut tasks: JoinSet<()> = JoinSet::new();
         let mut held: HashMap<tokio::task::Id, (i64, Vec<i64>)> = HashMap::new();
         let mut shutdown = std::pin::pin!(shutdown);
@@ -241,9 +280,11 @@ impl Worker {
                 _ = std::future::ready(()), if !busy && full_claim => {}
             }
         }
+        shared.stopping.send_replace(true);
         self.drain(&shared, tasks, held).await;
         heartbeat.abort();
         shared.completer.close().await;
+        presence.stop().await;
         tracing::info!(worker = %self.config.name, stats = ?self.stats.snapshot(), "worker stopped");
         Ok(self.stats)
     }
@@ -296,6 +337,7 @@ impl Worker {
                 lease_token: token,
                 lease_expires_at: now + stage.policy.lease.as_millis() as i64,
                 now,
+                run_id: self.config.run,
             };
             let items = match self.store.item_claim(&params).await {
                 Ok(items) => items,
@@ -322,7 +364,8 @@ impl Worker {
         full
     }
 
-    /// Lets calls in flight finish within the grace period, then aborts and releases the rest.
+    /// Waits for calls in flight (told to stop unless they started an outside call) within
+    /// the grace period, then aborts and releases the rest.
     async fn drain(
         &self,
         shared: &Arc<Shared>,

@@ -50,6 +50,7 @@ pub async fn claim(
             lease_token: token,
             lease_expires_at: now + lease_ms,
             now,
+            run_id: None,
         })
         .await
         .unwrap();

@@ -35,3 +35,4 @@ pub use frames::FrameReader;
 pub use probe::{MediaInfo, Rational, probe};
 pub use split::{Segment, split};
 pub use thumbnail::{THUMBNAIL_MAX_WIDTH, thumbnail_image, write_thumbnail};
+pub use tool::kill_children;

@@ -1,10 +1,76 @@
 //! Running ffmpeg/ffprobe to completion and turning failures into [`MediaError`]s.
+//!
+//! Every child runs in its own process group, so a Ctrl-C at the terminal reaches only
+//! idempipe, which stops its children itself: dropping a handler kills them
+//! (`kill_on_drop`), and [`kill_children`] kills those still running when the process
+//! must exit at once.
 
+use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::path::Path;
 use std::process::{Output, Stdio};
+use std::sync::Mutex;
 
-use tokio::process::Command;
+use tokio::process::{Child, Command};
+
+/// Process ids (each its own process group) of the children running now.
+static CHILDREN: Mutex<Option<HashSet<u32>>> = Mutex::new(None);
+
+/// Keeps a child's pid in the registry while the child is owned.
+#[derive(Debug)]
+pub(crate) struct Tracked(Option<u32>);
+
+impl Tracked {
+    /// Registers `child` until the returned guard is dropped.
+    pub(crate) fn new(child: &Child) -> Self {
+        let pid = child.id();
+        if let Some(pid) = pid {
+            CHILDREN
+                .lock()
+                .expect("child registry")
+                .get_or_insert_with(HashSet::new)
+                .insert(pid);
+        }
+        Self(pid)
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0
+            && let Some(set) = CHILDREN.lock().expect("child registry").as_mut()
+        {
+            set.remove(&pid);
+        }
+    }
+}
+
+/// Kills (SIGKILL) the process group of every ffmpeg/ffprobe child still running, for a
+/// process about to exit without dropping its handlers. Returns how many were signalled.
+pub fn kill_children() -> usize {
+    let pids: Vec<u32> = CHILDREN
+        .lock()
+        .expect("child registry")
+        .as_ref()
+        .map(|s| s.iter().copied().collect())
+        .unwrap_or_default();
+    if pids.is_empty() {
+        return 0;
+    }
+    // No unsafe code in this workspace: the kill(1) program signals the groups.
+    let status = std::process::Command::new("kill")
+        .arg("-KILL")
+        .arg("--")
+        .args(pids.iter().map(|p| format!("-{p}")))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    if let Err(e) = status {
+        tracing::warn!(error = %e, children = ?pids, "could not run kill(1) to stop the ffmpeg children");
+    }
+    pids.len()
+}
 
 use super::MediaError;
 
@@ -43,14 +109,18 @@ pub(crate) const FFPROBE: &str = "ffprobe";
 /// Keeps error messages readable when a tool prints a lot.
 const MAX_STDERR_CHARS: usize = 2000;
 
-/// A command for `tool` with stdin closed and the child killed if the future is dropped.
+/// A command for `tool` with stdin closed, in its own process group (a terminal's Ctrl-C
+/// does not reach it), and killed if its owner is dropped.
 pub(crate) fn command<I, S>(tool: &'static str, args: I) -> Command
 where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
     let mut cmd = Command::new(tool);
-    cmd.args(args).stdin(Stdio::null()).kill_on_drop(true);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .process_group(0);
     cmd
 }
 
@@ -61,10 +131,18 @@ pub(crate) async fn run(
     path: &Path,
 ) -> Result<Output, MediaError> {
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let output = cmd
-        .output()
-        .await
+    let child = cmd
+        .spawn()
         .map_err(|source| spawn_error(tool, path, source))?;
+    let _tracked = Tracked::new(&child);
+    let output = child
+        .wait_with_output()
+        .await
+        .map_err(|source| MediaError::Io {
+            path: path.to_path_buf(),
+            action: "wait for a media tool",
+            source,
+        })?;
     if !output.status.success() {
         return Err(MediaError::ToolFailed {
             tool,

@@ -26,6 +26,8 @@ pub struct DriveOptions {
     pub progress: ProgressStyle,
     /// Stage tunables.
     pub pipeline: PipelineOptions,
+    /// Also serve every other unfinished run in the database (default: only `run_id`).
+    pub serve_all_runs: bool,
 }
 
 impl Default for DriveOptions {
@@ -36,6 +38,7 @@ impl Default for DriveOptions {
             shutdown_grace: Duration::from_secs(10),
             progress: ProgressStyle::Auto,
             pipeline: PipelineOptions::default(),
+            serve_all_runs: false,
         }
     }
 }
@@ -49,8 +52,9 @@ pub enum DriveOutcome {
     Interrupted,
 }
 
-/// Serves every video run in `store` with an in-process worker and maintenance until
-/// `run_id` ends or `interrupt` resolves, then shuts both down gracefully.
+/// Serves `run_id` (every video run in `store` with `serve_all_runs`) with an in-process
+/// worker and maintenance until `run_id` ends or `interrupt` resolves, then shuts both
+/// down: calls in flight stop at once and their items are given back.
 pub async fn drive(
     store: SharedStore,
     run_id: i64,
@@ -64,8 +68,11 @@ pub async fn drive(
     let config = WorkerConfig {
         concurrency: options.concurrency,
         shutdown_grace: options.shutdown_grace,
+        run: (!options.serve_all_runs).then_some(run_id),
         ..WorkerConfig::default()
     };
+    // A bad setting must fail here, not in the spawned worker while we wait for the run.
+    config.validate()?;
     let worker = register(
         Worker::new(store.clone(), config),
         store.clone(),

@@ -67,6 +67,7 @@ pub fn drive_options(workers: usize) -> DriveOptions {
         maintenance_interval: Duration::from_millis(100),
         shutdown_grace: Duration::from_secs(5),
         pipeline: pipeline_options(),
+        serve_all_runs: false,
     }
 }
 

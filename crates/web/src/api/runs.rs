@@ -24,6 +24,8 @@ pub(crate) struct ListQuery {
 pub(crate) struct RunRow {
     #[serde(flatten)]
     run: idempipe_engine::Run,
+    /// For a running run: running, interrupted (nobody serves it) or queued.
+    activity: Option<idempipe_engine::RunActivity>,
     completed: i64,
     total: i64,
 }
@@ -42,9 +44,15 @@ pub(crate) async fn list(
 pub(crate) async fn run_rows(state: &AppState, limit: i64) -> ApiResult<Vec<RunRow>> {
     let store = state.store();
     let mut rows = Vec::new();
-    for run in store.run_list(limit.clamp(1, MAX_RUNS)).await? {
+    let runs = store.run_list(limit.clamp(1, MAX_RUNS)).await?;
+    let ids: Vec<i64> = runs.iter().map(|r| r.id).collect();
+    let now = idempipe_engine::Clock::now(&idempipe_engine::SystemClock);
+    let activity: std::collections::HashMap<i64, idempipe_engine::RunActivity> =
+        store.run_activity(&ids, now).await?.into_iter().collect();
+    for run in runs {
         let stages = stage_counts(&store.item_counts(run.id).await?);
         rows.push(RunRow {
+            activity: activity.get(&run.id).copied(),
             completed: stages.iter().map(|s| s.count("completed")).sum(),
             total: stages.iter().map(|s| s.total).sum(),
             run,
@@ -57,6 +65,14 @@ impl RunRow {
     /// The run.
     pub(crate) fn run(&self) -> &idempipe_engine::Run {
         &self.run
+    }
+
+    /// The status shown: the activity of a running run, else its status.
+    pub(crate) fn shown_status(&self) -> &'static str {
+        self.activity.map_or(
+            self.run.status.as_str(),
+            idempipe_engine::RunActivity::as_str,
+        )
     }
 
     /// (completed, total) items.

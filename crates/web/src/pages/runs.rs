@@ -31,7 +31,7 @@ pub(crate) async fn runs_page(State(state): State<AppState>) -> ApiResult<Html<S
                         tr {
                             td { a href={ "/runs/" (r.id) } { (r.id) } }
                             td { (r.pipeline) }
-                            td { span class={ "badge s-" (r.status.as_str()) } { (r.status.as_str()) } @if r.paused { " (paused)" } }
+                            td { span class={ "badge s-" (row.shown_status()) } { (row.shown_status()) } @if r.paused { " (paused)" } }
                             td { progress max=(total.max(1)) value=(done) {} " " (done) " / " (total) }
                             td.path { (r.input) }
                             td { (time(r.created_at)) }

@@ -91,6 +91,7 @@ pub async fn fixture(store: &SharedStore, root: &Path) -> Fixture {
         lease_token: token,
         lease_expires_at: now + 600_000,
         now,
+        run_id: None,
     };
     let ingest = store.item_claim(&claim("ingest", 1, 1)).await.unwrap();
     let mut outcomes = vec![Outcome {

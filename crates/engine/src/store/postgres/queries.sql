@@ -106,6 +106,8 @@ WITH picked AS (
     SELECT i.id FROM items i
     WHERE i.stage = $1 AND i.status IN ('pending', 'failed') AND i.waiting_on = 0
       AND i.next_attempt_at <= $2
+      -- $7: the one run this worker serves, or NULL for every run.
+      AND ($7::bigint IS NULL OR i.run_id = $7)
       AND EXISTS (SELECT 1 FROM runs r WHERE r.id = i.run_id AND r.status = 'running' AND NOT r.paused)
       AND NOT EXISTS (SELECT 1 FROM stage_pauses p WHERE p.run_id = i.run_id AND p.stage = i.stage)
     ORDER BY i.next_attempt_at, i.id
@@ -360,3 +362,34 @@ WHERE id IN (SELECT waiter_id FROM group_waits WHERE run_id = $1 AND group_name 
 
 -- name: group_mark_unreleased
 UPDATE group_waits SET released = FALSE WHERE run_id = $1 AND group_name = $2 AND released;
+
+-- name: worker_beat
+-- A worker says it is alive until $7 (a few heartbeat periods from now).
+INSERT INTO workers (name, host, pid, run_id, started_at, last_seen_at, alive_until)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+ON CONFLICT (name) DO UPDATE SET host = excluded.host, pid = excluded.pid,
+    run_id = excluded.run_id, last_seen_at = excluded.last_seen_at,
+    alive_until = excluded.alive_until;
+
+-- name: worker_prune
+-- Rows of workers that died without saying so, once they are long stale.
+DELETE FROM workers WHERE alive_until < $1;
+
+-- name: worker_forget
+DELETE FROM workers WHERE name = $1;
+
+-- name: worker_list
+SELECT name, host, pid, run_id, started_at, last_seen_at, alive_until
+FROM workers ORDER BY name;
+
+-- name: run_activity
+-- Of the running runs among $1 (JSON array of ids): whether an item holds a live lease,
+-- whether a live worker serves the run (or every run), and whether any item was ever claimed.
+SELECT r.id,
+    EXISTS (SELECT 1 FROM items i WHERE i.run_id = r.id AND i.status = 'running'
+            AND i.lease_expires_at > $2) AS leased,
+    EXISTS (SELECT 1 FROM workers w WHERE w.alive_until > $2
+            AND (w.run_id IS NULL OR w.run_id = r.id)) AS served,
+    EXISTS (SELECT 1 FROM items i WHERE i.run_id = r.id AND i.claimed_at IS NOT NULL) AS started
+FROM runs r
+WHERE r.id IN (SELECT jsonb_array_elements_text($1::jsonb)::bigint) AND r.status = 'running';
