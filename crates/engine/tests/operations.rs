@@ -224,10 +224,16 @@ async fn shutdown_releases_unfinished_items(db: TestDb) {
     let run = run_with_items(&*store, "s", 3, SystemClock.now()).await;
     let worker = Worker::new(store.clone(), config(3, Duration::from_millis(20)))
         .handler(StagePolicy::new("s"), Forever);
-    let stats = worker
-        .run(tokio::time::sleep(Duration::from_millis(300)))
-        .await
-        .unwrap();
+    // Stop once all three are held, however slow the machine is.
+    let watcher = store.clone();
+    let all_running = async move {
+        eventually(Duration::from_secs(30), "all three items running", || {
+            let store = watcher.clone();
+            async move { count(&*store, run, "running").await == 3 }
+        })
+        .await;
+    };
+    let stats = worker.run(all_running).await.unwrap();
     assert_eq!(stats.snapshot()[5], 3, "released");
     assert_eq!(count(&*store, run, "pending").await, 3);
     let item = store.item_get(run, "s", "item/00000").await.unwrap();
