@@ -244,7 +244,9 @@ impl Worker {
         self.drain(&shared, tasks, held).await;
         heartbeat.abort();
         shared.completer.close().await;
-        tracing::info!(worker = %self.config.name, stats = ?self.stats.snapshot(), "worker stopped");
+        let [claimed, completed, failed, dead, lease_lost, released] = self.stats.snapshot();
+        tracing::info!(worker = %self.config.name, claimed, completed, failed, dead, lease_lost,
+            released, "worker stopped");
         Ok(self.stats)
     }
 

@@ -20,11 +20,18 @@ const BACKEND: &str = "postgres";
 /// Every statement is its own transaction; claims and heartbeats need no BEGIN/COMMIT.
 const SINGLE_STATEMENT_IS_ATOMIC: bool = true;
 static QUERIES: LazyLock<Queries> = LazyLock::new(|| Queries::parse(include_str!("queries.sql")));
-static MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sql: include_str!("migrations/0001_init.sql"),
-}];
+pub(crate) static MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("migrations/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "progress",
+        sql: include_str!("migrations/0002_progress.sql"),
+    },
+];
 
 /// The NOTIFY channel (also in queries.sql `notify`).
 const CHANNEL: &str = "idempipe_work";

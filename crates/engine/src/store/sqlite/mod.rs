@@ -21,11 +21,18 @@ const BACKEND: &str = "sqlite";
 /// commits between its read and its write; `BEGIN IMMEDIATE` takes the write lock first.
 const SINGLE_STATEMENT_IS_ATOMIC: bool = false;
 static QUERIES: LazyLock<Queries> = LazyLock::new(|| Queries::parse(include_str!("queries.sql")));
-static MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sql: include_str!("migrations/0001_init.sql"),
-}];
+pub(crate) static MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("migrations/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "progress",
+        sql: include_str!("migrations/0002_progress.sql"),
+    },
+];
 
 /// How long a writer waits for another process's write transaction before giving up.
 const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
