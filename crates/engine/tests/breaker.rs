@@ -182,7 +182,12 @@ async fn per_job_limiters_keep_breakers_apart(db: TestDb) {
     .await;
     let _ = stop.send(());
     task.await.unwrap().unwrap();
-    assert_eq!(handler.down_calls.load(Ordering::SeqCst), 3, "the down endpoint's circuit opened");
+    let down_calls = handler.down_calls.load(Ordering::SeqCst);
+    // 3 failures open it; a call granted just before the third failed may still be made.
+    assert!(
+        (3..=4).contains(&down_calls),
+        "the down endpoint's circuit opened after 3 failures: {down_calls} calls"
+    );
     assert_eq!(handler.up_calls.load(Ordering::SeqCst), 20);
     let open = store.limiter_get("api-down").await.unwrap();
     assert!(open.circuit_open_until > SystemClock.now());
