@@ -37,8 +37,14 @@ pub mod start;
 pub use caption_settings::{CAPTIONS_LOCAL, CAPTIONS_OFF, CaptionSettings};
 pub use drive::{DriveOptions, DriveOutcome, drive};
 pub use error::PipelineError;
-pub use progress::{ProgressStyle, wait_for_run};
-pub use register::{ENHANCE_LIMITER, PipelineOptions, ensure_limiter, register, stage_policies};
+pub use progress::{
+    FrameProgress, ProgressStyle, RunProgress, StageProgress, frame_progress, run_progress,
+    wait_for_run,
+};
+pub use register::{
+    ENHANCE_LIMITER, LOCAL_LIMITER, PipelineOptions, enhance_limiter, ensure_limiter, register,
+    stage_policies,
+};
 pub use report::{FailedItem, failed_items};
 pub use settings::{OnFrameFailure, RunParams, Settings};
 pub use start::{
