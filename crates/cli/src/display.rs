@@ -65,14 +65,15 @@ impl Bars {
     fn new() -> Self {
         let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(8));
         let line = ProgressStyle::with_template("{wide_msg}").expect("template");
-        let frames = multi.add(ProgressBar::new(0).with_style(
-            ProgressStyle::with_template("{spinner} {msg}").expect("template"),
-        ));
+        let frames =
+            multi
+                .add(ProgressBar::new(0).with_style(
+                    ProgressStyle::with_template("{spinner} {msg}").expect("template"),
+                ));
         // Shown only while they have something to say (see `Bars::line`).
         let stages = ProgressBar::hidden().with_style(line);
-        let waiting = ProgressBar::hidden().with_style(
-            ProgressStyle::with_template("{wide_msg:.yellow}").expect("template"),
-        );
+        let waiting = ProgressBar::hidden()
+            .with_style(ProgressStyle::with_template("{wide_msg:.yellow}").expect("template"));
         frames.enable_steady_tick(Duration::from_millis(120));
         logging::set_display(Some(multi.clone()));
         Self {

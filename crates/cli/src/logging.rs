@@ -90,6 +90,9 @@ mod tests {
         assert_eq!(filter(None, 0, true), "info");
         assert_eq!(filter(None, 1, false), "info");
         assert_eq!(filter(None, 2, false), "debug");
-        assert_eq!(filter(Some("idempipe_engine=debug"), 0, false), "idempipe_engine=debug");
+        assert_eq!(
+            filter(Some("idempipe_engine=debug"), 0, false),
+            "idempipe_engine=debug"
+        );
     }
 }

@@ -85,11 +85,7 @@ pub(crate) fn command() -> clap::Command {
 #[tokio::main]
 async fn main() {
     let cli = Cli::from_arg_matches(&command().get_matches()).unwrap_or_else(|e| e.exit());
-    logging::init(
-        cli.log.as_deref(),
-        cli.verbose,
-        cli.command.is_service(),
-    );
+    logging::init(cli.log.as_deref(), cli.verbose, cli.command.is_service());
     let result = match cli.command {
         Command::Process(a) => cmd::process::run(a).await,
         Command::Submit(a) => cmd::submit::run(a).await,

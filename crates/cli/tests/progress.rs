@@ -133,10 +133,7 @@ fn plain_progress_says_why_it_waits_and_a_new_api_is_not_held() {
         lines.iter().any(|l| l.contains("frames 0/120")),
         "plain progress lines:\n{all}"
     );
-    assert!(
-        !all.contains("INFO"),
-        "no INFO logs without -v:\n{all}"
-    );
+    assert!(!all.contains("INFO"), "no INFO logs without -v:\n{all}");
 
     // Right after, the same database, another (healthy) API: its own limiter, never opened.
     let up = Server::start(0.0);
@@ -165,7 +162,11 @@ fn plain_progress_says_why_it_waits_and_a_new_api_is_not_held() {
             .unwrap_or_else(|| panic!("no limiter for {url}: {limiters:?}"))
     };
     assert!(of(&down.url).circuit_opens >= 1);
-    assert_eq!(of(&up.url).circuit_opens, 0, "the healthy API's breaker never opened");
+    assert_eq!(
+        of(&up.url).circuit_opens,
+        0,
+        "the healthy API's breaker never opened"
+    );
 }
 
 #[test]
@@ -189,9 +190,22 @@ fn a_terminal_gets_a_live_display_and_a_labelled_summary() {
         .expect("script (util-linux) runs");
     let screen = String::from_utf8_lossy(&run.stdout);
     assert_eq!(run.status.code(), Some(0), "{screen}");
-    assert!(screen.contains("frames (") || screen.contains("frames/s"), "a live display was drawn:\n{screen}");
-    for label in ["completed after", "frames:    120 of 120 enhanced", "this time: 120 enhanced at", "output:", "thumbnail:", "report:"] {
-        assert!(screen.contains(label), "the summary has {label:?}:\n{screen}");
+    assert!(
+        screen.contains("frames (") || screen.contains("frames/s"),
+        "a live display was drawn:\n{screen}"
+    );
+    for label in [
+        "completed after",
+        "frames:    120 of 120 enhanced",
+        "this time: 120 enhanced at",
+        "output:",
+        "thumbnail:",
+        "report:",
+    ] {
+        assert!(
+            screen.contains(label),
+            "the summary has {label:?}:\n{screen}"
+        );
     }
     assert!(!screen.contains("INFO"), "{screen}");
 }
@@ -217,6 +231,9 @@ fn version_names_the_schema_and_completions_are_printed() {
         let script = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "{shell}");
         assert!(script.contains(marker), "{shell}: {script}");
-        assert!(script.contains("enhance-server"), "{shell} completes subcommands");
+        assert!(
+            script.contains("enhance-server"),
+            "{shell} completes subcommands"
+        );
     }
 }

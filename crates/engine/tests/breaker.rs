@@ -67,15 +67,24 @@ async fn half_open_circuit_probes_once_and_backs_off(db: TestDb) {
     assert!(waits(acquire(s, 12, 3_100).await, WaitReason::Probing));
     // A straggler's failure (its call started before the circuit opened) changes nothing.
     release(s, 99, LimiterFeedback::Failure, 3_050).await;
-    assert_eq!(s.limiter_get("api").await.unwrap().circuit_open_until, 3_000);
+    assert_eq!(
+        s.limiter_get("api").await.unwrap().circuit_open_until,
+        3_000
+    );
 
     // The probe fails: open twice as long; the next probe fails: capped at 8 s.
     release(s, 10, LimiterFeedback::Failure, 3_200).await;
-    assert_eq!(s.limiter_get("api").await.unwrap().circuit_open_until, 7_200);
+    assert_eq!(
+        s.limiter_get("api").await.unwrap().circuit_open_until,
+        7_200
+    );
     assert!(waits(acquire(s, 11, 5_000).await, WaitReason::CircuitOpen));
     assert_eq!(acquire(s, 11, 7_200).await, Permit::Granted);
     release(s, 11, LimiterFeedback::Failure, 7_300).await;
-    assert_eq!(s.limiter_get("api").await.unwrap().circuit_open_until, 15_300);
+    assert_eq!(
+        s.limiter_get("api").await.unwrap().circuit_open_until,
+        15_300
+    );
 
     // The resource is back: the probe succeeds and everyone goes at once.
     assert_eq!(acquire(s, 12, 15_300).await, Permit::Granted);
@@ -105,7 +114,10 @@ async fn a_probe_without_verdict_frees_the_turn(db: TestDb) {
     release(s, 2, LimiterFeedback::Neutral, 1_100).await;
     assert_eq!(acquire(s, 3, 1_200).await, Permit::Granted, "next probe");
     // Holder 3 dies: its turn lasts until its hold time.
-    assert!(waits(acquire(s, 4, 1_200 + HOLD - 1).await, WaitReason::Probing));
+    assert!(waits(
+        acquire(s, 4, 1_200 + HOLD - 1).await,
+        WaitReason::Probing
+    ));
     assert_eq!(acquire(s, 4, 1_200 + HOLD).await, Permit::Granted);
 }
 
@@ -129,7 +141,10 @@ impl Handler for TwoEndpoints {
     }
 
     async fn limiter(&self, job: &Job) -> Result<Option<String>, HandlerError> {
-        Ok(Some(format!("api-{}", job.payload["endpoint"].as_str().unwrap())))
+        Ok(Some(format!(
+            "api-{}",
+            job.payload["endpoint"].as_str().unwrap()
+        )))
     }
 }
 
@@ -152,7 +167,11 @@ async fn per_job_limiters_keep_breakers_apart(db: TestDb) {
     for (run, endpoint) in [(down, "down"), (up, "up")] {
         let items: Vec<idempipe_engine::NewItem> = (0..20)
             .map(|i| {
-                idempipe_engine::NewItem::new("call", format!("{endpoint}/{i:03}"), json!({ "endpoint": endpoint }))
+                idempipe_engine::NewItem::new(
+                    "call",
+                    format!("{endpoint}/{i:03}"),
+                    json!({ "endpoint": endpoint }),
+                )
             })
             .collect();
         store.item_insert(run, &items, now).await.unwrap();
@@ -175,10 +194,14 @@ async fn per_job_limiters_keep_breakers_apart(db: TestDb) {
     let task = tokio::spawn(worker.run(async move {
         let _ = stopped.await;
     }));
-    eventually(Duration::from_secs(30), "the healthy endpoint's items complete", || {
-        let store = store.clone();
-        async move { count(&*store, up, "completed").await == 20 }
-    })
+    eventually(
+        Duration::from_secs(30),
+        "the healthy endpoint's items complete",
+        || {
+            let store = store.clone();
+            async move { count(&*store, up, "completed").await == 20 }
+        },
+    )
     .await;
     let _ = stop.send(());
     task.await.unwrap().unwrap();

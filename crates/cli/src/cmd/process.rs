@@ -8,8 +8,8 @@ use clap::Args;
 use idempipe_engine::{RunStatus, SharedStore};
 use idempipe_video::media;
 use idempipe_video::pipeline::{
-    self, CAPTIONS_LOCAL, CAPTIONS_OFF, CaptionSettings, DriveOptions, DriveOutcome,
-    FrameProgress, OnFrameFailure, ProcessRequest, ProgressStyle, Settings, stage,
+    self, CAPTIONS_LOCAL, CAPTIONS_OFF, CaptionSettings, DriveOptions, DriveOutcome, FrameProgress,
+    OnFrameFailure, ProcessRequest, ProgressStyle, Settings, stage,
 };
 
 use crate::db::{DbArgs, default_db_path};
@@ -188,8 +188,7 @@ pub(crate) async fn run(args: ProcessArgs) -> anyhow::Result<i32> {
             };
             let (stop_display, stopped) = tokio::sync::watch::channel(false);
             let display = tokio::spawn(crate::display::show(store.clone(), run_id, stopped));
-            let outcome =
-                pipeline::drive(store.clone(), run_id, &options, shutdown_signal()).await;
+            let outcome = pipeline::drive(store.clone(), run_id, &options, shutdown_signal()).await;
             let _ = stop_display.send(true);
             let _ = display.await;
             match outcome? {
@@ -208,7 +207,13 @@ pub(crate) async fn run(args: ProcessArgs) -> anyhow::Result<i32> {
     let elapsed = started.elapsed().as_secs_f64();
     eprintln!(
         "{}",
-        summary(run_id, finished, &frames, frames.done - done_before, elapsed)
+        summary(
+            run_id,
+            finished,
+            &frames,
+            frames.done - done_before,
+            elapsed
+        )
     );
     report_end(&store, run_id, finished, &start.params).await
 }

@@ -321,6 +321,9 @@ mod schema_tests {
             versions(super::sqlite::MIGRATIONS),
             versions(super::postgres::MIGRATIONS)
         );
-        assert_eq!(super::schema_version(), super::sqlite::MIGRATIONS.len() as i64);
+        assert_eq!(
+            super::schema_version(),
+            super::sqlite::MIGRATIONS.len() as i64
+        );
     }
 }

@@ -48,7 +48,9 @@ pub(crate) async fn run(
             match shared.store.item_defer(&ids, token, until, now).await {
                 Ok(_) => tracing::debug!(stage = %stage.policy.name, %limiter, items = ?ids,
                     in_ms = until - now, "limiter closed: items given back until it opens"),
-                Err(e) => tracing::warn!(error = %e, items = ?ids, "could not give items back; their leases will expire"),
+                Err(e) => {
+                    tracing::warn!(error = %e, items = ?ids, "could not give items back; their leases will expire")
+                }
             }
             return;
         }
@@ -175,8 +177,14 @@ async fn call(
                     // half-open circuit lets exactly one call through.
                     holder: fastrand::i64(1..i64::MAX),
                 };
-                acquire(shared, stage, &held, limiter.cost_per_item * n as f64, &mut cancel)
-                    .await?;
+                acquire(
+                    shared,
+                    stage,
+                    &held,
+                    limiter.cost_per_item * n as f64,
+                    &mut cancel,
+                )
+                .await?;
                 Some(held)
             }
             Err(e) => {

@@ -439,7 +439,15 @@ mod tests {
         assert!(limiter_says(&l, 3_000).unwrap().contains("half-open"));
         l.apply(LimiterFeedback::Success, 9, 3_000);
         l.apply(LimiterFeedback::Throttled { until: 9_000 }, 9, 4_000);
-        assert!(limiter_says(&l, 4_000).unwrap().starts_with("paused by a 429"));
-        assert!(limiter_says(&l, 9_000).unwrap().starts_with("rate-limited to 25.0"));
+        assert!(
+            limiter_says(&l, 4_000)
+                .unwrap()
+                .starts_with("paused by a 429")
+        );
+        assert!(
+            limiter_says(&l, 9_000)
+                .unwrap()
+                .starts_with("rate-limited to 25.0")
+        );
     }
 }

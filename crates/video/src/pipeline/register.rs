@@ -151,13 +151,19 @@ mod tests {
     fn one_limiter_per_api_origin() {
         let name = enhance_limiter;
         assert_eq!(name("local"), LOCAL_LIMITER);
-        assert_eq!(name("http://API.example"), "enhance-api:http://api.example:80");
+        assert_eq!(
+            name("http://API.example"),
+            "enhance-api:http://api.example:80"
+        );
         assert_eq!(
             name("http://api.example:80/v1/"),
             name("http://api.example"),
             "same origin, same limiter"
         );
-        assert_eq!(name("https://api.example"), "enhance-api:https://api.example:443");
+        assert_eq!(
+            name("https://api.example"),
+            "enhance-api:https://api.example:443"
+        );
         assert_ne!(name("http://127.0.0.1:8001"), name("http://127.0.0.1:8002"));
     }
 }
