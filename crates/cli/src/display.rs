@@ -57,8 +57,9 @@ struct Bars {
     frames: ProgressBar,
     stages: ProgressBar,
     waiting: ProgressBar,
+    error: ProgressBar,
     counting: bool,
-    shown: [bool; 2],
+    shown: [bool; 3],
 }
 
 impl Bars {
@@ -81,21 +82,22 @@ impl Bars {
             frames,
             stages,
             waiting,
+            error,
             counting: false,
-            shown: [false; 2],
+            shown: [false; 3],
         }
     }
 
-    /// Sets line `i` (0 stages, 1 waiting) to `text`, showing it only when not empty.
+    /// Sets line `i` (0 stages, 1 waiting, 2 last error) to `text`, showing it only when
+    /// not empty.
     fn line(&mut self, i: usize, text: String) {
-        let bar = if i == 0 { &self.stages } else { &self.waiting };
+        let bars = [&self.frames, &self.stages, &self.waiting, &self.error];
+        let bar = bars[i + 1];
         match (text.is_empty(), self.shown[i]) {
             (false, false) => {
-                let bar = if i == 0 {
-                    self.multi.insert_after(&self.frames, bar.clone())
-                } else {
-                    self.multi.add(bar.clone())
-                };
+                // After the nearest line above that is shown.
+                let above = (0..i).rev().find(|j| self.shown[*j]).map_or(0, |j| j + 1);
+                let bar = self.multi.insert_after(bars[above], bar.clone());
                 bar.set_message(text);
                 self.shown[i] = true;
             }
@@ -147,18 +149,25 @@ impl Bars {
                 format!("  stages: {stages}")
             },
         );
+        let waiting = p.waiting.as_ref();
         self.line(
             1,
-            p.waiting
-                .as_ref()
+            waiting
                 .map(|w| format!("  waiting: {w}"))
                 .unwrap_or_default(),
+        );
+        self.line(
+            2,
+            match (waiting, &p.last_error) {
+                (Some(_), Some(e)) => format!("  last error: {e}"),
+                _ => String::new(),
+            },
         );
     }
 
     fn clear(self) {
         logging::set_display(None);
-        for bar in [&self.frames, &self.stages, &self.waiting] {
+        for bar in [&self.frames, &self.stages, &self.waiting, &self.error] {
             bar.finish_and_clear();
         }
         let _ = self.multi.clear();

@@ -266,7 +266,6 @@ async fn report_end(
     params: &pipeline::RunParams,
 ) -> anyhow::Result<i32> {
     if status == RunStatus::Completed {
-        println!("{}", params.output.display());
         eprintln!(
             "  output:    {}\n  thumbnail: {}\n  report:    {}",
             params.output.display(),
@@ -274,6 +273,8 @@ async fn report_end(
             params.report.display()
         );
         eprintln!("  {}", captions_line(store, run_id, params).await);
+        // The output path alone on stdout, for scripts, after the summary.
+        println!("{}", params.output.display());
         return Ok(0);
     }
     let failed = pipeline::failed_items(store, run_id).await?;

@@ -84,6 +84,8 @@ pub struct RunProgress {
     /// Why frames are not moving, when the enhancement endpoint holds them back or they
     /// keep failing; `None` while they flow.
     pub waiting: Option<String>,
+    /// The last error of a failed frame, when frames wait.
+    pub last_error: Option<String>,
 }
 
 /// The frame counts of `run_id` now.
@@ -140,26 +142,28 @@ pub async fn run_progress(store: &SharedStore, run_id: i64) -> Result<RunProgres
             (s.total > 0).then_some(s)
         })
         .collect();
-    let waiting = if run.status == RunStatus::Running && frames.done + frames.dead < frames.total {
-        waiting_reason(store, &run, &frames).await?
-    } else {
-        None
-    };
+    let (waiting, last_error) =
+        if run.status == RunStatus::Running && frames.done + frames.dead < frames.total {
+            waiting_reason(store, &run, &frames).await?
+        } else {
+            (None, None)
+        };
     Ok(RunProgress {
         run_id,
         status: run.status,
         frames,
         stages,
         waiting,
+        last_error,
     })
 }
 
-/// Why the run's frames wait, from its endpoint's limiter and its frames' last error.
+/// Why the run's frames wait, from its endpoint's limiter, and its frames' last error.
 async fn waiting_reason(
     store: &SharedStore,
     run: &Run,
     frames: &FrameProgress,
-) -> Result<Option<String>, StoreError> {
+) -> Result<(Option<String>, Option<String>), StoreError> {
     let now = SystemClock.now();
     let limiter = match serde_json::from_value::<RunParams>(run.params.clone()) {
         Ok(params) => match store
@@ -175,7 +179,7 @@ async fn waiting_reason(
     let held = limiter.as_ref().and_then(|l| limiter_says(l, now));
     let stuck = frames.rate == 0.0 && frames.failed > 0;
     if held.is_none() && !stuck {
-        return Ok(None);
+        return Ok((None, None));
     }
     let last_error = store
         .item_list(&ItemFilter {
@@ -188,14 +192,9 @@ async fn waiting_reason(
         .await?
         .into_iter()
         .find_map(|i| i.last_error)
-        .map(|e| format!("last error: {}", error_text(&e)));
-    let mut parts: Vec<String> = Vec::new();
-    match held {
-        Some(why) => parts.push(why),
-        None => parts.push(format!("{} frame(s) failed, retrying", frames.failed)),
-    }
-    parts.extend(last_error);
-    Ok(Some(parts.join("; ")))
+        .map(|e| error_text(&e));
+    let why = held.unwrap_or_else(|| format!("{} frame(s) failed, retrying", frames.failed));
+    Ok((Some(why), last_error))
 }
 
 /// What a limiter holds back now, in words: a 429 pause, an open or half-open circuit, or
@@ -216,11 +215,11 @@ pub fn limiter_says(l: &LimiterState, now: i64) -> Option<String> {
     }
     if l.circuit_open_until > now {
         let probes = match l.open_streak {
-            n if n > 1 => format!(", {} probe(s) failed since", n - 1),
+            n if n > 1 => format!(", {} failed probe(s)", n - 1),
             _ => String::new(),
         };
         return Some(format!(
-            "circuit open for {endpoint} {} after {} failures in a row{probes}",
+            "circuit open for {endpoint} {} after {} failures{probes}",
             until(l.circuit_open_until),
             l.config.failure_threshold
         ));
@@ -355,7 +354,12 @@ pub fn plain_lines(p: &RunProgress) -> Vec<String> {
         lines.push(format!("run {}: {stages}", p.run_id));
     }
     if let Some(w) = &p.waiting {
-        lines.push(format!("run {}: waiting: {w}", p.run_id));
+        let error = p
+            .last_error
+            .as_ref()
+            .map(|e| format!("; last error: {e}"))
+            .unwrap_or_default();
+        lines.push(format!("run {}: waiting: {w}{error}", p.run_id));
     }
     lines
 }
@@ -398,6 +402,7 @@ mod tests {
                 },
             ],
             waiting: None,
+            last_error: None,
         }
     }
 
@@ -434,7 +439,7 @@ mod tests {
         let open = limiter_says(&l, 1_000).unwrap();
         assert_eq!(
             open,
-            "circuit open for http://api:80 until 00:00:03 UTC (in 2s) after 5 failures in a row"
+            "circuit open for http://api:80 until 00:00:03 UTC (in 2s) after 5 failures"
         );
         assert!(limiter_says(&l, 3_000).unwrap().contains("half-open"));
         l.apply(LimiterFeedback::Success, 9, 3_000);
