@@ -75,6 +75,8 @@ impl Bars {
         let stages = ProgressBar::hidden().with_style(line);
         let waiting = ProgressBar::hidden()
             .with_style(ProgressStyle::with_template("{wide_msg:.yellow}").expect("template"));
+        let error = ProgressBar::hidden()
+            .with_style(ProgressStyle::with_template("{wide_msg:.red}").expect("template"));
         frames.enable_steady_tick(Duration::from_millis(120));
         logging::set_display(Some(multi.clone()));
         Self {
