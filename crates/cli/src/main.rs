@@ -3,10 +3,12 @@
 
 mod cmd;
 mod db;
+mod display;
 mod lifecycle;
+mod logging;
 mod output;
 
-use clap::{Parser, Subcommand};
+use clap::{ArgAction, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// Bulletproof pipelines of expensive, non-idempotent calls: every unit of work is a row
 /// with its status, attempts and errors; done work is never redone; failures are retried
@@ -14,9 +16,14 @@ use clap::{Parser, Subcommand};
 #[derive(Parser, Debug)]
 #[command(name = "idempipe", version, about, long_about = None)]
 struct Cli {
-    /// Log filter (tracing syntax), e.g. `debug` or `idempipe_engine=debug,info`.
-    #[arg(long, global = true, env = "IDEMPIPE_LOG", default_value = "info")]
-    log: String,
+    /// Log filter (tracing syntax), e.g. `debug` or `idempipe_engine=debug,info`; overrides
+    /// -v. [default: `info` for worker, serve and enhance-server; `warn` for the others,
+    /// whose progress and results are printed anyway]
+    #[arg(long, global = true, env = "IDEMPIPE_LOG", value_name = "FILTER")]
+    log: Option<String>,
+    /// More log output: -v shows INFO logs, -vv DEBUG.
+    #[arg(short, long, global = true, action = ArgAction::Count)]
+    verbose: u8,
     #[command(subcommand)]
     command: Command,
 }
@@ -53,24 +60,34 @@ enum Command {
     Prune(cmd::prune::PruneArgs),
     /// Serve the frame-enhancement API (docs/enhance-api.md) over HTTP.
     EnhanceServer(cmd::enhance_server::EnhanceServerArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
+    Completions(cmd::completions::CompletionsArgs),
 }
 
-fn init_tracing(filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|e| {
-        eprintln!("idempipe: invalid --log filter {filter:?} ({e}); using `info`");
-        tracing_subscriber::EnvFilter::new("info")
-    });
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+impl Command {
+    /// Whether this is a long-running service, whose INFO logs are its output.
+    fn is_service(&self) -> bool {
+        matches!(
+            self,
+            Self::Worker(_) | Self::Serve(_) | Self::EnhanceServer(_)
+        )
+    }
+}
+
+/// `clap`'s command, its version naming the database schema this binary migrates to.
+pub(crate) fn command() -> clap::Command {
+    let version = format!(
+        "{} (schema {})",
+        env!("CARGO_PKG_VERSION"),
+        idempipe_engine::schema_version()
+    );
+    Cli::command().version(&*Box::leak(version.into_boxed_str()))
 }
 
 #[tokio::main]
 async fn main() {
-    let cli = Cli::parse();
-    init_tracing(&cli.log);
+    let cli = Cli::from_arg_matches(&command().get_matches()).unwrap_or_else(|e| e.exit());
+    logging::init(cli.log.as_deref(), cli.verbose, cli.command.is_service());
     let result = match cli.command {
         Command::Process(a) => cmd::process::run(a).await,
         Command::Submit(a) => cmd::submit::run(a).await,
@@ -86,6 +103,7 @@ async fn main() {
         Command::Serve(a) => cmd::serve::run(a).await,
         Command::Prune(a) => cmd::prune::run(a).await,
         Command::EnhanceServer(a) => cmd::enhance_server::run(a).await.map(|()| 0),
+        Command::Completions(a) => cmd::completions::run(&a),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -123,6 +123,13 @@ impl Job {
 pub trait Handler: Send + Sync + 'static {
     /// Handles one item.
     async fn handle(&self, job: &Job) -> ItemResult;
+
+    /// The limiter this job's call takes its permit from, when it depends on the job (one
+    /// limiter per outside endpoint, say): `Ok(None)` uses the stage policy's, an error
+    /// fails the attempt without a call. Asked only if the stage policy has a limiter.
+    async fn limiter(&self, _job: &Job) -> Result<Option<String>, HandlerError> {
+        Ok(None)
+    }
 }
 
 /// Code for a stage that handles up to `batch_size` items per call (one request for many
@@ -131,6 +138,12 @@ pub trait Handler: Send + Sync + 'static {
 pub trait BatchHandler: Send + Sync + 'static {
     /// Handles the items; returns one result per job, in order.
     async fn handle_batch(&self, jobs: &[Job]) -> Vec<ItemResult>;
+
+    /// The limiter this call takes its permit from, when it depends on the jobs (see
+    /// [`Handler::limiter`]); `Ok(None)` uses the stage policy's.
+    async fn limiter(&self, _jobs: &[Job]) -> Result<Option<String>, HandlerError> {
+        Ok(None)
+    }
 }
 
 /// Adapts a per-item handler to the batch interface the worker drives.
@@ -144,5 +157,12 @@ impl<H: Handler> BatchHandler for Single<H> {
             out.push(self.0.handle(job).await);
         }
         out
+    }
+
+    async fn limiter(&self, jobs: &[Job]) -> Result<Option<String>, HandlerError> {
+        match jobs.first() {
+            Some(job) => self.0.limiter(job).await,
+            None => Ok(None),
+        }
     }
 }

@@ -6,6 +6,12 @@
 //! raises the rate back toward the configured ceiling. Repeated transient failures open a
 //! circuit for a cool-down, so items stay pending instead of burning their attempts.
 //!
+//! When the cool-down ends the circuit is half-open: exactly one caller (the probe) gets
+//! through while the others keep waiting. A successful probe closes the circuit at once;
+//! a failed one reopens it for twice as long as before, up to `max_cooldown`. So a
+//! recovered resource is used again within seconds, and a dead one costs one call per
+//! cool-down instead of a burst.
+//!
 //! The arithmetic lives here, in pure functions tested with explicit times; the store
 //! reads the row, applies them and writes it back in one transaction.
 
@@ -35,14 +41,22 @@ pub struct LimiterConfig {
     pub decrease: f64,
     /// Consecutive transient failures that open the circuit (0 = never).
     pub failure_threshold: i64,
-    /// How long the circuit stays open.
+    /// How long the circuit stays open the first time (doubling on each failed probe).
     pub cooldown: Duration,
+    /// Longest the circuit stays open after repeated failed probes.
+    #[serde(default = "default_max_cooldown")]
+    pub max_cooldown: Duration,
+}
+
+fn default_max_cooldown() -> Duration {
+    Duration::from_secs(60)
 }
 
 impl LimiterConfig {
     /// A limiter of `rate` units/s with a one-second burst, no concurrency cap, halving on
-    /// 429, regaining 5% of the ceiling per success, and a 10 s circuit after 10
-    /// consecutive transient failures.
+    /// 429, regaining 5% of the ceiling per success, and a circuit that opens after 10
+    /// consecutive transient failures for 2 s, then 4 s, 8 s... up to 60 s while its
+    /// probes keep failing.
     pub fn new(name: impl Into<String>, rate: f64) -> Self {
         Self {
             name: name.into(),
@@ -53,7 +67,8 @@ impl LimiterConfig {
             increase: (rate / 20.0).max(0.01),
             decrease: 0.5,
             failure_threshold: 10,
-            cooldown: Duration::from_secs(10),
+            cooldown: Duration::from_secs(2),
+            max_cooldown: default_max_cooldown(),
         }
     }
 
@@ -69,11 +84,27 @@ impl LimiterConfig {
         self
     }
 
-    /// Sets the circuit breaker.
+    /// Sets the circuit breaker: it opens after `failure_threshold` consecutive failures
+    /// for `cooldown` (doubling per failed probe up to `max_cooldown`, which is raised to
+    /// `cooldown` if lower).
     pub fn circuit(mut self, failure_threshold: i64, cooldown: Duration) -> Self {
         self.failure_threshold = failure_threshold;
         self.cooldown = cooldown;
+        self.max_cooldown = self.max_cooldown.max(cooldown);
         self
+    }
+
+    /// Sets the longest cool-down after repeated failed probes.
+    pub fn max_cooldown(mut self, max: Duration) -> Self {
+        self.max_cooldown = max;
+        self
+    }
+
+    /// How long the circuit stays open after its `opens`-th consecutive opening (1-based).
+    pub fn cooldown_for(&self, opens: i64) -> Duration {
+        let cap = self.max_cooldown.max(self.cooldown);
+        let factor = 2u32.saturating_pow(opens.clamp(1, 31) as u32 - 1);
+        self.cooldown.saturating_mul(factor).min(cap)
     }
 
     /// Checks the values; the error names the field.
@@ -122,6 +153,13 @@ pub struct LimiterState {
     pub throttles: i64,
     /// Times the circuit opened.
     pub circuit_opens: i64,
+    /// Openings since the circuit last closed (0 = closed; > 0 and past
+    /// `circuit_open_until` = half-open, waiting for a probe).
+    pub open_streak: i64,
+    /// The caller whose call is the half-open probe (0 = none).
+    pub probe_holder: i64,
+    /// Until when that probe holds its turn (a probe whose worker died frees it then).
+    pub probe_until: Millis,
 }
 
 /// Answer of an acquire.
@@ -156,6 +194,8 @@ pub enum WaitReason {
     Paused,
     /// Circuit open after repeated failures.
     CircuitOpen,
+    /// Circuit half-open: another caller's probe call is testing the resource.
+    Probing,
 }
 
 /// How a guarded call went.
@@ -176,6 +216,10 @@ pub enum LimiterFeedback {
 
 /// How long to wait between concurrency checks when every slot is taken.
 const CONCURRENCY_RECHECK_MS: Millis = 20;
+/// How long to wait between checks while another caller's probe is out.
+const PROBE_RECHECK_MS: Millis = 250;
+/// How long a probe holds its turn when the caller gives no time ([`LimiterState::try_take`]).
+const DEFAULT_PROBE_HOLD_MS: Millis = 30_000;
 
 impl LimiterState {
     /// A fresh state for a new limiter: full bucket, full rate.
@@ -190,8 +234,16 @@ impl LimiterState {
             in_flight: 0,
             throttles: 0,
             circuit_opens: 0,
+            open_streak: 0,
+            probe_holder: 0,
+            probe_until: 0,
             config,
         }
+    }
+
+    /// Whether the circuit is open or half-open (tripped and not closed by a success since).
+    pub fn circuit_tripped(&self) -> bool {
+        self.open_streak > 0
     }
 
     /// Whether a claim for a stage behind this limiter is pointless right now.
@@ -200,8 +252,15 @@ impl LimiterState {
         (until > now).then_some(until)
     }
 
-    /// Takes `cost` units if possible (`in_flight` already counted by the store).
+    /// Takes `cost` units if possible, as an anonymous caller (see [`Self::take`]).
     pub fn try_take(&mut self, cost: f64, now: Millis) -> Permit {
+        self.take(cost, 0, now + DEFAULT_PROBE_HOLD_MS, now)
+    }
+
+    /// Takes `cost` units for `holder` if possible (`in_flight` already counted by the
+    /// store). In a half-open circuit the first caller becomes the probe, holding its turn
+    /// until `hold_until`; the others wait for its outcome.
+    pub fn take(&mut self, cost: f64, holder: i64, hold_until: Millis, now: Millis) -> Permit {
         if now < self.paused_until {
             return Permit::Wait {
                 ms: self.paused_until - now,
@@ -213,6 +272,17 @@ impl LimiterState {
                 ms: self.circuit_open_until - now,
                 reason: WaitReason::CircuitOpen,
             };
+        }
+        if self.circuit_tripped() {
+            let probe_out = self.probe_holder != 0 && now < self.probe_until;
+            if probe_out && self.probe_holder != holder {
+                return Permit::Wait {
+                    ms: (self.probe_until - now).min(PROBE_RECHECK_MS),
+                    reason: WaitReason::Probing,
+                };
+            }
+            self.probe_holder = holder;
+            self.probe_until = hold_until;
         }
         if self.config.max_concurrent > 0 && self.in_flight >= self.config.max_concurrent {
             return Permit::Wait {
@@ -248,13 +318,23 @@ impl LimiterState {
         self.refilled_at = now.max(self.refilled_at);
     }
 
-    /// Learns from a call's outcome.
-    pub fn apply(&mut self, feedback: LimiterFeedback, now: Millis) {
+    /// Learns from the outcome of `holder`'s call.
+    pub fn apply(&mut self, feedback: LimiterFeedback, holder: i64, now: Millis) {
         let c = self.config.clone();
+        let was_probe = self.probe_holder != 0 && self.probe_holder == holder;
+        if was_probe {
+            self.probe_holder = 0;
+            self.probe_until = 0;
+        }
         match feedback {
             LimiterFeedback::Success => {
                 self.failure_streak = 0;
                 self.current_rate = (self.current_rate + c.increase).min(c.rate);
+                // The resource works: close the circuit, whoever's call showed it.
+                if self.circuit_tripped() {
+                    self.open_streak = 0;
+                    self.circuit_open_until = self.circuit_open_until.min(now);
+                }
             }
             LimiterFeedback::Throttled { until } => {
                 self.refill(now);
@@ -264,16 +344,30 @@ impl LimiterState {
                 self.refilled_at = self.paused_until.max(now);
                 self.throttles += 1;
             }
+            LimiterFeedback::Failure if self.circuit_tripped() => {
+                // Only the probe's failure counts; calls that started before the circuit
+                // opened are stragglers telling what is already known.
+                if was_probe {
+                    self.open(now);
+                }
+            }
             LimiterFeedback::Failure => {
                 self.failure_streak += 1;
                 if c.failure_threshold > 0 && self.failure_streak >= c.failure_threshold {
-                    self.circuit_open_until = now + c.cooldown.as_millis() as Millis;
-                    self.circuit_opens += 1;
-                    self.failure_streak = 0;
+                    self.open(now);
                 }
             }
             LimiterFeedback::Neutral => {}
         }
+    }
+
+    /// Opens (or reopens) the circuit for the next cool-down.
+    fn open(&mut self, now: Millis) {
+        self.open_streak += 1;
+        let cooldown = self.config.cooldown_for(self.open_streak);
+        self.circuit_open_until = now + cooldown.as_millis() as Millis;
+        self.circuit_opens += 1;
+        self.failure_streak = 0;
     }
 }
 
@@ -308,7 +402,7 @@ mod tests {
     #[test]
     fn throttle_pauses_and_halves_then_success_recovers() {
         let mut s = state(10.0, 1.0);
-        s.apply(LimiterFeedback::Throttled { until: 5_000 }, 1_000);
+        s.apply(LimiterFeedback::Throttled { until: 5_000 }, 0, 1_000);
         assert_eq!(s.current_rate, 5.0);
         assert!(matches!(
             s.try_take(1.0, 4_999),
@@ -331,7 +425,7 @@ mod tests {
             }
         ));
         for _ in 0..100 {
-            s.apply(LimiterFeedback::Success, 6_000);
+            s.apply(LimiterFeedback::Success, 0, 6_000);
         }
         assert_eq!(s.current_rate, 10.0, "back to the ceiling, not above");
     }
@@ -342,10 +436,10 @@ mod tests {
             LimiterConfig::new("api", 10.0).circuit(3, Duration::from_secs(2)),
             0,
         );
-        s.apply(LimiterFeedback::Failure, 10);
-        s.apply(LimiterFeedback::Failure, 20);
+        s.apply(LimiterFeedback::Failure, 1, 10);
+        s.apply(LimiterFeedback::Failure, 2, 20);
         assert_eq!(s.blocked_until(20), None);
-        s.apply(LimiterFeedback::Failure, 30);
+        s.apply(LimiterFeedback::Failure, 3, 30);
         assert_eq!(s.blocked_until(30), Some(2_030));
         assert!(matches!(
             s.try_take(1.0, 100),
@@ -354,8 +448,74 @@ mod tests {
                 ..
             }
         ));
-        assert_eq!(s.try_take(1.0, 2_030), Permit::Granted);
+        assert_eq!(s.take(1.0, 7, 9_000, 2_030), Permit::Granted);
         assert_eq!(s.circuit_opens, 1);
+    }
+
+    fn tripped() -> LimiterState {
+        let mut s = LimiterState::fresh(
+            LimiterConfig::new("api", 1000.0)
+                .circuit(1, Duration::from_secs(2))
+                .max_cooldown(Duration::from_secs(10)),
+            0,
+        );
+        s.apply(LimiterFeedback::Failure, 1, 0);
+        assert_eq!(s.circuit_open_until, 2_000);
+        s
+    }
+
+    #[test]
+    fn half_open_lets_one_probe_through_and_its_success_closes() {
+        let mut s = tripped();
+        assert_eq!(s.take(1.0, 10, 20_000, 2_000), Permit::Granted, "the probe");
+        for other in [11, 12] {
+            assert!(matches!(
+                s.take(1.0, other, 20_000, 2_100),
+                Permit::Wait {
+                    reason: WaitReason::Probing,
+                    ms: 1..=250
+                }
+            ));
+        }
+        // A straggler's failure (a call from before the circuit opened) changes nothing.
+        s.apply(LimiterFeedback::Failure, 99, 2_200);
+        assert_eq!(s.circuit_open_until, 2_000);
+        s.apply(LimiterFeedback::Success, 10, 2_300);
+        assert!(!s.circuit_tripped());
+        assert_eq!(s.take(1.0, 11, 20_000, 2_300), Permit::Granted);
+        assert_eq!(s.take(1.0, 12, 20_000, 2_300), Permit::Granted);
+    }
+
+    #[test]
+    fn failed_probes_reopen_for_longer_up_to_the_cap() {
+        let mut s = tripped();
+        let mut now = 2_000;
+        let mut open_for = Vec::new();
+        for probe in 10..16 {
+            assert_eq!(s.take(1.0, probe, now + 30_000, now), Permit::Granted);
+            s.apply(LimiterFeedback::Failure, probe, now);
+            open_for.push(s.circuit_open_until - now);
+            now = s.circuit_open_until;
+        }
+        assert_eq!(open_for, [4_000, 8_000, 10_000, 10_000, 10_000, 10_000]);
+        assert_eq!(s.circuit_opens, 7);
+    }
+
+    #[test]
+    fn a_probe_that_ends_without_verdict_or_dies_frees_the_turn() {
+        let mut s = tripped();
+        assert_eq!(s.take(1.0, 10, 5_000, 2_000), Permit::Granted);
+        s.apply(LimiterFeedback::Neutral, 10, 2_500);
+        assert_eq!(s.take(1.0, 11, 5_000, 2_600), Permit::Granted, "next probe");
+        // Holder 11's worker dies: its turn ends at its hold time.
+        assert!(matches!(
+            s.take(1.0, 12, 9_000, 4_999),
+            Permit::Wait {
+                reason: WaitReason::Probing,
+                ..
+            }
+        ));
+        assert_eq!(s.take(1.0, 12, 9_000, 5_000), Permit::Granted);
     }
 
     #[test]

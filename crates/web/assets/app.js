@@ -27,12 +27,14 @@ function toast(text) {
 
 // ---- run page -------------------------------------------------------------------
 
-function stageRow(run, s) {
+function stageRow(run, s, running) {
   const total = Math.max(1, s.total);
   const bar = BAR_ORDER.filter((st) => count(s, st) > 0)
     .map((st) => `<span class="s-${st}" style="width:${(count(s, st) * 100 / total).toFixed(2)}%"></span>`).join("");
   const extra = BAR_ORDER.slice(1).filter((st) => count(s, st) > 0).map((st) => ` · ${st} ${count(s, st)}`).join("");
   const failures = count(s, "failed") + count(s, "dead") + count(s, "unknown");
+  // Pause and resume only while the run runs and the stage has work left.
+  const open = running && ["pending", "running", "failed", "waiting"].some((x) => count(s, x) > 0);
   const st = esc(s.stage);
   const retry = failures > 0
     ? `<button data-action="retry" data-stage="${st}" data-confirm="Retry the failed and dead items of stage ${st} of run ${run}?">retry</button>` : "";
@@ -41,8 +43,9 @@ function stageRow(run, s) {
     `<td class="counts">${count(s, "completed")} / ${s.total}${extra}</td>` +
     `<td>${s.rate_per_second.toFixed(1)}/s</td><td>${s.eta_seconds == null ? "-" : duration(s.eta_seconds)}</td>` +
     `<td class="stage-actions">${retry}` +
-    `<button data-action="pause" data-stage="${st}" data-confirm="Pause stage ${st}?">pause</button>` +
-    `<button data-action="resume" data-stage="${st}" data-confirm="Resume stage ${st}?">resume</button></td></tr>`;
+    (open ? `<button data-action="pause" data-stage="${st}" data-confirm="Pause stage ${st}?">pause</button>` +
+      `<button data-action="resume" data-stage="${st}" data-confirm="Resume stage ${st}?">resume</button>` : "") +
+    `</td></tr>`;
 }
 
 function failureRow(g) {
@@ -59,7 +62,12 @@ function applyRun(main, data) {
   document.getElementById("run-paused").hidden = !r.paused;
   document.getElementById("progress").textContent = `${v.completed} / ${v.total}`;
   document.getElementById("run-finished").textContent = r.finished_at ? " · finished " + time(r.finished_at) : "";
-  document.getElementById("stage-rows").innerHTML = v.stages.map((s) => stageRow(id, s)).join("");
+  const running = r.status === "running";
+  document.getElementById("stage-rows").innerHTML = v.stages.map((s) => stageRow(id, s, running)).join("");
+  for (const b of document.querySelectorAll(".actions button[data-when=running]")) b.hidden = !running;
+  // An "after" image that was not there yet (frame not enhanced) may be now.
+  const after = document.getElementById("compare-after");
+  if (after && after.dataset.missing && main.dataset.status !== r.status) showCompare(id);
   document.getElementById("failure-rows").innerHTML = data.failures.map(failureRow).join("");
   document.getElementById("no-failures").hidden = data.failures.length > 0;
   const thumb = document.getElementById("thumb");
@@ -104,6 +112,38 @@ function applyCells(main, data) {
   main.dataset.cells = String(grid.children.length);
   // The open item changed status: show its new attempts and frames.
   if (refresh !== null && !document.getElementById("detail").hidden) showItem(main, data.stage, refresh);
+}
+
+// ---- before / after ---------------------------------------------------------------
+
+function showCompare(id) {
+  const input = document.getElementById("compare-frame");
+  const n = Math.max(0, Math.floor(Number(input.value) || 0));
+  for (const side of ["before", "after"]) {
+    const img = document.getElementById("compare-" + side);
+    delete img.dataset.missing;
+    document.getElementById(`compare-${side}-note`).textContent = `${side} (frame ${n})`;
+    img.src = `/api/runs/${id}/compare/${n}/${side}.png?t=${Date.now()}`;
+  }
+}
+
+function setupCompare() {
+  const section = document.getElementById("compare");
+  if (!section) return;
+  const id = section.dataset.run;
+  document.getElementById("compare-frame").addEventListener("change", () => showCompare(id));
+  for (const side of ["before", "after"]) {
+    const img = document.getElementById("compare-" + side);
+    const missing = async () => {
+      img.dataset.missing = "1";
+      let why = "not available";
+      try { why = (await (await fetch(img.src)).json()).message || why; } catch (_) { /* keep the default */ }
+      document.getElementById(`compare-${side}-note`).textContent = `${side}: ${why}`;
+    };
+    img.addEventListener("error", missing);
+    // It may have failed before this script ran.
+    if (img.complete && img.naturalWidth === 0) missing();
+  }
 }
 
 function live(main) {
@@ -185,6 +225,7 @@ function runPage(main) {
     const link = e.target.closest("a.item-link");
     if (link) { e.preventDefault(); showItem(main, link.dataset.stage, link.dataset.key); }
   });
+  setupCompare();
   live(main);
 }
 

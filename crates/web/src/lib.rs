@@ -15,6 +15,7 @@
 
 pub mod artifacts;
 mod assets;
+mod compare;
 pub mod error;
 pub mod metrics;
 pub mod security;

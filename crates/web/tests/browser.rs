@@ -195,6 +195,35 @@ async fn retry_from_the_dashboard_finishes_a_run_live() {
         "failed"
     );
 
+    // The run has ended: no stage offers pause or resume, nor does the header.
+    assert_eq!(
+        browser
+            .eval("document.querySelectorAll('#stage-rows button[data-action=pause], #stage-rows button[data-action=resume]').length")
+            .await,
+        0,
+        "a finished stage offers no pause"
+    );
+    assert_eq!(
+        browser
+            .eval("document.querySelector('.actions button[data-action=pause]').hidden")
+            .await,
+        true
+    );
+
+    // Before and after of one frame, side by side: while the run is unfinished they come
+    // from its frame files or segments.
+    let both_loaded = |frame: u64| {
+        format!(
+            "(() => {{ const b = document.getElementById('compare-before'), a = document.getElementById('compare-after');              return [b, a].every((i) => i.complete && i.naturalWidth === 176 && i.src.includes('/compare/{frame}/')); }})()"
+        )
+    };
+    let first = browser
+        .eval("Number(document.getElementById('compare-frame').value)")
+        .await
+        .as_u64()
+        .unwrap();
+    browser.wait_for(&both_loaded(first), long).await;
+
     // A dead cell opens its attempts, errors and original frame.
     browser
         .eval("document.querySelector('#grid .cell.s-dead').click()")
@@ -263,6 +292,30 @@ async fn retry_from_the_dashboard_finishes_a_run_live() {
             long,
         )
         .await;
+
+    // Finished: the frame picker shows another frame, now from the input and the output.
+    assert_eq!(
+        browser
+            .eval("document.querySelectorAll('#stage-rows button[data-action=pause]').length")
+            .await,
+        0
+    );
+    let picked = if first == 7 { 8 } else { 7 };
+    browser
+        .eval(&format!(
+            "(() => {{ const i = document.getElementById('compare-frame'); i.value = '{picked}';              i.dispatchEvent(new Event('change')); return true; }})()"
+        ))
+        .await;
+    browser.wait_for(&both_loaded(picked), long).await;
+    let differ = browser
+        .eval(
+            "(() => { const px = (img) => { const c = document.createElement('canvas'); c.width = 176; c.height = 144;              const g = c.getContext('2d'); g.drawImage(img, 0, 0); return g.getImageData(0, 0, 176, 144).data; };              const b = px(document.getElementById('compare-before')), a = px(document.getElementById('compare-after'));              let d = 0; for (let i = 0; i < b.length; i++) d += Math.abs(b[i] - a[i]); return d / b.length; })()",
+        )
+        .await;
+    assert!(
+        differ.as_f64().unwrap() > 0.5,
+        "the enhanced frame differs from the original: mean abs difference {differ}"
+    );
 
     let out = artifact_dir();
     std::fs::create_dir_all(&out).unwrap();

@@ -101,8 +101,8 @@ async fn change_settings(
             return Ok(Err(EXIT_USAGE));
         }
     };
-    if let Some(rate) = change.api_rate {
-        pipeline::ensure_limiter(store, Some(rate)).await?;
+    if change.api_rate.is_some() || change.api.is_some() {
+        pipeline::ensure_limiter(store, &new.provider, new.api_rate).await?;
     }
     Ok(match outcome {
         ChangeOutcome::Unchanged => Ok(None),

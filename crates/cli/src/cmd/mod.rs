@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub(crate) mod attempts;
+pub(crate) mod completions;
 pub(crate) mod control;
 pub(crate) mod enhance_server;
 pub(crate) mod failures;

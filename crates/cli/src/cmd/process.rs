@@ -8,8 +8,8 @@ use clap::Args;
 use idempipe_engine::{RunStatus, SharedStore};
 use idempipe_video::media;
 use idempipe_video::pipeline::{
-    self, CAPTIONS_LOCAL, CAPTIONS_OFF, CaptionSettings, DriveOptions, DriveOutcome,
-    OnFrameFailure, ProcessRequest, Settings, stage,
+    self, CAPTIONS_LOCAL, CAPTIONS_OFF, CaptionSettings, DriveOptions, DriveOutcome, FrameProgress,
+    OnFrameFailure, ProcessRequest, ProgressStyle, Settings, stage,
 };
 
 use crate::db::{DbArgs, default_db_path};
@@ -194,15 +194,23 @@ pub(crate) async fn run(args: ProcessArgs) -> anyhow::Result<i32> {
     };
     eprintln!("{}", start.message);
     let run_id = start.run_id;
+    let started = std::time::Instant::now();
+    let done_before = pipeline::frame_progress(&store, run_id).await?.done;
     let finished = match start.status {
         RunStatus::Running => {
             let options = DriveOptions {
                 concurrency: args.workers.unwrap_or(DriveOptions::default().concurrency),
                 serve_all_runs: args.serve_all_runs,
+                progress: ProgressStyle::Quiet,
                 ..DriveOptions::default()
             };
+            let (stop_display, stopped) = tokio::sync::watch::channel(false);
+            let display = tokio::spawn(crate::display::show(store.clone(), run_id, stopped));
             let stop = crate::lifecycle::stop_signals();
-            match pipeline::drive(store.clone(), run_id, &options, stop).await? {
+            let outcome = pipeline::drive(store.clone(), run_id, &options, stop).await;
+            let _ = stop_display.send(true);
+            let _ = display.await;
+            match outcome? {
                 DriveOutcome::Finished(run) => run.status,
                 DriveOutcome::Interrupted => {
                     eprintln!(
@@ -214,7 +222,43 @@ pub(crate) async fn run(args: ProcessArgs) -> anyhow::Result<i32> {
         }
         status => status,
     };
+    let frames = pipeline::frame_progress(&store, run_id).await?;
+    let elapsed = started.elapsed().as_secs_f64();
+    eprintln!(
+        "{}",
+        summary(
+            run_id,
+            finished,
+            &frames,
+            frames.done - done_before,
+            elapsed
+        )
+    );
     report_end(&store, run_id, finished, &start.params).await
+}
+
+/// The closing lines: how the run ended, its frames and the speed, each number labelled.
+fn summary(
+    run_id: i64,
+    status: RunStatus,
+    frames: &FrameProgress,
+    enhanced_now: i64,
+    elapsed_secs: f64,
+) -> String {
+    let speed = if elapsed_secs > 0.0 {
+        enhanced_now as f64 / elapsed_secs
+    } else {
+        0.0
+    };
+    format!(
+        "run {run_id} {} after {}\n  frames:    {} of {} enhanced, {} failed (awaiting retry), {} dead\n  this time: {enhanced_now} enhanced at {speed:.1} frames/s",
+        status.as_str(),
+        crate::output::duration(elapsed_secs),
+        frames.done,
+        frames.total,
+        frames.failed,
+        frames.dead,
+    )
 }
 
 /// Checks what can be checked before any work: settings, output (not the input, a known
@@ -243,21 +287,19 @@ async fn report_end(
     params: &pipeline::RunParams,
 ) -> anyhow::Result<i32> {
     if status == RunStatus::Completed {
-        println!("{}", params.output.display());
         eprintln!(
-            "run {run_id} completed: thumbnail {}, report {}",
+            "  output:    {}\n  thumbnail: {}\n  report:    {}",
+            params.output.display(),
             params.thumbnail.display(),
             params.report.display()
         );
-        eprintln!("{}", captions_line(store, run_id, params).await);
+        eprintln!("  {}", captions_line(store, run_id, params).await);
+        // The output path alone on stdout, for scripts, after the summary.
+        println!("{}", params.output.display());
         return Ok(0);
     }
     let failed = pipeline::failed_items(store, run_id).await?;
-    eprintln!(
-        "run {run_id} {}: {} item(s) failed",
-        status.as_str(),
-        failed.len()
-    );
+    eprintln!("  failed items: {}", failed.len());
     for f in &failed {
         eprintln!(
             "  {} {} ({}, {} attempt(s)): {}",

@@ -43,7 +43,6 @@ pub(crate) async fn run(args: WorkerArgs) -> anyhow::Result<i32> {
         .metrics_listen
         .map(|addr| (addr, idempipe_web::install_metrics_recorder()));
     let store = open_store(&args.db).await?;
-    pipeline::ensure_limiter(&store, None).await?;
     let mut config = WorkerConfig {
         concurrency: args
             .concurrency

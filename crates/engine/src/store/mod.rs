@@ -239,6 +239,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Gives held items back without an outcome (graceful shutdown). Attempts that had not
     /// started an outside call do not count.
     async fn item_release(&self, ids: &[i64], lease_token: i64, now: Millis) -> StoreResult<u64>;
+    /// Gives held items back without counting their attempt, due again at `until` (their
+    /// limiter holds calls back until then). Items whose call started are left alone.
+    async fn item_defer(
+        &self,
+        ids: &[i64],
+        lease_token: i64,
+        until: Millis,
+        now: Millis,
+    ) -> StoreResult<u64>;
     /// Rescues items whose lease expired, following each stage's policy.
     async fn item_rescue_expired(&self, now: Millis) -> StoreResult<RescueReport>;
     /// Makes the chosen items of a run due now; returns how many changed.
@@ -340,4 +349,27 @@ pub async fn connect(url: &str) -> StoreResult<SharedStore> {
     };
     store.migrate().await?;
     Ok(store)
+}
+
+/// The schema version this binary migrates databases to (its last embedded migration).
+pub fn schema_version() -> i64 {
+    sqlite::MIGRATIONS.last().map_or(0, |m| m.version)
+}
+
+#[cfg(test)]
+mod schema_tests {
+    #[test]
+    fn both_backends_have_the_same_schema_versions() {
+        let versions = |m: &[super::migrate::Migration]| {
+            m.iter().map(|m| (m.version, m.name)).collect::<Vec<_>>()
+        };
+        assert_eq!(
+            versions(super::sqlite::MIGRATIONS),
+            versions(super::postgres::MIGRATIONS)
+        );
+        assert_eq!(
+            super::schema_version(),
+            super::sqlite::MIGRATIONS.len() as i64
+        );
+    }
 }

@@ -402,6 +402,9 @@ macro_rules! impl_store {
                     throttles: row.try_get(8)?,
                     circuit_opens: row.try_get(9)?,
                     in_flight: row.try_get(10)?,
+                    open_streak: row.try_get(11)?,
+                    probe_holder: row.try_get(12)?,
+                    probe_until: row.try_get(13)?,
                 })
             }
 
@@ -426,6 +429,9 @@ macro_rules! impl_store {
                     .bind(s.failure_streak)
                     .bind(s.throttles)
                     .bind(s.circuit_opens)
+                    .bind(s.open_streak)
+                    .bind(s.probe_holder)
+                    .bind(s.probe_until)
                     .execute(&mut **tx)
                     .await?;
                 Ok(())
@@ -743,6 +749,17 @@ macro_rules! impl_store {
                 Ok(n)
             }
 
+            async fn item_defer(&self, ids: &[i64], lease_token: i64, until: Millis, now: Millis) -> StoreResult<u64> {
+                let done = sqlx::query(self.sql("item_defer"))
+                    .bind(shared::json_array(ids))
+                    .bind(lease_token)
+                    .bind(until)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected())
+            }
+
             async fn item_rescue_expired(&self, now: Millis) -> StoreResult<RescueReport> {
                 let mut tx = self.begin_write().await?;
                 let rows = sqlx::query(self.sql("item_expired"))
@@ -981,7 +998,7 @@ macro_rules! impl_store {
                 let mut tx = self.begin_write().await?;
                 sqlx::query(self.sql("limiter_slot_expire")).bind(name).bind(now).execute(&mut *tx).await?;
                 let mut state = self.limiter_load_tx(&mut tx, name, now).await?;
-                let permit = state.try_take(cost, now);
+                let permit = state.take(cost, holder, hold_until, now);
                 if !matches!(permit, Permit::Wait { .. }) && state.config.max_concurrent > 0 {
                     sqlx::query(self.sql("limiter_slot_take"))
                         .bind(name)
@@ -998,9 +1015,10 @@ macro_rules! impl_store {
             async fn limiter_release(&self, name: &str, holder: i64, feedback: LimiterFeedback, now: Millis) -> StoreResult<()> {
                 let mut tx = self.begin_write().await?;
                 sqlx::query(self.sql("limiter_slot_give")).bind(name).bind(holder).execute(&mut *tx).await?;
-                if feedback != LimiterFeedback::Neutral {
-                    let mut state = self.limiter_load_tx(&mut tx, name, now).await?;
-                    state.apply(feedback, now);
+                let mut state = self.limiter_load_tx(&mut tx, name, now).await?;
+                let before = state.clone();
+                state.apply(feedback, holder, now);
+                if state != before {
                     self.limiter_save_tx(&mut tx, &state).await?;
                 }
                 tx.commit().await?;

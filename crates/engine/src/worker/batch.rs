@@ -16,6 +16,10 @@ use crate::worker::{Shared, Stage};
 /// Longest single sleep while waiting for a limiter, so cancellation is noticed.
 const LIMITER_MAX_SLEEP: Duration = Duration::from_millis(500);
 
+/// A per-job limiter closed for longer than this gives the items back (due when it opens)
+/// rather than holding worker slots that other endpoints' items could use.
+const DEFER_AFTER: Duration = Duration::from_secs(1);
+
 /// How long a handler told to stop may take before it is aborted.
 const CANCEL_GRACE: Duration = Duration::from_secs(2);
 
@@ -68,6 +72,17 @@ pub(crate) async fn run(
         }
         Err(Stopped::Interrupted) => {
             release(&shared, &stage, &ids, token).await;
+            return;
+        }
+        Err(Stopped::Deferred { until, limiter }) => {
+            let now = shared.clock.now();
+            match shared.store.item_defer(&ids, token, until, now).await {
+                Ok(_) => tracing::debug!(stage = %stage.policy.name, %limiter, items = ?ids,
+                    in_ms = until - now, "limiter closed: items given back until it opens"),
+                Err(e) => {
+                    tracing::warn!(error = %e, items = ?ids, "could not give items back; their leases will expire")
+                }
+            }
             return;
         }
         Err(Stopped::Panicked(message)) => {
@@ -185,6 +200,13 @@ enum Stopped {
     Interrupted,
     /// It panicked: each item records a transient failure with the panic message.
     Panicked(String),
+    /// The job's own limiter is closed until `until`: the items go back, due then.
+    Deferred {
+        /// When the limiter may let calls through again.
+        until: i64,
+        /// Its name.
+        limiter: String,
+    },
 }
 
 /// Takes the limiter permit (if any), runs the handler, gives the permit back with
@@ -198,52 +220,6 @@ async fn call(
 ) -> Result<(Vec<Job>, Vec<ItemResult>), Stopped> {
     let n = items.len();
     let mut stopping = shared.stopping.subscribe();
-    if let Some(limiter) = &stage.policy.limiter {
-        let cost = limiter.cost_per_item * n as f64;
-        loop {
-            let now = shared.clock.now();
-            let hold_until = now + stage.policy.lease.as_millis() as i64;
-            match shared
-                .store
-                .limiter_acquire(&limiter.name, cost, token, hold_until, now)
-                .await
-            {
-                Ok(Permit::Granted) => break,
-                Ok(Permit::Reserved { ms }) => {
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_millis(ms as u64)) => break,
-                        _ = cancelled(&mut cancel) => return Err(Stopped::Cancelled),
-                        _ = cancelled(&mut stopping) => {
-                            release_limiter(shared, stage, token, LimiterFeedback::Neutral).await;
-                            return Err(Stopped::Interrupted);
-                        }
-                    }
-                }
-                Ok(Permit::Wait { ms, reason }) => {
-                    metrics::counter!("idempipe_limiter_waits_total", "limiter" => limiter.name.clone(),
-                        "reason" => format!("{reason:?}").to_lowercase())
-                    .increment(1);
-                    if matches!(reason, WaitReason::Paused | WaitReason::CircuitOpen) {
-                        shared
-                            .blocked
-                            .lock()
-                            .expect("blocked map")
-                            .insert(stage.policy.name.clone(), now + ms);
-                    }
-                    let nap = Duration::from_millis(ms.max(1) as u64).min(LIMITER_MAX_SLEEP);
-                    tokio::select! {
-                        _ = tokio::time::sleep(nap) => {}
-                        _ = cancelled(&mut cancel) => return Err(Stopped::Cancelled),
-                        _ = cancelled(&mut stopping) => return Err(Stopped::Interrupted),
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(limiter = %limiter.name, error = %e, "limiter unavailable; retrying");
-                    tokio::time::sleep(LIMITER_MAX_SLEEP).await;
-                }
-            }
-        }
-    }
     let jobs: Vec<Job> = items
         .into_iter()
         .map(|item| Job {
@@ -263,6 +239,35 @@ async fn call(
         })
         .collect();
     let external: Vec<Arc<AtomicBool>> = jobs.iter().map(|j| j.external.clone()).collect();
+    let permit = match &stage.policy.limiter {
+        Some(limiter) => match stage.handler.limiter(&jobs).await {
+            Ok(name) => {
+                let name = name.unwrap_or_else(|| limiter.name.clone());
+                let held = Held {
+                    stage_wide: name == limiter.name,
+                    name,
+                    // Unique per call (a claim's lease token is shared by its batches), so a
+                    // half-open circuit lets exactly one call through.
+                    holder: fastrand::i64(1..i64::MAX),
+                };
+                acquire(
+                    shared,
+                    stage,
+                    &held,
+                    limiter.cost_per_item * n as f64,
+                    &mut cancel,
+                    &mut stopping,
+                )
+                .await?;
+                Some(held)
+            }
+            Err(e) => {
+                let results = (0..n).map(|_| Err(e.clone())).collect();
+                return Ok((jobs, results));
+            }
+        },
+        None => None,
+    };
     let handler = stage.handler.clone();
     let started = std::time::Instant::now();
     // The handler runs in its own task so that a panic becomes a failed attempt.
@@ -279,7 +284,7 @@ async fn call(
                 if tokio::time::timeout(CANCEL_GRACE, &mut running).await.is_err() {
                     running.abort();
                 }
-                release_limiter(shared, stage, token, LimiterFeedback::Neutral).await;
+                release_limiter(shared, permit.as_ref(), LimiterFeedback::Neutral).await;
                 return Err(Stopped::Cancelled);
             }
             _ = cancelled(&mut stopping), if watch_stopping => {
@@ -291,7 +296,7 @@ async fn call(
                 // Dropping the handler kills the programs it started (kill_on_drop).
                 running.abort();
                 let _ = (&mut running).await;
-                release_limiter(shared, stage, token, LimiterFeedback::Neutral).await;
+                release_limiter(shared, permit.as_ref(), LimiterFeedback::Neutral).await;
                 return Err(Stopped::Interrupted);
             }
         }
@@ -300,7 +305,7 @@ async fn call(
         Ok(done) => done,
         Err(e) => {
             tracing::error!(stage = %stage.policy.name, error = %e, "handler panicked");
-            release_limiter(shared, stage, token, LimiterFeedback::Neutral).await;
+            release_limiter(shared, permit.as_ref(), LimiterFeedback::Neutral).await;
             return Err(Stopped::Panicked(e.to_string()));
         }
     };
@@ -310,7 +315,12 @@ async fn call(
         let msg = format!("handler returned {} results for {n} items", results.len());
         results = (0..n).map(|_| Err(HandlerError::transient(&msg))).collect();
     }
-    release_limiter(shared, stage, token, feedback(&results, shared.clock.now())).await;
+    release_limiter(
+        shared,
+        permit.as_ref(),
+        feedback(&results, shared.clock.now()),
+    )
+    .await;
     Ok((jobs, results))
 }
 
@@ -339,14 +349,89 @@ fn feedback(results: &[ItemResult], now: i64) -> LimiterFeedback {
     }
 }
 
-async fn release_limiter(shared: &Arc<Shared>, stage: &Stage, token: i64, fb: LimiterFeedback) {
-    if let Some(limiter) = &stage.policy.limiter
+/// A limiter permit taken for one call.
+struct Held {
+    /// The limiter.
+    name: String,
+    /// Who holds the permit (a concurrency slot, a half-open probe).
+    holder: i64,
+    /// Whether it is the stage policy's limiter (so a pause or open circuit holds back the
+    /// stage's claims), not one chosen per job.
+    stage_wide: bool,
+}
+
+/// Waits for a permit of `held.name` worth `cost` units.
+async fn acquire(
+    shared: &Arc<Shared>,
+    stage: &Arc<Stage>,
+    held: &Held,
+    cost: f64,
+    cancel: &mut watch::Receiver<bool>,
+    stopping: &mut watch::Receiver<bool>,
+) -> Result<(), Stopped> {
+    loop {
+        let now = shared.clock.now();
+        let hold_until = now + stage.policy.lease.as_millis() as i64;
+        match shared
+            .store
+            .limiter_acquire(&held.name, cost, held.holder, hold_until, now)
+            .await
+        {
+            Ok(Permit::Granted) => return Ok(()),
+            Ok(Permit::Reserved { ms }) => {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(ms as u64)) => return Ok(()),
+                    _ = cancelled(cancel) => return Err(Stopped::Cancelled),
+                    _ = cancelled(stopping) => {
+                        release_limiter(shared, Some(held), LimiterFeedback::Neutral).await;
+                        return Err(Stopped::Interrupted);
+                    }
+                }
+            }
+            Ok(Permit::Wait { ms, reason }) => {
+                metrics::counter!("idempipe_limiter_waits_total", "limiter" => held.name.clone(),
+                    "reason" => format!("{reason:?}").to_lowercase())
+                .increment(1);
+                let closed = matches!(reason, WaitReason::Paused | WaitReason::CircuitOpen);
+                if closed && held.stage_wide {
+                    shared
+                        .blocked
+                        .lock()
+                        .expect("blocked map")
+                        .insert(stage.policy.name.clone(), now + ms);
+                } else if closed && ms >= DEFER_AFTER.as_millis() as i64 {
+                    return Err(Stopped::Deferred {
+                        until: now + ms,
+                        limiter: held.name.clone(),
+                    });
+                }
+                let nap = Duration::from_millis(ms.max(1) as u64).min(LIMITER_MAX_SLEEP);
+                tokio::select! {
+                    _ = tokio::time::sleep(nap) => {}
+                    _ = cancelled(cancel) => return Err(Stopped::Cancelled),
+                    _ = cancelled(stopping) => return Err(Stopped::Interrupted),
+                }
+            }
+            Err(e) => {
+                tracing::warn!(limiter = %held.name, error = %e, "limiter unavailable; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(LIMITER_MAX_SLEEP) => {}
+                    _ = cancelled(cancel) => return Err(Stopped::Cancelled),
+                    _ = cancelled(stopping) => return Err(Stopped::Interrupted),
+                }
+            }
+        }
+    }
+}
+
+async fn release_limiter(shared: &Arc<Shared>, held: Option<&Held>, fb: LimiterFeedback) {
+    if let Some(held) = held
         && let Err(e) = shared
             .store
-            .limiter_release(&limiter.name, token, fb, shared.clock.now())
+            .limiter_release(&held.name, held.holder, fb, shared.clock.now())
             .await
     {
-        tracing::warn!(limiter = %limiter.name, error = %e, "limiter release failed; the slot expires with the lease");
+        tracing::warn!(limiter = %held.name, error = %e, "limiter release failed; the slot expires with the lease");
     }
 }
 

@@ -285,7 +285,9 @@ impl Worker {
         heartbeat.abort();
         shared.completer.close().await;
         presence.stop().await;
-        tracing::info!(worker = %self.config.name, stats = ?self.stats.snapshot(), "worker stopped");
+        let [claimed, completed, failed, dead, lease_lost, released] = self.stats.snapshot();
+        tracing::info!(worker = %self.config.name, claimed, completed, failed, dead, lease_lost,
+            released, "worker stopped");
         Ok(self.stats)
     }
 

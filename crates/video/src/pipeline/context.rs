@@ -21,6 +21,8 @@ pub(crate) struct Ctx {
     pub(crate) options: PipelineOptions,
     runs: Mutex<HashMap<i64, (Instant, Arc<RunParams>)>>,
     providers: Mutex<HashMap<String, Arc<dyn Provider>>>,
+    /// Enhancement limiters known to exist.
+    limiters: Mutex<std::collections::HashSet<String>>,
     /// Held while a model loads, so concurrent windows load it once.
     transcribers: tokio::sync::Mutex<HashMap<String, Arc<dyn Transcriber>>>,
 }
@@ -32,6 +34,7 @@ impl Ctx {
             options,
             runs: Mutex::default(),
             providers: Mutex::default(),
+            limiters: Mutex::default(),
             transcribers: tokio::sync::Mutex::default(),
         }
     }
@@ -81,6 +84,34 @@ impl Ctx {
         let params = self.params_fresh(run_id).await?;
         let dir = RunDir::new(&params.artifacts, run_id, &params.uid);
         Ok((params, dir))
+    }
+
+    /// The limiter of `run_id`'s enhancement endpoint, defined at the run's rate if it does
+    /// not exist yet (a run started by an older version, or a pruned limiter).
+    pub(crate) async fn enhance_limiter(&self, run_id: i64) -> Result<String, HandlerError> {
+        let params = self.params(run_id).await?;
+        let name = super::register::enhance_limiter(&params.settings.provider);
+        if self.limiters.lock().expect("limiter set").contains(&name) {
+            return Ok(name);
+        }
+        match self.store.limiter_get(&name).await {
+            Ok(_) => {}
+            Err(idempipe_engine::StoreError::NotFound { .. }) => {
+                super::register::ensure_limiter(
+                    &self.store,
+                    &params.settings.provider,
+                    params.settings.api_rate,
+                )
+                .await
+                .map_err(HandlerError::transient)?;
+            }
+            Err(e) => return Err(HandlerError::transient(e)),
+        }
+        self.limiters
+            .lock()
+            .expect("limiter set")
+            .insert(name.clone());
+        Ok(name)
     }
 
     /// The provider named by a run's settings (`local` or a base URL), built once.

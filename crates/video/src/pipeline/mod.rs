@@ -45,8 +45,14 @@ pub use change::{ChangeOutcome, change_settings};
 pub use drive::{DriveOptions, DriveOutcome, drive};
 pub use error::PipelineError;
 pub use output_guard::{check_output_owner, check_output_target};
-pub use progress::{ProgressStyle, wait_for_run};
-pub use register::{ENHANCE_LIMITER, PipelineOptions, ensure_limiter, register, stage_policies};
+pub use progress::{
+    FrameProgress, ProgressStyle, RunProgress, StageProgress, frame_progress, run_progress,
+    wait_for_run,
+};
+pub use register::{
+    ENHANCE_LIMITER, LOCAL_LIMITER, PipelineOptions, enhance_limiter, ensure_limiter, register,
+    stage_policies,
+};
 pub use report::{FailedItem, failed_items};
 pub use settings::{OnFrameFailure, RunParams, SettingChange, Settings};
 pub use start::{

@@ -14,8 +14,31 @@ use super::stages::{
     Assemble, Captions, Encode, Extract, Frame, Ingest, Split, Thumbnail, Transcribe,
 };
 
-/// The limiter every worker's `frame` stage takes a permit from, shared through the store.
+/// The prefix of the enhancement limiters: each API origin has its own,
+/// `enhance-api:SCHEME://HOST:PORT` (see [`enhance_limiter`]), shared by every worker
+/// through the store. The frame stage's policy names the bare prefix; its handler picks
+/// the run's endpoint's limiter.
 pub const ENHANCE_LIMITER: &str = "enhance-api";
+/// The limiter of in-process (`local`) enhancement.
+pub const LOCAL_LIMITER: &str = "enhance-local";
+
+/// The limiter of enhancement provider `provider` (`local` or an API base URL): one per
+/// API origin (scheme, host, port), so runs against different endpoints never share a
+/// rate or a circuit breaker, and runs against the same one always do.
+pub fn enhance_limiter(provider: &str) -> String {
+    if provider == super::settings::LOCAL_PROVIDER {
+        return LOCAL_LIMITER.to_string();
+    }
+    let origin = reqwest::Url::parse(provider.trim())
+        .ok()
+        .and_then(|url| {
+            let host = url.host_str()?.to_ascii_lowercase();
+            let port = url.port_or_known_default()?;
+            Some(format!("{}://{host}:{port}", url.scheme()))
+        })
+        .unwrap_or_else(|| provider.trim().to_string());
+    format!("{ENHANCE_LIMITER}:{origin}")
+}
 
 /// Tunables of the stages (the defaults suit real use; tests shorten the leases).
 #[derive(Debug, Clone)]
@@ -106,19 +129,41 @@ pub fn register(worker: Worker, store: SharedStore, options: &PipelineOptions) -
         .handler(next(), Assemble(ctx))
 }
 
-/// Defines the enhancement limiter at `rate` calls/s (keeping what it learned), or, with
-/// `None`, creates it with the default rate only if it does not exist yet.
-pub async fn ensure_limiter(store: &SharedStore, rate: Option<f64>) -> Result<(), StoreError> {
-    let now = SystemClock.now();
-    let rate = match rate {
-        Some(rate) => rate,
-        None => match store.limiter_get(ENHANCE_LIMITER).await {
-            Ok(_) => return Ok(()),
-            Err(StoreError::NotFound { .. }) => super::Settings::default().api_rate,
-            Err(e) => return Err(e),
-        },
-    };
+/// Defines the limiter of enhancement provider `provider` at `rate` calls/s (keeping what
+/// it learned); returns its name.
+pub async fn ensure_limiter(
+    store: &SharedStore,
+    provider: &str,
+    rate: f64,
+) -> Result<String, StoreError> {
+    let name = enhance_limiter(provider);
     store
-        .limiter_define(&LimiterConfig::new(ENHANCE_LIMITER, rate), now)
-        .await
+        .limiter_define(&LimiterConfig::new(name.clone(), rate), SystemClock.now())
+        .await?;
+    Ok(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_limiter_per_api_origin() {
+        let name = enhance_limiter;
+        assert_eq!(name("local"), LOCAL_LIMITER);
+        assert_eq!(
+            name("http://API.example"),
+            "enhance-api:http://api.example:80"
+        );
+        assert_eq!(
+            name("http://api.example:80/v1/"),
+            name("http://api.example"),
+            "same origin, same limiter"
+        );
+        assert_eq!(
+            name("https://api.example"),
+            "enhance-api:https://api.example:443"
+        );
+        assert_ne!(name("http://127.0.0.1:8001"), name("http://127.0.0.1:8002"));
+    }
 }

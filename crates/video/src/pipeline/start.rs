@@ -59,7 +59,7 @@ pub async fn start_or_resume(
     check_output_target(&request.input, &request.output).await?;
     let params = run_params(request).await?;
     let output = params.output.clone();
-    ensure_limiter(store, Some(params.settings.api_rate)).await?;
+    ensure_limiter(store, &params.settings.provider, params.settings.api_rate).await?;
     let fingerprint = output.to_string_lossy().into_owned();
     let previous = store.run_find(PIPELINE, &fingerprint).await?;
     let reason = match &previous {
@@ -171,8 +171,8 @@ async fn resume(
             params.output.display()
         ),
         RunStatus::Failed => format!(
-            "run {} failed earlier ({} of {} frames enhanced, {} failed)",
-            run.id, p.done, p.total, p.failed
+            "run {} failed earlier ({} of {} frames enhanced, {} dead)",
+            run.id, p.done, p.total, p.dead
         ),
         _ if p.total == 0 => format!("resuming run {}: the input is not split yet", run.id),
         _ => format!(

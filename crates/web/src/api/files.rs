@@ -11,6 +11,7 @@ use tower::ServiceExt;
 use tower_http::services::ServeFile;
 
 use crate::artifacts::{frame_png, param_path, resolve_inside, roots_for};
+use crate::compare::Side;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 use crate::view::FRAME_STAGE;
@@ -46,6 +47,33 @@ pub(crate) async fn frame(
         .ok_or_else(|| ApiError::not_found(format!("item {key} names no {field} frame")))?;
     let real = resolve_inside(&roots_for(&state, &run), &path).await?;
     let png = frame_png(real).await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "image/png"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        png,
+    )
+        .into_response())
+}
+
+/// `/api/runs/{id}/compare/{frame}/before.png|after.png`: frame number `frame` of a video
+/// run before or after enhancement, from wherever it still exists (see `compare`).
+pub(crate) async fn compare(
+    State(state): State<AppState>,
+    Path((id, n, side)): Path<(i64, u64, String)>,
+) -> ApiResult<Response> {
+    let side = match side.as_str() {
+        "before.png" => Side::Before,
+        "after.png" => Side::After,
+        _ => {
+            return Err(ApiError::not_found(
+                "use .../compare/{frame}/before.png or after.png",
+            ));
+        }
+    };
+    let run = state.store().run_get(id).await?;
+    let png = crate::compare::frame(&state, &run, n, side).await?;
     Ok((
         [
             (header::CONTENT_TYPE, "image/png"),

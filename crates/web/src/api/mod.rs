@@ -29,6 +29,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/api/runs/{id}/items", get(items::list))
         .route("/api/runs/{id}/items/{stage}/{*rest}", get(items::attempts))
         .route("/api/runs/{id}/frames/{*rest}", get(files::frame))
+        .route("/api/runs/{id}/compare/{frame}/{side}", get(files::compare))
         .route("/api/runs/{id}/thumbnail", get(files::thumbnail))
         .route("/api/runs/{id}/output", get(files::output))
         .route("/api/runs/{id}/events", get(events::events))

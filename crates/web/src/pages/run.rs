@@ -12,8 +12,8 @@ use super::layout::page;
 use crate::error::ApiResult;
 use crate::state::AppState;
 use crate::view::{
-    FailureGroup, RunView, StageView, cell_status, failure_groups, grid_stage, run_view,
-    stage_items,
+    FRAME_STAGE, FailureGroup, RunView, StageView, cell_status, failure_groups, grid_stage,
+    run_view, stage_items,
 };
 
 /// Statuses in the order of a progress bar's segments.
@@ -40,6 +40,14 @@ pub(crate) async fn run_page(
         Some(stage) => stage_items(state.store().as_ref(), id, stage).await?,
         None => Vec::new(),
     };
+    let compare = match grid.as_deref() {
+        Some(FRAME_STAGE) if cells.iter().any(|c| c.stage == FRAME_STAGE) => Some((
+            crate::compare::default_frame(state.store().as_ref(), id).await?,
+            cells.len(),
+        )),
+        _ => None,
+    };
+    let running = view.run.status == RunStatus::Running;
     let body = html! {
         main #run data-run=(id) data-grid=[grid.as_deref()] {
             (header(&view))
@@ -47,9 +55,10 @@ pub(crate) async fn run_page(
                 h2 { "Stages" }
                 table.stages {
                     thead { tr { th { "stage" } th { "progress" } th { "items" } th { "rate" } th { "ETA" } th {} } }
-                    tbody #stage-rows { @for s in &view.stages { (stage_row(id, s)) } }
+                    tbody #stage-rows { @for s in &view.stages { (stage_row(id, s, running)) } }
                 }
             }
+            @if let Some((frame, frames)) = compare { (compare_section(id, frame, frames)) }
             section #media { (media(&view)) }
             section {
                 h2 { "Failures by kind" }
@@ -87,20 +96,27 @@ fn header(view: &RunView) -> Markup {
                 span #run-finished { @if let Some(f) = r.finished_at { " · finished " (time(f)) } }
             }
             p { "Items completed: " span #progress { (view.completed) " / " (view.total) } }
+            // Pause, resume and cancel apply to a running run only (`app.js` keeps this up).
+            @let ended = r.status != RunStatus::Running;
             div.actions {
                 button data-action="retry" data-confirm={ "Retry the failed and dead items of run " (id) "? Each is made due now; a running worker picks them up." } { "Retry failed" }
-                button data-action="pause" data-confirm={ "Pause run " (id) "? Workers stop claiming its items; running ones finish." } { "Pause" }
-                button data-action="resume" data-confirm={ "Resume run " (id) "?" } { "Resume" }
-                button.danger data-action="cancel" data-confirm={ "Cancel run " (id) "? Every item not yet final is cancelled. This cannot be undone." } { "Cancel run" }
+                button data-action="pause" data-when="running" hidden[ended] data-confirm={ "Pause run " (id) "? Workers stop claiming its items; running ones finish." } { "Pause" }
+                button data-action="resume" data-when="running" hidden[ended] data-confirm={ "Resume run " (id) "?" } { "Resume" }
+                button.danger data-action="cancel" data-when="running" hidden[ended] data-confirm={ "Cancel run " (id) "? Every item not yet final is cancelled. This cannot be undone." } { "Cancel run" }
             }
         }
     }
 }
 
-/// One stage's row; `app.js` renders the same markup from `/events`.
-fn stage_row(run: i64, s: &StageView) -> Markup {
+/// One stage's row; `app.js` renders the same markup from `/events`. Pause and resume
+/// are offered only while the run runs and the stage has work left.
+fn stage_row(run: i64, s: &StageView, running: bool) -> Markup {
     let total = s.total.max(1) as f64;
     let failures = s.count("failed") + s.count("dead") + s.count("unknown");
+    let open = running
+        && ["pending", "running", "failed", "waiting"]
+            .iter()
+            .any(|st| s.count(st) > 0);
     html! {
         tr data-stage=(s.stage) {
             td { (s.stage) }
@@ -125,8 +141,10 @@ fn stage_row(run: i64, s: &StageView) -> Markup {
                 @if failures > 0 {
                     button data-action="retry" data-stage=(s.stage) data-confirm={ "Retry the failed and dead items of stage " (s.stage) " of run " (run) "?" } { "retry" }
                 }
-                button data-action="pause" data-stage=(s.stage) data-confirm={ "Pause stage " (s.stage) "?" } { "pause" }
-                button data-action="resume" data-stage=(s.stage) data-confirm={ "Resume stage " (s.stage) "?" } { "resume" }
+                @if open {
+                    button data-action="pause" data-stage=(s.stage) data-confirm={ "Pause stage " (s.stage) "?" } { "pause" }
+                    button data-action="resume" data-stage=(s.stage) data-confirm={ "Resume stage " (s.stage) "?" } { "resume" }
+                }
             }
         }
     }
@@ -165,6 +183,25 @@ fn media(view: &RunView) -> Markup {
     }
 }
 
+/// Frame `frame` before and after enhancement, side by side, with a frame picker
+/// (`app.js` swaps the images).
+fn compare_section(run: i64, frame: u64, frames: usize) -> Markup {
+    let src = |side: &str| format!("/api/runs/{run}/compare/{frame}/{side}.png");
+    html! {
+        section #compare data-run=(run) {
+            h2 { "Before and after enhancement" }
+            p {
+                label { "Frame " input #compare-frame type="number" min="0" max=(frames.saturating_sub(1)) value=(frame); }
+                " of " (frames) " " span.muted { "(the thumbnail's frame by default)" }
+            }
+            div.pair {
+                figure { img #compare-before src=(src("before")) alt="before"; figcaption #compare-before-note { "before" } }
+                figure { img #compare-after src=(src("after")) alt="after"; figcaption #compare-after-note { "after" } }
+            }
+        }
+    }
+}
+
 fn confirm_dialog() -> Markup {
     html! {
         dialog #confirm {
@@ -176,5 +213,31 @@ fn confirm_dialog() -> Markup {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stage(counts: &[(&str, i64)]) -> StageView {
+        StageView {
+            stage: "frame".into(),
+            counts: counts.iter().map(|(s, n)| (s.to_string(), *n)).collect(),
+            total: counts.iter().map(|(_, n)| n).sum(),
+            ..StageView::default()
+        }
+    }
+
+    #[test]
+    fn only_stages_with_work_left_offer_pause() {
+        let open = stage_row(1, &stage(&[("completed", 3), ("pending", 2)]), true).into_string();
+        assert!(open.contains(r#"data-action="pause""#), "{open}");
+        let done = stage_row(1, &stage(&[("completed", 5)]), true).into_string();
+        assert!(!done.contains(r#"data-action="pause""#), "{done}");
+        assert!(!done.contains(r#"data-action="resume""#), "{done}");
+        let ended = stage_row(1, &stage(&[("completed", 3), ("dead", 2)]), false).into_string();
+        assert!(!ended.contains(r#"data-action="pause""#), "{ended}");
+        assert!(ended.contains(r#"data-action="retry""#), "{ended}");
     }
 }

@@ -20,7 +20,7 @@ const BACKEND: &str = "postgres";
 /// Every statement is its own transaction; claims and heartbeats need no BEGIN/COMMIT.
 const SINGLE_STATEMENT_IS_ATOMIC: bool = true;
 static QUERIES: LazyLock<Queries> = LazyLock::new(|| Queries::parse(include_str!("queries.sql")));
-static MIGRATIONS: &[Migration] = &[
+pub(crate) static MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
         name: "init",
@@ -30,6 +30,11 @@ static MIGRATIONS: &[Migration] = &[
         version: 2,
         name: "lifecycle",
         sql: include_str!("migrations/0002_lifecycle.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "progress",
+        sql: include_str!("migrations/0003_progress.sql"),
     },
 ];
 

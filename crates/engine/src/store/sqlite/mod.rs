@@ -21,7 +21,7 @@ const BACKEND: &str = "sqlite";
 /// commits between its read and its write; `BEGIN IMMEDIATE` takes the write lock first.
 const SINGLE_STATEMENT_IS_ATOMIC: bool = false;
 static QUERIES: LazyLock<Queries> = LazyLock::new(|| Queries::parse(include_str!("queries.sql")));
-static MIGRATIONS: &[Migration] = &[
+pub(crate) static MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
         name: "init",
@@ -31,6 +31,11 @@ static MIGRATIONS: &[Migration] = &[
         version: 2,
         name: "lifecycle",
         sql: include_str!("migrations/0002_lifecycle.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "progress",
+        sql: include_str!("migrations/0003_progress.sql"),
     },
 ];
 

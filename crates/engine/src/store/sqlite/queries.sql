@@ -183,6 +183,16 @@ UPDATE items SET status = CASE WHEN attempts - 1 > retry_base THEN 'failed' ELSE
 WHERE id IN (SELECT value FROM json_each($1)) AND lease_token = $2 AND status = 'running'
   AND external_call_at IS NULL;
 
+-- name: item_defer
+-- An item whose endpoint's limiter is paused or has its circuit open goes back, its attempt
+-- not counted, due again when the limiter may let it through ($3), instead of holding a
+-- worker's slot until then.
+UPDATE items SET status = CASE WHEN attempts - 1 > retry_base THEN 'failed' ELSE 'pending' END,
+    attempts = attempts - 1, lease_token = NULL, lease_expires_at = NULL,
+    next_attempt_at = $3, updated_at = $4
+WHERE id IN (SELECT value FROM json_each($1)) AND lease_token = $2 AND status = 'running'
+  AND external_call_at IS NULL;
+
 -- name: item_expired
 SELECT i.id, i.lease_token, i.attempts, i.retry_base, i.external_call_at,
        COALESCE(p.max_attempts, 5), COALESCE(p.backoff_base_ms, 500), COALESCE(p.backoff_cap_ms, 60000),
@@ -240,17 +250,20 @@ ON CONFLICT (name) DO UPDATE SET config = excluded.config,
 SELECT name, config, current_rate, tokens, refilled_at, paused_until, circuit_open_until,
        failure_streak, throttles, circuit_opens,
        (SELECT count(*) FROM limiter_slots s WHERE s.limiter = l.name AND s.expires_at > $2)
+       , open_streak, probe_holder, probe_until
 FROM limiters l WHERE name = $1;
 
 -- name: limiter_list
 SELECT name, config, current_rate, tokens, refilled_at, paused_until, circuit_open_until,
        failure_streak, throttles, circuit_opens,
        (SELECT count(*) FROM limiter_slots s WHERE s.limiter = l.name AND s.expires_at > $1)
+       , open_streak, probe_holder, probe_until
 FROM limiters l ORDER BY name;
 
 -- name: limiter_save
 UPDATE limiters SET current_rate = $2, tokens = $3, refilled_at = $4, paused_until = $5,
-    circuit_open_until = $6, failure_streak = $7, throttles = $8, circuit_opens = $9
+    circuit_open_until = $6, failure_streak = $7, throttles = $8, circuit_opens = $9,
+    open_streak = $10, probe_holder = $11, probe_until = $12
 WHERE name = $1;
 
 -- name: limiter_slot_expire

@@ -60,6 +60,11 @@ impl Handler for Frame {
             }
         }
     }
+
+    /// The run's endpoint's limiter: runs against different APIs never share one.
+    async fn limiter(&self, job: &Job) -> Result<Option<String>, HandlerError> {
+        self.0.enhance_limiter(job.run_id).await.map(Some)
+    }
 }
 
 async fn read_original(work: &FrameWork) -> Result<RgbImage, HandlerError> {
