@@ -16,6 +16,11 @@ struct Cli {
     /// Log filter (tracing syntax), e.g. `debug` or `idempipe_engine=debug,info`.
     #[arg(long, global = true, env = "IDEMPIPE_LOG", default_value = "info")]
     log: String,
+    /// Extra CA certificates (PEM) trusted for HTTPS calls to the enhancement and
+    /// transcription APIs, besides the system's roots. A setting of this process (each
+    /// machine has its own trust store): give it to every `process`, `submit` and `worker`.
+    #[arg(long, global = true, env = "IDEMPIPE_CA_FILE", value_name = "PATH")]
+    ca_file: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -67,8 +72,15 @@ fn init_tracing(filter: &str) {
 
 #[tokio::main]
 async fn main() {
+    output::exit_quietly_on_broken_pipe();
     let cli = Cli::parse();
     init_tracing(&cli.log);
+    if let Some(path) = &cli.ca_file
+        && let Err(e) = idempipe_enhance::provider::tls::trust_ca_file(path)
+    {
+        eprintln!("idempipe: error: {e} (--ca-file / IDEMPIPE_CA_FILE)");
+        std::process::exit(2);
+    }
     let result = match cli.command {
         Command::Process(a) => cmd::process::run(a).await,
         Command::Submit(a) => cmd::submit::run(a).await,
