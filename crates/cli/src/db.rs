@@ -2,8 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
-use idempipe_engine::SharedStore;
+use idempipe_engine::{OpenMode, SharedStore, StoreError};
 
 /// Where state lives.
 #[derive(clap::Args, Debug, Clone)]
@@ -23,12 +22,33 @@ impl DbArgs {
             .unwrap_or_else(|| default_db_path().display().to_string())
     }
 
-    /// Opens and migrates the store, with an error that names the database.
+    /// Opens and migrates an existing store (read-only and control commands): a missing
+    /// SQLite file is an error, never created.
     pub(crate) async fn open(&self) -> anyhow::Result<SharedStore> {
+        self.open_with(OpenMode::MustExist).await
+    }
+
+    /// Opens and migrates the store, creating a missing SQLite file (commands that start
+    /// work: process, submit, worker).
+    pub(crate) async fn open_or_create(&self) -> anyhow::Result<SharedStore> {
+        self.open_with(OpenMode::CreateIfMissing).await
+    }
+
+    /// Opens with an error that names the database once and says how to fix it.
+    async fn open_with(&self, mode: OpenMode) -> anyhow::Result<SharedStore> {
         let url = self.url();
-        idempipe_engine::connect(&url)
-            .await
-            .with_context(|| format!("cannot open the database {}", redact(&url)))
+        match idempipe_engine::connect_with(&url, mode).await {
+            Ok(store) => Ok(store),
+            Err(StoreError::NoDatabase { path }) => Err(anyhow::anyhow!(
+                "no database at {path} (run `idempipe process` or `idempipe submit` first, \
+                 or check --db)"
+            )),
+            Err(e @ (StoreError::BadUrl { .. } | StoreError::Connect { .. })) => Err(e.into()),
+            Err(e) => {
+                Err(anyhow::Error::new(e)
+                    .context(format!("cannot open the database {}", redact(&url))))
+            }
+        }
     }
 }
 

@@ -24,6 +24,11 @@ struct Cli {
     /// More log output: -v shows INFO logs, -vv DEBUG.
     #[arg(short, long, global = true, action = ArgAction::Count)]
     verbose: u8,
+    /// Extra CA certificates (PEM) trusted for HTTPS calls to the enhancement and
+    /// transcription APIs, besides the system's roots. A setting of this process (each
+    /// machine has its own trust store): give it to every `process`, `submit` and `worker`.
+    #[arg(long, global = true, env = "IDEMPIPE_CA_FILE", value_name = "PATH")]
+    ca_file: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -86,8 +91,15 @@ pub(crate) fn command() -> clap::Command {
 
 #[tokio::main]
 async fn main() {
+    output::exit_quietly_on_broken_pipe();
     let cli = Cli::from_arg_matches(&command().get_matches()).unwrap_or_else(|e| e.exit());
     logging::init(cli.log.as_deref(), cli.verbose, cli.command.is_service());
+    if let Some(path) = &cli.ca_file
+        && let Err(e) = idempipe_enhance::provider::tls::trust_ca_file(path)
+    {
+        eprintln!("idempipe: error: {e} (--ca-file / IDEMPIPE_CA_FILE)");
+        std::process::exit(2);
+    }
     let result = match cli.command {
         Command::Process(a) => cmd::process::run(a).await,
         Command::Submit(a) => cmd::submit::run(a).await,

@@ -18,6 +18,35 @@ pub(crate) fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
 
 pub(crate) use idempipe_engine::format_utc as time;
 
+/// Exit status when stdout's reader went away (128 + SIGPIPE, as a shell reports).
+pub(crate) const EXIT_BROKEN_PIPE: i32 = 141;
+
+/// Makes `idempipe runs | head -1` end quietly: `println!` panics when stdout's reader
+/// has gone (Rust ignores SIGPIPE, so the write fails with EPIPE instead of killing the
+/// process); this hook turns that one panic into a silent exit with
+/// [`EXIT_BROKEN_PIPE`]. SIGPIPE itself stays ignored, so a dead ffmpeg's stdin is still
+/// an error the pipeline handles, not a kill.
+pub(crate) fn exit_quietly_on_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if is_broken_stdout(info.payload()) {
+            std::process::exit(EXIT_BROKEN_PIPE);
+        }
+        default(info);
+    }));
+}
+
+/// Whether a panic payload is std's "failed printing to stdout: Broken pipe".
+fn is_broken_stdout(payload: &(dyn std::any::Any + Send)) -> bool {
+    let text = payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .unwrap_or("");
+    text.starts_with("failed printing to stdout")
+        && text.to_ascii_lowercase().contains("broken pipe")
+}
+
 /// A duration in seconds as `1h02m`, `3m05s` or `42s`.
 pub(crate) fn duration(secs: f64) -> String {
     let s = secs.round() as i64;
@@ -60,6 +89,16 @@ pub(crate) fn error_text(error: &serde_json::Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_broken_stdout_is_a_quiet_exit() {
+        let broken = std::io::Error::from_raw_os_error(32);
+        let payload: Box<dyn std::any::Any + Send> =
+            Box::new(format!("failed printing to stdout: {broken}"));
+        assert!(is_broken_stdout(payload.as_ref()), "{broken}");
+        let other: Box<dyn std::any::Any + Send> = Box::new("index out of bounds");
+        assert!(!is_broken_stdout(other.as_ref()));
+    }
 
     #[test]
     fn formats_times_and_durations() {

@@ -31,5 +31,5 @@ pub use limiter::{LimiterConfig, LimiterFeedback, LimiterState, Permit};
 pub use maintenance::{Maintenance, MaintenanceConfig};
 pub use model::{Attempt, Dep, Item, ItemStatus, NewItem, Run, RunActivity, RunStatus, StageCount};
 pub use policy::{Backoff, OnUnknown, StagePolicy};
-pub use store::{SharedStore, Store, connect, schema_version};
+pub use store::{OpenMode, SharedStore, Store, connect, connect_with, schema_version};
 pub use worker::{Worker, WorkerConfig};

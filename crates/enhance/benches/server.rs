@@ -76,6 +76,7 @@ async fn load(
     clients: usize,
     total: usize,
 ) -> (f64, Vec<f64>) {
+    idempipe_enhance::provider::tls::install_crypto_provider();
     let client = reqwest::Client::new();
     let url = format!("{base}/v1/enhance");
     let next = Arc::new(AtomicUsize::new(0));

@@ -9,6 +9,12 @@ use idempipe_enhance::server::{Burst429, ErrorBody, StatsSnapshot};
 use idempipe_enhance::{EnhanceParams, ImageFormat, ServerConfig, codec, enhance};
 use reqwest::{Client, Response, StatusCode};
 
+/// A client (reqwest is built without a default TLS provider; the crate installs ring).
+fn client() -> Client {
+    idempipe_enhance::provider::tls::install_crypto_provider();
+    Client::new()
+}
+
 async fn post(
     base: &str,
     query: &str,
@@ -16,7 +22,7 @@ async fn post(
     key: Option<&str>,
     body: Vec<u8>,
 ) -> Response {
-    let mut req = Client::new()
+    let mut req = client()
         .post(format!("{base}/v1/enhance?{query}"))
         .header("content-type", content_type)
         .body(body);
@@ -202,7 +208,9 @@ async fn injected_failure_is_503() {
 #[tokio::test]
 async fn healthz_and_stats() {
     let server = start_server(ServerConfig::default()).await;
-    let resp = reqwest::get(format!("{}/healthz", server.base))
+    let resp = client()
+        .get(format!("{}/healthz", server.base))
+        .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
@@ -210,7 +218,9 @@ async fn healthz_and_stats() {
     let png = encoded(&small_frame(), ImageFormat::Png);
     post(&server.base, "", "image/png", None, png).await;
     post(&server.base, "", "image/png", None, b"junk".to_vec()).await;
-    let stats: StatsSnapshot = reqwest::get(format!("{}/stats", server.base))
+    let stats: StatsSnapshot = client()
+        .get(format!("{}/stats", server.base))
+        .send()
         .await
         .unwrap()
         .json()

@@ -6,9 +6,11 @@
 //! afterwards. They fail loudly when PostgreSQL is unreachable: they are never skipped.
 //!
 //! [`media`] finds the sample videos (`$IDEMPIPE_MEDIA`, else the repository's `media/`);
-//! [`speech`] measures transcripts (word error rate) for the captions tests.
+//! [`speech`] measures transcripts (word error rate) for the captions tests; [`tls`]
+//! makes a throwaway CA and server certificate and a TLS-terminating proxy.
 
 pub mod speech;
+pub mod tls;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};

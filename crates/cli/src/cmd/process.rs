@@ -352,7 +352,7 @@ pub(crate) async fn open_store(db: &DbArgs) -> anyhow::Result<SharedStore> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create the state directory {}", dir.display()))?;
     }
-    db.open().await
+    db.open_or_create().await
 }
 
 /// The directory of the default database, where default artifacts go too.

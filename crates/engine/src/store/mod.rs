@@ -4,6 +4,7 @@
 //! statement flow (`shared.rs`); the SQL itself lives in each backend's `queries.sql`,
 //! paired by name, with comments where the dialects differ.
 
+pub(crate) mod location;
 mod migrate;
 pub mod postgres;
 mod queries;
@@ -335,17 +336,39 @@ pub async fn record_one(store: &dyn Store, outcome: Outcome, now: Millis) -> Sto
     }
 }
 
-/// Opens a store from a URL: `postgres://...` / `postgresql://...`, or a SQLite file given
-/// as `sqlite://PATH` or a plain path. Applies migrations.
+/// Whether opening a SQLite database may create its file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Create the file (and its directory) when missing: commands that start work.
+    CreateIfMissing,
+    /// The database must exist: commands that only read or steer existing runs.
+    /// A missing or empty SQLite file is [`StoreError::NoDatabase`]; nothing is created.
+    MustExist,
+}
+
+/// Opens a store from a URL, creating a missing SQLite file: `postgres://...` /
+/// `postgresql://...`, or a SQLite file as `sqlite://PATH`, a path ending in `.db`,
+/// `.sqlite` or `.sqlite3`, or an existing SQLite file (anything else is
+/// [`StoreError::BadUrl`]). Applies migrations.
 pub async fn connect(url: &str) -> StoreResult<SharedStore> {
-    let store: SharedStore = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Arc::new(postgres::PgStore::connect(url).await?)
-    } else if let Some(path) = url.strip_prefix("sqlite://") {
-        Arc::new(sqlite::SqliteStore::open(path).await?)
-    } else if url.contains("://") {
-        return Err(StoreError::BadUrl { url: url.into() });
-    } else {
-        Arc::new(sqlite::SqliteStore::open(url).await?)
+    connect_with(url, OpenMode::CreateIfMissing).await
+}
+
+/// [`connect`], with the choice of creating a missing SQLite file or not.
+pub async fn connect_with(url: &str, mode: OpenMode) -> StoreResult<SharedStore> {
+    let store: SharedStore = match location::locate(url)? {
+        location::Location::Postgres(url) => Arc::new(postgres::PgStore::connect(&url).await?),
+        location::Location::Sqlite(path) => {
+            let path = path.to_string_lossy();
+            if mode == OpenMode::MustExist
+                && std::fs::metadata(&*path).map_or(true, |m| m.len() == 0)
+            {
+                return Err(StoreError::NoDatabase {
+                    path: path.into_owned(),
+                });
+            }
+            Arc::new(sqlite::SqliteStore::open_with(&path, mode).await?)
+        }
     };
     store.migrate().await?;
     Ok(store)

@@ -19,7 +19,7 @@ pub(crate) const RESCUE_BATCH: i64 = 1000;
 
 /// Parses an optional JSON text column.
 pub(crate) fn json_col(column: &'static str, text: Option<String>) -> StoreResult<Option<Value>> {
-    text.map(|t| serde_json::from_str(&t).map_err(|source| StoreError::Json { column, source }))
+    text.map(|t| serde_json::from_str(&t).map_err(|error| StoreError::Json { column, error }))
         .transpose()
 }
 
@@ -390,7 +390,7 @@ macro_rules! impl_store {
             fn limiter_row(row: &<$db as sqlx::Database>::Row) -> StoreResult<LimiterState> {
                 let config: String = row.try_get(1)?;
                 let config: LimiterConfig = serde_json::from_str(&config)
-                    .map_err(|source| StoreError::Json { column: "limiters.config", source })?;
+                    .map_err(|error| StoreError::Json { column: "limiters.config", error })?;
                 Ok(LimiterState {
                     config,
                     current_rate: row.try_get(2)?,

@@ -92,9 +92,9 @@ pub enum ProviderConfigError {
         /// What is wrong and how to fix it.
         reason: String,
     },
-    /// The HTTP client could not be built.
-    #[error("could not build the HTTP client: {0}")]
-    Client(#[source] reqwest::Error),
+    /// The HTTP client could not be built (the causes are in the message).
+    #[error("could not build the HTTP client: {}", super::http_common::error_chain(.0))]
+    Client(reqwest::Error),
 }
 
 #[cfg(test)]

@@ -49,7 +49,7 @@ pub struct HttpProvider {
 }
 
 impl HttpProvider {
-    /// Validates `base_url` (`http://host[:port][/path]`, no query or fragment) and
+    /// Validates `base_url` (`http[s]://host[:port][/path]`, no query or fragment) and
     /// builds the client.
     pub fn new(base_url: &str, config: HttpProviderConfig) -> Result<Self, ProviderConfigError> {
         let (endpoint, name) = endpoint(base_url, "v1/enhance")?;
@@ -182,13 +182,11 @@ mod tests {
         assert_eq!(p.name(), "http(127.0.0.1:8080)");
         let p = HttpProvider::new("http://h/api", HttpProviderConfig::default()).unwrap();
         assert_eq!(p.endpoint().as_str(), "http://h/api/v1/enhance");
-        for bad in [
-            "127.0.0.1:8080",
-            "not a url",
-            "ftp://h/",
-            "https://h/",
-            "http://h/?a=1",
-        ] {
+        let p =
+            HttpProvider::new("https://api.example.com", HttpProviderConfig::default()).unwrap();
+        assert_eq!(p.endpoint().as_str(), "https://api.example.com/v1/enhance");
+        assert_eq!(p.name(), "https(api.example.com)");
+        for bad in ["127.0.0.1:8080", "not a url", "ftp://h/", "http://h/?a=1"] {
             let err = HttpProvider::new(bad, HttpProviderConfig::default()).unwrap_err();
             assert!(err.to_string().contains(bad), "{err}");
         }

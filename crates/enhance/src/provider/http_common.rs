@@ -9,8 +9,9 @@ use reqwest::{Client, Url};
 use super::classify::{classify_status, parse_retry_after};
 use super::{ProviderConfigError, ProviderError};
 
-/// Validates `base_url` (`http://host[:port][/path]`, no query or fragment) and returns
-/// the URL of `path` under it, and a short provider name such as `http(host:port)`.
+/// Validates `base_url` (`http[s]://host[:port][/path]`, no query or fragment) and
+/// returns the URL of `path` under it, and a short provider name such as
+/// `http(host:port)` or `https(host)`.
 pub fn endpoint(base_url: &str, path: &str) -> Result<(Url, String), ProviderConfigError> {
     let bad = |reason: &str| ProviderConfigError::BadUrl {
         url: base_url.to_string(),
@@ -18,19 +19,14 @@ pub fn endpoint(base_url: &str, path: &str) -> Result<(Url, String), ProviderCon
     };
     let mut base = Url::parse(base_url)
         .map_err(|e| bad(&format!("{e}; expected e.g. http://127.0.0.1:8080")))?;
-    match base.scheme() {
-        "http" => {}
-        "https" => {
-            return Err(bad(
-                "https is not supported by this build (no TLS); use http:// or a local TLS proxy",
-            ));
-        }
+    let scheme = match base.scheme() {
+        scheme @ ("http" | "https") => scheme.to_string(),
         other => {
             return Err(bad(&format!(
-                "scheme {other:?} is not supported; use http://"
+                "scheme {other:?} is not supported; use http:// or https://"
             )));
         }
-    }
+    };
     let host = base
         .host_str()
         .ok_or_else(|| bad("it has no host"))?
@@ -44,16 +40,17 @@ pub fn endpoint(base_url: &str, path: &str) -> Result<(Url, String), ProviderCon
     }
     let url = base.join(path).map_err(|e| bad(&e.to_string()))?;
     let name = match base.port() {
-        Some(port) => format!("http({host}:{port})"),
-        None => format!("http({host})"),
+        Some(port) => format!("{scheme}({host}:{port})"),
+        None => format!("{scheme}({host})"),
     };
     Ok((url, name))
 }
 
 /// A pooled HTTP/1 client with a whole-request `timeout` and a `connect_timeout`, that
-/// follows no redirects (an API answering with one is misconfigured).
+/// follows no redirects (an API answering with one is misconfigured). HTTPS trusts the
+/// system's roots and the CAs of [`super::tls::trust_ca_file`].
 pub fn client(timeout: Duration, connect_timeout: Duration) -> Result<Client, ProviderConfigError> {
-    Client::builder()
+    super::tls::configure(Client::builder())
         .timeout(timeout)
         .connect_timeout(connect_timeout)
         .redirect(reqwest::redirect::Policy::none())
@@ -71,7 +68,9 @@ pub fn transport_error(url: &str, timeout: Duration, e: &reqwest::Error) -> Prov
     } else {
         format!("request to {url} failed")
     };
-    ProviderError::retryable(format!("{what}: {}", error_chain(e)))
+    let chain = error_chain(e);
+    let hint = super::tls::certificate_hint(&chain);
+    ProviderError::retryable(format!("{what}: {chain}{hint}"))
 }
 
 /// The headers and body of a 200 answer. Any other status becomes the classified error
@@ -104,13 +103,17 @@ pub fn garbled(url: &str, what: &str) -> ProviderError {
     }
 }
 
-/// An error and its causes on one line (reqwest's own message omits the cause).
-fn error_chain(e: &dyn std::error::Error) -> String {
+/// An error and its causes on one line (reqwest's own message omits the cause), each
+/// text once: a cause an outer layer already printed is skipped.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
         source = cause.source();
     }
     text

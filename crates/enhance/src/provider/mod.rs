@@ -10,6 +10,7 @@ mod error;
 mod http;
 pub mod http_common;
 mod local;
+pub mod tls;
 
 use async_trait::async_trait;
 use image::RgbImage;

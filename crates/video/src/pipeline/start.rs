@@ -5,6 +5,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use idempipe_engine::store::RunCreate;
 use idempipe_engine::{Clock, NewItem, Run, RunStatus, SharedStore, SystemClock};
+use idempipe_enhance::provider::http_common;
 use serde_json::json;
 
 use super::caption_settings::CaptionSettings;
@@ -269,21 +270,16 @@ async fn get(base_url: &str, url: &str, need_success: bool) -> Result<(), Pipeli
         url: base_url.to_owned(),
         detail,
     };
-    let client = reqwest::Client::builder()
-        .timeout(HEALTH_TIMEOUT)
-        .build()
-        .map_err(|e| fail(e.to_string()))?;
+    // The clients' own builder: same TLS roots (system and --ca-file) as the calls.
+    let client =
+        http_common::client(HEALTH_TIMEOUT, HEALTH_TIMEOUT).map_err(|e| fail(e.to_string()))?;
     match client.get(url).send().await {
         Ok(r) if r.status().is_success() || !need_success => Ok(()),
         Ok(r) => Err(fail(format!("GET {url} answered {}", r.status()))),
         Err(e) => {
-            let mut detail = format!("GET {url} failed: {e}");
-            let mut source = std::error::Error::source(&e);
-            while let Some(cause) = source {
-                detail.push_str(&format!(": {cause}"));
-                source = cause.source();
-            }
-            Err(fail(detail))
+            let chain = http_common::error_chain(&e);
+            let hint = idempipe_enhance::provider::tls::certificate_hint(&chain);
+            Err(fail(format!("GET {url} failed: {chain}{hint}")))
         }
     }
 }

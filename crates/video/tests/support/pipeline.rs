@@ -143,6 +143,7 @@ pub async fn start_front(backend: String, refuse: Refuse) -> String {
     use std::sync::atomic::AtomicU64;
 
     let forwarded = std::sync::Arc::new(AtomicU64::new(0));
+    idempipe_enhance::provider::tls::install_crypto_provider();
     let client = reqwest::Client::new();
     let handler = move |uri: Uri, headers: HeaderMap, body: Bytes| {
         let (client, backend, refuse, forwarded) = (

@@ -5,11 +5,11 @@
 //! advisory lock held on a dedicated connection, released by PostgreSQL when the leader's
 //! connection dies, so another process takes over.
 
-use std::sync::{Arc, LazyLock};
-
 use sqlx::pool::PoolConnection;
-use sqlx::postgres::{PgListener, PgPoolOptions};
-use sqlx::{PgPool, Postgres};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
+use sqlx::{Connection, PgConnection, PgPool, Postgres};
+use std::str::FromStr;
+use std::sync::{Arc, LazyLock};
 use tokio::sync::{Mutex, Notify};
 
 use crate::store::migrate::Migration;
@@ -44,6 +44,8 @@ const CHANNEL: &str = "idempipe_work";
 const LEADER_LOCK_KEY: i64 = 0x6964_656d_7069_7065;
 /// Connections per process: claims, completions, heartbeats and limiter calls in flight.
 const POOL_SIZE: u32 = 10;
+/// How long the first connection may take before the server counts as unreachable.
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A store in a PostgreSQL database.
 #[derive(Debug, Clone)]
@@ -54,11 +56,16 @@ pub struct PgStore {
 }
 
 impl PgStore {
-    /// Connects to `url` and starts the LISTEN task. Does not migrate.
+    /// Connects to `url` and starts the LISTEN task. Does not migrate. TLS follows the
+    /// URL's `sslmode` (`disable`, `prefer` (the default), `require`, `verify-ca`,
+    /// `verify-full`) and `sslrootcert` (a PEM file; else the system's roots). An
+    /// unreachable server fails within [`CONNECT_TIMEOUT`] with its cause.
     pub async fn connect(url: &str) -> Result<Self, crate::error::StoreError> {
+        let options = PgConnectOptions::from_str(url)?;
+        probe(&options).await?;
         let pool = PgPoolOptions::new()
             .max_connections(POOL_SIZE)
-            .connect(url)
+            .connect_with(options)
             .await?;
         let local_wake = Arc::new(Notify::new());
         spawn_listener(pool.clone(), local_wake.clone());
@@ -101,6 +108,57 @@ impl PgStore {
             *held = Some(conn);
         }
         Ok(got)
+    }
+}
+
+/// Opens and closes one connection, so that a refused or failed connection is reported
+/// with its cause at once: the pool retries a refused connection until its acquire
+/// timeout and then says only "pool timed out".
+async fn probe(options: &PgConnectOptions) -> Result<(), crate::error::StoreError> {
+    let target = match options.get_socket() {
+        Some(socket) => socket.display().to_string(),
+        None => format!("{}:{}", options.get_host(), options.get_port()),
+    };
+    let fail = |detail: String| crate::error::StoreError::Connect {
+        target: target.clone(),
+        detail,
+    };
+    match tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(options)).await {
+        Err(_) => Err(fail(format!(
+            "no answer within {} s (check the host, port and firewall)",
+            CONNECT_TIMEOUT.as_secs()
+        ))),
+        Ok(Err(e)) => Err(fail(connect_detail(&e))),
+        Ok(Ok(conn)) => {
+            let _ = conn.close().await;
+            Ok(())
+        }
+    }
+}
+
+/// The root cause of a failed connection, once, with a hint where one helps.
+fn connect_detail(e: &sqlx::Error) -> String {
+    use std::io::ErrorKind;
+    let text = match e {
+        sqlx::Error::Io(io) if io.kind() == ErrorKind::ConnectionRefused => {
+            return "connection refused (is PostgreSQL running there? check --db)".into();
+        }
+        sqlx::Error::Io(io) if io.kind() == ErrorKind::NotFound => {
+            return format!("{io} (check the socket path in --db)");
+        }
+        sqlx::Error::Io(io) => crate::error::chain(io),
+        sqlx::Error::Tls(cause) => crate::error::chain(cause.as_ref()),
+        other => crate::error::chain(other),
+    };
+    // rustls errors reach sqlx as `Tls` or as an I/O error, depending on the phase.
+    let tls = matches!(e, sqlx::Error::Tls(_))
+        || ["certificate", "TLS", "tls", "handshake"]
+            .iter()
+            .any(|w| text.contains(w));
+    if tls {
+        format!("TLS failed: {text} (check sslmode= and sslrootcert= in the URL)")
+    } else {
+        text
     }
 }
 

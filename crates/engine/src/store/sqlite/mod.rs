@@ -54,7 +54,18 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if missing) the database file at `path`. Does not migrate.
     pub async fn open(path: &str) -> Result<Self, crate::error::StoreError> {
-        if let Some(parent) = std::path::Path::new(path).parent()
+        Self::open_with(path, crate::store::OpenMode::CreateIfMissing).await
+    }
+
+    /// Opens the database file at `path`, creating it (and its directory) only in
+    /// [`OpenMode::CreateIfMissing`](crate::store::OpenMode). Does not migrate.
+    pub async fn open_with(
+        path: &str,
+        mode: crate::store::OpenMode,
+    ) -> Result<Self, crate::error::StoreError> {
+        let create = mode == crate::store::OpenMode::CreateIfMissing;
+        if create
+            && let Some(parent) = std::path::Path::new(path).parent()
             && !parent.as_os_str().is_empty()
         {
             std::fs::create_dir_all(parent).map_err(|e| {
@@ -64,7 +75,7 @@ impl SqliteStore {
             })?;
         }
         let options = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))?
-            .create_if_missing(true)
+            .create_if_missing(create)
             .journal_mode(SqliteJournalMode::Wal)
             // NORMAL in WAL mode: a power loss may drop the last commits but never corrupts.
             .synchronous(SqliteSynchronous::Normal)
