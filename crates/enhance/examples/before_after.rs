@@ -10,9 +10,9 @@ use image::{GenericImage, RgbImage};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let video = args
-        .next()
-        .unwrap_or_else(|| concat!(env!("CARGO_MANIFEST_DIR"), "/../../media/bigbuckbunny.mp4").into());
+    let video = args.next().unwrap_or_else(|| {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../../media/bigbuckbunny.mp4").into()
+    });
     let index: u32 = args.next().map(|s| s.parse()).transpose()?.unwrap_or(30);
     let out_path = args.next().unwrap_or_else(|| "before_after.png".into());
 
