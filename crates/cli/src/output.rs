@@ -72,19 +72,8 @@ pub(crate) fn bytes(n: u64) -> String {
     format!("{value:.1} {}", UNITS[unit])
 }
 
-/// The readable part of an error JSON: its message, else the JSON itself.
-pub(crate) fn error_text(error: &serde_json::Value) -> String {
-    match error.get("message").and_then(|m| m.as_str()) {
-        Some(m) => {
-            let status = error
-                .get("status")
-                .and_then(|s| s.as_u64())
-                .map(|s| format!("HTTP {s}: "));
-            format!("{}{m}", status.unwrap_or_default())
-        }
-        None => error.to_string(),
-    }
-}
+/// The readable part of an error JSON (one wording for the CLI and the progress display).
+pub(crate) use idempipe_video::pipeline::progress::error_text;
 
 #[cfg(test)]
 mod tests {
