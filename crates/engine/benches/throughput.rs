@@ -193,8 +193,26 @@ async fn one(backend: &str, items: usize, concurrency: usize, claim_batch: i64) 
             "p50_ms": p50, "p99_ms": p99,
         })
     );
+    drop(store);
     if let Some(dir) = dir {
         let _ = std::fs::remove_dir_all(dir);
+    } else {
+        drop_schema(&tag).await;
+    }
+}
+
+/// Drops the PostgreSQL schema of config `tag`, so that runs leave nothing behind.
+async fn drop_schema(tag: &str) {
+    let admin = std::env::var("IDEMPIPE_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    if let Ok(pool) = sqlx::PgPool::connect(&admin).await {
+        let schema = format!("bench_{}_{tag}", std::process::id());
+        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "DROP SCHEMA IF EXISTS {schema} CASCADE"
+        )))
+        .execute(&pool)
+        .await;
+        pool.close().await;
     }
 }
 
