@@ -1,4 +1,4 @@
-//! One handler call: limiter permit, heartbeat, the call, the outcomes.
+//! One handler call: limiter permit, heartbeat, the call, the outcomes handed to the completer.
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -36,7 +36,8 @@ pub(crate) async fn run(
         .register(ids.clone(), token, stage.policy.lease);
     let budget: Vec<i64> = items.iter().map(|i| i.budget_used).collect();
     let results = call(&shared, &stage, token, items, cancel_rx).await;
-    shared.leases.forget(lease_entry);
+    // The lease entry stays until the outcomes commit (the completer forgets it), so an
+    // outcome waiting for its commit keeps its lease.
     let (spawns, results): (Vec<Vec<NewItem>>, Vec<ItemResult>) = match results {
         Ok((jobs, results)) if shared.is_stopping() => {
             // Errors while shutting down are most likely the shutdown's doing (a killed
@@ -52,6 +53,8 @@ pub(crate) async fn run(
                 .zip(&give_back)
                 .filter_map(|(id, back)| back.then_some(*id))
                 .collect();
+            // Renew only what is still ours once the rest is given back.
+            shared.leases.forget(lease_entry);
             release(&shared, &stage, &back, token).await;
             let (mut kept_ids, mut spawns, mut kept, mut used) = (vec![], vec![], vec![], vec![]);
             for (i, result) in results.into_iter().enumerate() {
@@ -62,15 +65,31 @@ pub(crate) async fn run(
                     used.push(budget[i]);
                 }
             }
-            record(&shared, &stage, token, kept_ids, spawns, kept, used).await;
+            let (lease_entry, _) =
+                shared
+                    .leases
+                    .register(kept_ids.clone(), token, stage.policy.lease);
+            record(
+                &shared,
+                &stage,
+                token,
+                lease_entry,
+                kept_ids,
+                spawns,
+                kept,
+                used,
+            )
+            .await;
             return;
         }
         Ok((jobs, results)) => (jobs.iter().map(Job::take_spawns).collect(), results),
         Err(Stopped::Cancelled) => {
+            shared.leases.forget(lease_entry);
             tracing::info!(stage = %stage.policy.name, items = ?ids, "handler stopped: lease lost or run cancelled");
             return;
         }
         Err(Stopped::Interrupted) => {
+            shared.leases.forget(lease_entry);
             release(&shared, &stage, &ids, token).await;
             return;
         }
@@ -94,7 +113,17 @@ pub(crate) async fn run(
             (vec![Vec::new(); ids.len()], results)
         }
     };
-    record(&shared, &stage, token, ids, spawns, results, budget).await;
+    record(
+        &shared,
+        &stage,
+        token,
+        lease_entry,
+        ids,
+        spawns,
+        results,
+        budget,
+    )
+    .await;
 }
 
 /// Gives items back without an outcome: the attempt does not count (see `item_release`).
@@ -117,19 +146,19 @@ async fn release(shared: &Arc<Shared>, stage: &Stage, ids: &[i64], token: i64) {
     }
 }
 
-/// Records the outcomes of a batch through the completer.
+/// Hands the outcomes of a batch to the completer, which commits them and then stops
+/// renewing lease entry `lease_entry`. Returns as soon as they are queued.
+#[allow(clippy::too_many_arguments)]
 async fn record(
     shared: &Arc<Shared>,
     stage: &Stage,
     token: i64,
+    lease_entry: u64,
     ids: Vec<i64>,
     spawns: Vec<Vec<NewItem>>,
     results: Vec<ItemResult>,
     budget: Vec<i64>,
 ) {
-    if ids.is_empty() {
-        return;
-    }
     let now = shared.clock.now();
     let outcomes: Vec<Outcome> = ids
         .iter()
@@ -143,34 +172,10 @@ async fn record(
             spawns,
         })
         .collect();
-    let kinds: Vec<&'static str> = outcomes.iter().map(|o| kind_name(&o.kind)).collect();
-    match shared.completer.record(outcomes).await {
-        Ok(flags) => {
-            for (recorded, kind) in flags.into_iter().zip(kinds) {
-                let outcome = if recorded { kind } else { "lease_lost" };
-                metrics::counter!("idempipe_outcomes_total", "stage" => stage.policy.name.clone(), "outcome" => outcome)
-                    .increment(1);
-                let counter = match (recorded, kind) {
-                    (false, _) => &shared.stats.lease_lost,
-                    (true, "completed") => &shared.stats.completed,
-                    (true, "dead") => &shared.stats.dead,
-                    (true, _) => &shared.stats.failed,
-                };
-                counter.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, items = ?ids, "outcomes not recorded; leases will expire and items be rescued")
-        }
-    }
-}
-
-fn kind_name(kind: &OutcomeKind) -> &'static str {
-    match kind {
-        OutcomeKind::Completed(_) => "completed",
-        OutcomeKind::Failed { .. } => "failed",
-        OutcomeKind::Dead(_) => "dead",
-    }
+    shared
+        .completer
+        .submit(&stage.policy.name, lease_entry, outcomes)
+        .await;
 }
 
 /// Maps a handler result to what is stored, applying the stage's retry policy.

@@ -1,98 +1,267 @@
-//! Commits outcomes from many handler calls in one transaction.
+//! Commits outcomes from many handler calls in one transaction, off the handlers' slots.
 //!
-//! Batch tasks send their outcomes here and wait for the answer; the completer takes
-//! whatever has queued up (up to `MAX_PER_COMMIT`) and records it with one
-//! `Store::item_record` call. Each item is still fenced by its own lease token, so one
-//! lost lease never blocks the others' outcomes.
+//! A batch task hands its outcomes over with [`Completer::submit`] and returns at once, so
+//! its slot frees when the handler ends, not when the outcome commits: claims, handlers and
+//! commits overlap. The completer takes whatever has queued up (up to `MAX_PER_COMMIT`) and
+//! records it with one `Store::item_record` call, then counts the outcomes and stops
+//! renewing their leases. Until then the heartbeat keeps renewing them, so an outcome
+//! waiting here is never rescued from under its worker. Each item is still fenced by its
+//! own lease token, so one lost lease never blocks the others' outcomes.
+//!
+//! Backpressure: at most `MAX_PENDING` outcomes wait; a batch task submitting more waits
+//! (still holding its slot) until a commit makes room.
 
-use tokio::sync::{mpsc, oneshot};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::clock::SharedClock;
-use crate::error::StoreResult;
-use crate::store::{Outcome, SharedStore};
+use crate::store::{Outcome, OutcomeKind, SharedStore};
+use crate::worker::WorkerStats;
+use crate::worker::heartbeat::Leases;
 
 /// Outcomes per transaction: large enough to amortise a commit, small enough to keep a
 /// SQLite write lock short.
 const MAX_PER_COMMIT: usize = 512;
 
-type Request = (Vec<Outcome>, oneshot::Sender<StoreResult<Vec<bool>>>);
+/// Outcomes waiting to be committed before submitters wait.
+const MAX_PENDING: usize = 4 * MAX_PER_COMMIT;
+
+/// Outcomes of one handler call, waiting for their commit.
+struct Submission {
+    stage: String,
+    lease_entry: u64,
+    outcomes: Vec<Outcome>,
+    _room: OwnedSemaphorePermit,
+}
 
 /// Handle to the completer task.
 pub(crate) struct Completer {
-    tx: tokio::sync::Mutex<Option<mpsc::UnboundedSender<Request>>>,
+    tx: Mutex<Option<mpsc::UnboundedSender<Submission>>>,
     task: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    room: Arc<Semaphore>,
+    leases: Arc<Leases>,
+}
+
+/// What the completer needs besides the store: where to count, whose leases to drop.
+pub(crate) struct Sink {
+    pub(crate) store: SharedStore,
+    pub(crate) clock: SharedClock,
+    pub(crate) stats: Arc<WorkerStats>,
+    pub(crate) leases: Arc<Leases>,
 }
 
 impl Completer {
     /// Starts the task.
-    pub(crate) fn start(store: SharedStore, clock: SharedClock) -> Self {
+    pub(crate) fn start(sink: Sink) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(run(store, clock, rx));
+        let leases = sink.leases.clone();
+        let task = tokio::spawn(run(sink, rx));
         Self {
-            tx: tokio::sync::Mutex::new(Some(tx)),
+            tx: Mutex::new(Some(tx)),
             task: tokio::sync::Mutex::new(Some(task)),
+            room: Arc::new(Semaphore::new(MAX_PENDING)),
+            leases,
         }
     }
 
-    /// Records `outcomes`; returns per outcome whether it was recorded.
-    pub(crate) async fn record(&self, outcomes: Vec<Outcome>) -> StoreResult<Vec<bool>> {
-        let (answer, rx) = oneshot::channel();
-        let sent = match self.tx.lock().await.as_ref() {
-            Some(tx) => tx.send((outcomes, answer)).is_ok(),
-            None => false,
+    /// Queues `outcomes` (of lease entry `lease_entry`) for the next commit. Waits only when
+    /// `MAX_PENDING` outcomes are already waiting.
+    pub(crate) async fn submit(&self, stage: &str, lease_entry: u64, outcomes: Vec<Outcome>) {
+        if outcomes.is_empty() {
+            self.leases.forget(lease_entry);
+            return;
+        }
+        let wanted = outcomes.len().clamp(1, MAX_PENDING) as u32;
+        let Ok(room) = self.room.clone().acquire_many_owned(wanted).await else {
+            unreachable!("the completer's semaphore is never closed");
         };
-        if !sent {
-            return Err(crate::error::StoreError::Config(
-                "worker is shutting down".into(),
-            ));
+        let submission = Submission {
+            stage: stage.to_string(),
+            lease_entry,
+            outcomes,
+            _room: room,
+        };
+        let sent = match self.tx.lock().expect("completer sender").as_ref() {
+            Some(tx) => tx.send(submission).map_err(|e| e.0),
+            None => Err(submission),
+        };
+        if let Err(lost) = sent {
+            let ids: Vec<i64> = lost.outcomes.iter().map(|o| o.item_id).collect();
+            tracing::warn!(items = ?ids, "worker is shutting down: outcomes not recorded; leases will expire and items be rescued");
+            self.leases.forget(lease_entry);
         }
-        rx.await
-            .unwrap_or_else(|_| Err(crate::error::StoreError::Config("completer stopped".into())))
     }
 
-    /// Flushes what is queued and stops the task.
+    /// Commits what is queued and stops the task.
     pub(crate) async fn close(&self) {
-        self.tx.lock().await.take();
+        self.tx.lock().expect("completer sender").take();
         if let Some(task) = self.task.lock().await.take() {
             let _ = task.await;
         }
     }
 }
 
-async fn run(store: SharedStore, clock: SharedClock, mut rx: mpsc::UnboundedReceiver<Request>) {
+async fn run(sink: Sink, mut rx: mpsc::UnboundedReceiver<Submission>) {
     while let Some(first) = rx.recv().await {
-        let mut requests = vec![first];
-        let mut count = requests[0].0.len();
+        let mut batch = vec![first];
+        let mut count = batch[0].outcomes.len();
         while count < MAX_PER_COMMIT {
             match rx.try_recv() {
-                Ok(req) => {
-                    count += req.0.len();
-                    requests.push(req);
+                Ok(next) => {
+                    count += next.outcomes.len();
+                    batch.push(next);
                 }
                 Err(_) => break,
             }
         }
-        let all: Vec<Outcome> = requests
-            .iter()
-            .flat_map(|(o, _)| o.iter().cloned())
-            .collect();
-        match store.item_record(&all, clock.now()).await {
+        let mut all: Vec<Outcome> = Vec::with_capacity(count);
+        let mut kinds: Vec<&'static str> = Vec::with_capacity(count);
+        let mut sizes: Vec<usize> = Vec::with_capacity(batch.len());
+        for submission in &mut batch {
+            kinds.extend(submission.outcomes.iter().map(|o| kind_name(&o.kind)));
+            sizes.push(submission.outcomes.len());
+            all.append(&mut submission.outcomes);
+        }
+        match sink.store.item_record(&all, sink.clock.now()).await {
             Ok(flags) => {
-                let mut flags = flags.into_iter();
-                for (outcomes, answer) in requests {
-                    let mine = flags.by_ref().take(outcomes.len()).collect();
-                    let _ = answer.send(Ok(mine));
+                let mut flags = flags.into_iter().zip(kinds);
+                for (submission, n) in batch.iter().zip(&sizes) {
+                    for (recorded, kind) in flags.by_ref().take(*n) {
+                        count_outcome(&sink.stats, &submission.stage, recorded, kind);
+                    }
                 }
             }
             Err(e) => {
-                tracing::warn!(error = %e, outcomes = all.len(), "recording outcomes failed");
-                let message = e.to_string();
-                for (_, answer) in requests {
-                    let _ = answer.send(Err(crate::error::StoreError::Config(format!(
-                        "recording outcomes failed: {message}"
-                    ))));
-                }
+                let ids: Vec<i64> = all.iter().map(|o| o.item_id).collect();
+                tracing::warn!(error = %e, items = ?ids, "outcomes not recorded; leases will expire and items be rescued");
             }
         }
+        for submission in &batch {
+            sink.leases.forget(submission.lease_entry);
+        }
+    }
+}
+
+fn kind_name(kind: &OutcomeKind) -> &'static str {
+    match kind {
+        OutcomeKind::Completed(_) => "completed",
+        OutcomeKind::Failed { .. } => "failed",
+        OutcomeKind::Dead(_) => "dead",
+    }
+}
+
+/// Counts one committed (or lease-lost) outcome in the stats and metrics.
+fn count_outcome(stats: &WorkerStats, stage: &str, recorded: bool, kind: &'static str) {
+    let outcome = if recorded { kind } else { "lease_lost" };
+    metrics::counter!("idempipe_outcomes_total", "stage" => stage.to_string(), "outcome" => outcome)
+        .increment(1);
+    let counter = match (recorded, kind) {
+        (false, _) => &stats.lease_lost,
+        (true, "completed") => &stats.completed,
+        (true, "dead") => &stats.dead,
+        (true, _) => &stats.failed,
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::model::{ItemStatus, NewItem};
+    use crate::store::{ClaimParams, RunCreate};
+
+    /// An outcome handed to the completer keeps its lease renewed until it commits; then
+    /// the completer counts it (a stale token as lease lost) and stops renewing.
+    async fn outcome_keeps_its_lease_until_committed(db: idempipe_testkit::TestDb) {
+        let store = crate::connect(&db.url).await.unwrap();
+        let clock = crate::clock::system_clock();
+        let now = clock.now();
+        let items = ["a", "b"]
+            .map(|k| NewItem::new("s", k, json!(null)))
+            .to_vec();
+        let run = store
+            .run_create(
+                &RunCreate {
+                    pipeline: "t".into(),
+                    fingerprint: "f".into(),
+                    input: "-".into(),
+                    params: json!({}),
+                    items,
+                },
+                now,
+            )
+            .await
+            .unwrap();
+        let token = 42;
+        let claimed = store
+            .item_claim(&ClaimParams {
+                stage: "s".into(),
+                limit: 2,
+                worker: "w".into(),
+                lease_token: token,
+                lease_expires_at: now + 30_000,
+                now,
+                run_id: None,
+            })
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 2);
+        let leases = Arc::new(Leases::default());
+        let stats = Arc::new(WorkerStats::default());
+        let completer = Completer::start(Sink {
+            store: store.clone(),
+            clock: clock.clone(),
+            stats: stats.clone(),
+            leases: leases.clone(),
+        });
+        let (entry, _cancel) = leases.register(
+            claimed.iter().map(|c| c.id).collect(),
+            token,
+            Duration::from_secs(30),
+        );
+        let outcome = |item: usize, lease_token: i64| Outcome {
+            item_id: claimed[item].id,
+            lease_token,
+            kind: OutcomeKind::Completed(json!("done")),
+            spawns: Vec::new(),
+        };
+        // Item b's outcome carries a stale token: fencing must refuse it.
+        completer
+            .submit("s", entry, vec![outcome(0, token), outcome(1, token + 1)])
+            .await;
+        // The test runs on one thread: the completer has not run yet.
+        assert!(
+            leases.contains(entry),
+            "a queued outcome's lease must stay renewed until it commits"
+        );
+        completer.close().await;
+        assert!(!leases.contains(entry), "committed outcomes stop renewing");
+        let [_, completed, failed, dead, lease_lost, _] = stats.snapshot();
+        assert_eq!((completed, failed, dead, lease_lost), (1, 0, 0, 1));
+        let a = store.item_get(run, "s", &claimed[0].key).await.unwrap();
+        let b = store.item_get(run, "s", &claimed[1].key).await.unwrap();
+        assert_eq!(a.status, ItemStatus::Completed);
+        assert_eq!(a.result, Some(json!("done")));
+        assert_eq!(
+            b.status,
+            ItemStatus::Running,
+            "a stale outcome changes nothing"
+        );
+    }
+
+    #[tokio::test]
+    async fn sqlite_outcome_keeps_its_lease_until_committed() {
+        outcome_keeps_its_lease_until_committed(idempipe_testkit::TestDb::sqlite()).await
+    }
+
+    #[tokio::test]
+    async fn postgres_outcome_keeps_its_lease_until_committed() {
+        outcome_keeps_its_lease_until_committed(idempipe_testkit::TestDb::postgres().await).await
     }
 }

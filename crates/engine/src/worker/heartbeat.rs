@@ -1,6 +1,7 @@
 //! One heartbeat task per worker: extends the leases of every batch in flight.
 //!
-//! A batch registers its items when its handler starts and leaves when it ends. Every tick
+//! A batch registers its items when its handler starts and leaves when its outcomes have
+//! committed (or it was stopped). Every tick
 //! the task renews the leases that reached a third of their length, so short handlers cost
 //! nothing and long ones keep their items. A batch whose lease was lost (or whose run was
 //! cancelled) is told to stop through its cancel channel.
@@ -50,6 +51,12 @@ impl Leases {
         };
         self.entries.lock().expect("lease map").insert(n, entry);
         (n, rx)
+    }
+
+    /// Whether batch `n` is still renewed.
+    #[cfg(test)]
+    pub(crate) fn contains(&self, n: u64) -> bool {
+        self.entries.lock().expect("lease map").contains_key(&n)
     }
 
     /// Forgets a finished batch.

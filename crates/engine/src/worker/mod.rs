@@ -4,7 +4,9 @@
 //! capacity (`free slots x batch size`, capped by `claim_batch`), so no claimed item waits
 //! for a slot while its lease runs. Each call gets a heartbeat that extends the lease and
 //! tells the handler to stop when the lease is lost or the run is cancelled. Outcomes go
-//! through one completer task that commits many of them per transaction.
+//! through one completer task that commits many of them per transaction; a slot frees when
+//! its handler returns, so the next claim and handlers overlap the commit of earlier
+//! outcomes, whose leases stay renewed until they commit.
 //!
 //! On shutdown it stops claiming and stops calls in flight at once, giving their items back
 //! without counting the attempt (their outside programs are killed with them); only calls
@@ -176,7 +178,7 @@ pub(crate) struct Shared {
     pub(crate) stats: Arc<WorkerStats>,
     pub(crate) completer: completer::Completer,
     /// Leases of the batches in flight, renewed by one heartbeat task.
-    pub(crate) leases: heartbeat::Leases,
+    pub(crate) leases: Arc<heartbeat::Leases>,
     /// Stages whose limiter said "paused" or "circuit open", until when (ms).
     pub(crate) blocked: std::sync::Mutex<HashMap<String, i64>>,
     /// Turns true when the worker shuts down: calls without an outside call stop at once.
@@ -234,13 +236,19 @@ impl Worker {
         self.store
             .stage_register(&policies, self.clock.now())
             .await?;
+        let leases = Arc::new(heartbeat::Leases::default());
         let shared = Arc::new(Shared {
-            completer: completer::Completer::start(self.store.clone(), self.clock.clone()),
+            completer: completer::Completer::start(completer::Sink {
+                store: self.store.clone(),
+                clock: self.clock.clone(),
+                stats: self.stats.clone(),
+                leases: leases.clone(),
+            }),
             store: self.store.clone(),
             clock: self.clock.clone(),
             stats: self.stats.clone(),
             blocked: std::sync::Mutex::new(HashMap::new()),
-            leases: heartbeat::Leases::default(),
+            leases,
             stopping: tokio::sync::watch::Sender::new(false),
         });
         let presence =
@@ -282,8 +290,9 @@ impl Worker {
         }
         shared.stopping.send_replace(true);
         self.drain(&shared, tasks, held).await;
-        heartbeat.abort();
+        // Outcomes still queued commit before their leases stop being renewed.
         shared.completer.close().await;
+        heartbeat.abort();
         presence.stop().await;
         let [claimed, completed, failed, dead, lease_lost, released] = self.stats.snapshot();
         tracing::info!(worker = %self.config.name, claimed, completed, failed, dead, lease_lost,
@@ -384,7 +393,13 @@ impl Worker {
             }
         }
         tasks.abort_all();
-        while tasks.join_next().await.is_some() {}
+        while let Some(done) = tasks.join_next_with_id().await {
+            // A task that ended on its own handed its outcomes to the completer: only the
+            // items of aborted tasks are given back.
+            if let Ok((id, ())) = done {
+                held.remove(&id);
+            }
+        }
         for (token, ids) in held.into_values() {
             match self.store.item_release(&ids, token, self.clock.now()).await {
                 Ok(n) => {

@@ -16,6 +16,9 @@ use crate::store::migrate::Migration;
 use crate::store::queries::Queries;
 use crate::store::shared::impl_store;
 
+#[cfg(test)]
+mod plan_tests;
+
 const BACKEND: &str = "postgres";
 /// Every statement is its own transaction; claims and heartbeats need no BEGIN/COMMIT.
 const SINGLE_STATEMENT_IS_ATOMIC: bool = true;

@@ -119,8 +119,12 @@ FROM picked WHERE items.id = picked.id
 RETURNING items.id, items.run_id, items.key, items.payload::text, items.attempts, items.retry_base;
 
 -- name: item_heartbeat
+-- `(status = 'running') IS TRUE` (status is NOT NULL, so the same test) keeps the planner
+-- on the primary key: a plain `status = 'running'` matches the items_leased partial index,
+-- and the plan then reads every running item (as many as all workers hold).
 UPDATE items SET lease_expires_at = $3
-WHERE id IN (SELECT jsonb_array_elements_text($1::jsonb)::bigint) AND lease_token = $2 AND status = 'running'
+WHERE id IN (SELECT jsonb_array_elements_text($1::jsonb)::bigint) AND lease_token = $2
+  AND (status = 'running') IS TRUE
 RETURNING id;
 
 -- name: item_mark_external
@@ -128,6 +132,7 @@ UPDATE items SET external_call_at = $3 WHERE id = $1 AND lease_token = $2 AND st
 
 -- name: item_record
 -- $1: JSON array of {id, token, status, result?, error?, next_at?}; fenced by the lease token.
+-- Driven by the primary key (see item_heartbeat for the IS TRUE).
 UPDATE items SET status = o.status,
     result = o.result,
     last_error = COALESCE(o.error, items.last_error),
@@ -136,7 +141,7 @@ UPDATE items SET status = o.status,
     lease_token = NULL, lease_expires_at = NULL, updated_at = $2
 FROM jsonb_to_recordset($1::jsonb)
      AS o(id bigint, token bigint, status text, result jsonb, error jsonb, next_at bigint)
-WHERE items.id = o.id AND items.lease_token = o.token AND items.status = 'running'
+WHERE items.id = o.id AND items.lease_token = o.token AND (items.status = 'running') IS TRUE
 RETURNING items.id, items.run_id, items.attempts, items.worker, items.claimed_at,
     items.external_call_at, items.group_name, items.has_waiters, items.status;
 
@@ -182,7 +187,7 @@ UPDATE items SET status = CASE WHEN attempts - 1 > retry_base THEN 'failed' ELSE
     attempts = attempts - 1, lease_token = NULL, lease_expires_at = NULL,
     next_attempt_at = $3, updated_at = $3
 WHERE id IN (SELECT jsonb_array_elements_text($1::jsonb)::bigint) AND lease_token = $2
-  AND status = 'running' AND external_call_at IS NULL;
+  AND (status = 'running') IS TRUE AND external_call_at IS NULL;
 
 -- name: item_defer
 -- An item whose endpoint's limiter is paused or has its circuit open goes back, its attempt
@@ -299,7 +304,7 @@ WITH o AS (
         completed_at = CASE WHEN o.status = 'completed' THEN $2::bigint END,
         lease_token = NULL, lease_expires_at = NULL, updated_at = $2
     FROM o
-    WHERE items.id = o.id AND items.lease_token = o.token AND items.status = 'running'
+    WHERE items.id = o.id AND items.lease_token = o.token AND (items.status = 'running') IS TRUE
     RETURNING items.id, items.run_id, items.attempts, items.worker, items.claimed_at,
         items.external_call_at, items.group_name, items.has_waiters, items.status
 ), att AS (

@@ -2,7 +2,9 @@
 //!
 //! SQLite has one writer at a time; every write transaction starts with `BEGIN IMMEDIATE`
 //! so that two processes never deadlock upgrading a read lock, and waits (busy timeout)
-//! instead of failing when the other holds it. Workers in other processes poll; those in
+//! instead of failing when the other holds it. Within a process, write transactions share
+//! one connection and queue for it, so they never sleep in SQLite's busy handler waiting
+//! for each other. Workers in other processes poll; those in
 //! this process are woken directly.
 
 use std::str::FromStr;
@@ -41,13 +43,15 @@ pub(crate) static MIGRATIONS: &[Migration] = &[
 
 /// How long a writer waits for another process's write transaction before giving up.
 const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-/// Readers run concurrently in WAL mode; writers queue on the file lock anyway.
+/// Readers run concurrently in WAL mode.
 const POOL_SIZE: u32 = 4;
 
 /// A store in one SQLite file.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// The one connection write transactions use, so this process's writers queue here.
+    writer: SqlitePool,
     local_wake: Arc<Notify>,
 }
 
@@ -81,18 +85,28 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true);
+        // No ping before each use: a local file connection does not go stale.
         let pool = SqlitePoolOptions::new()
             .max_connections(POOL_SIZE)
+            .test_before_acquire(false)
+            .connect_with(options.clone())
+            .await?;
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .test_before_acquire(false)
+            // Writers queue for the connection: wait as long as for another process's lock.
+            .acquire_timeout(BUSY_TIMEOUT)
             .connect_with(options)
             .await?;
         Ok(Self {
             pool,
+            writer,
             local_wake: Arc::new(Notify::new()),
         })
     }
 
     async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Sqlite>, sqlx::Error> {
-        self.pool.begin_with("BEGIN IMMEDIATE").await
+        self.writer.begin_with("BEGIN IMMEDIATE").await
     }
 
     async fn wait_for_work_impl(&self, timeout: std::time::Duration) {
