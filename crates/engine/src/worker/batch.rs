@@ -94,6 +94,7 @@ pub(crate) async fn run(
             return;
         }
         Err(Stopped::Deferred { until, limiter }) => {
+            shared.leases.forget(lease_entry);
             let now = shared.clock.now();
             match shared.store.item_defer(&ids, token, until, now).await {
                 Ok(_) => tracing::debug!(stage = %stage.policy.name, %limiter, items = ?ids,
