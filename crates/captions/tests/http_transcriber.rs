@@ -262,11 +262,7 @@ async fn service_failures_are_classified() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_closed_port_is_a_retryable_error_naming_the_url() {
     // A port that was free a moment ago and is closed now.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = idempipe_testkit::free_port();
     let base = format!("http://127.0.0.1:{port}");
     let e = client(&base)
         .transcribe(vec![0.0; RATE], "k")

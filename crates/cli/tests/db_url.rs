@@ -91,11 +91,7 @@ fn read_only_and_control_commands_never_create_a_database() {
 
 #[test]
 fn an_unreachable_postgres_fails_within_seconds_saying_why_once() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = idempipe_testkit::free_port();
     let dir = TempDir::new("cli-db-refused");
     let url = format!("postgres://postgres@127.0.0.1:{port}/x");
     let mut child = Command::new(env!("CARGO_BIN_EXE_idempipe"))

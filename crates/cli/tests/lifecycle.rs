@@ -245,15 +245,6 @@ fn ctrl_c_gives_work_back_and_a_rerun_completes() {
     assert_eq!(status["activity"], Value::Null, "{status}");
 }
 
-/// A port nobody listens on now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Killed on drop.
 struct Server(Child);
 
@@ -270,7 +261,7 @@ impl Drop for Server {
 #[test]
 fn a_second_ctrl_c_quits_at_once() {
     let dir = TempDir::new("cli-ctrl-c-twice");
-    let port = free_port();
+    let port = idempipe_testkit::free_port();
     let server = Server(
         Command::new(BIN)
             .args(["enhance-server", "--listen", &format!("127.0.0.1:{port}")])

@@ -33,11 +33,7 @@ struct Server {
 
 impl Server {
     fn start(failure_rate: f64) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = idempipe_testkit::free_port();
         let child = bin()
             .args(["enhance-server", "--listen", &format!("127.0.0.1:{port}")])
             .args(["--failure-rate", &failure_rate.to_string()])

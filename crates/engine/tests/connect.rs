@@ -81,11 +81,7 @@ async fn a_database_that_must_exist_is_never_created() {
 
 #[tokio::test]
 async fn unreachable_postgres_fails_fast_with_the_cause_once() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = idempipe_testkit::free_port();
     let url = format!("postgres://postgres@127.0.0.1:{port}/x");
     let result = tokio::time::timeout(Duration::from_secs(8), connect(&url))
         .await

@@ -72,14 +72,6 @@ fn run_pg(dir: &Path, command: &str) {
     assert!(status.success(), "{command} failed");
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl TlsCluster {
     fn start(ca: &TestCa) -> Self {
         let bin = pg_bin();
@@ -99,7 +91,7 @@ impl TlsCluster {
                 data.display()
             ),
         );
-        let port = free_port();
+        let port = idempipe_testkit::free_port();
         let options = format!(
             "-p {port} -k {} -c listen_addresses=127.0.0.1 -c ssl=on -c ssl_cert_file={} \
              -c ssl_key_file={}",

@@ -32,6 +32,15 @@ pub fn media(name: &str) -> PathBuf {
     media_dir().join(name)
 }
 
+/// A localhost TCP port free a moment ago and closed now: for a server a test starts, or
+/// for "nobody listens here".
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind an ephemeral localhost port")
+        .port()
+}
+
 /// A fresh directory under the system temp dir, removed on drop.
 #[derive(Debug)]
 pub struct TempDir(PathBuf);
