@@ -68,6 +68,7 @@ fn config(name: &str, run: Option<i64>) -> WorkerConfig {
         shutdown_grace: Duration::from_secs(60),
         run,
         liveness_interval: Duration::from_millis(100),
+        ..WorkerConfig::default()
     }
 }
 

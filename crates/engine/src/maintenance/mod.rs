@@ -67,9 +67,13 @@ impl Maintenance {
         self
     }
 
-    /// Rescues every item whose lease expired.
+    /// Rescues every item whose lease expired. Prefetched items whose handler never
+    /// started go back first, without counting the attempt.
     pub async fn rescue_once(&self) -> StoreResult<RescueReport> {
         let mut total = RescueReport::default();
+        while self.store.item_return_unstarted(self.clock.now()).await?
+            >= crate::store::shared::RESCUE_BATCH as u64
+        {}
         loop {
             let r = self.store.item_rescue_expired(self.clock.now()).await?;
             let n = r.retried + r.dead + r.unknown;

@@ -323,6 +323,34 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         run_ids: &[i64],
         now: Millis,
     ) -> StoreResult<Vec<(i64, RunActivity)>>;
+
+    /// Takes a chunk of `cost` units of limiter `name` for a worker's local pool, in one
+    /// transaction that first applies `successes` successful calls made with earlier
+    /// chunks. Returns the permit and the state after it. The permit is None (and nothing
+    /// is taken) when calls must take their permits one by one: the limiter caps
+    /// concurrency, or its circuit is half-open (one probe call at a time); with `cost` 0
+    /// it only applies the successes.
+    async fn limiter_lease(
+        &self,
+        name: &str,
+        cost: f64,
+        successes: u32,
+        now: Millis,
+    ) -> StoreResult<(Option<Permit>, LimiterState)>;
+
+    /// Starts prefetched items: moves their lease from the claim-ahead token
+    /// `ahead_token` (negative) to `lease_token` until `lease_expires_at`. Returns the ids
+    /// started (missing ones were given back, rescued or cancelled meanwhile).
+    async fn item_start(
+        &self,
+        ids: &[i64],
+        ahead_token: i64,
+        lease_token: i64,
+        lease_expires_at: Millis,
+    ) -> StoreResult<Vec<i64>>;
+    /// Gives back prefetched items whose lease lapsed before their handler started (their
+    /// worker died), without counting the attempt; returns how many.
+    async fn item_return_unstarted(&self, now: Millis) -> StoreResult<u64>;
 }
 
 /// Records one outcome; a lost lease becomes [`StoreError::LeaseLost`].

@@ -1100,6 +1100,56 @@ macro_rules! impl_store {
                     .map(|(id, leased, served, started)| (id, RunActivity::from_facts(leased, served, started)))
                     .collect())
             }
+
+            async fn limiter_lease(&self, name: &str, cost: f64, successes: u32, now: Millis) -> StoreResult<(Option<Permit>, LimiterState)> {
+                let mut tx = self.begin_write().await?;
+                let mut state = self.limiter_load_tx(&mut tx, name, now).await?;
+                let before = state.clone();
+                for _ in 0..successes {
+                    state.apply(LimiterFeedback::Success, 0, now);
+                }
+                let half_open = state.circuit_tripped() && state.blocked_until(now).is_none();
+                let permit = (cost > 0.0 && state.config.max_concurrent == 0 && !half_open)
+                    .then(|| state.take(cost, 0, now, now));
+                if state != before {
+                    self.limiter_save_tx(&mut tx, &state).await?;
+                }
+                tx.commit().await?;
+                Ok((permit, state))
+            }
+
+            async fn item_start(&self, ids: &[i64], ahead_token: i64, lease_token: i64, lease_expires_at: Millis) -> StoreResult<Vec<i64>> {
+                let query = sqlx::query_scalar(self.sql("item_start"))
+                    .bind(shared::json_array(ids))
+                    .bind(ahead_token)
+                    .bind(lease_token)
+                    .bind(lease_expires_at);
+                if SINGLE_STATEMENT_IS_ATOMIC {
+                    return Ok(query.fetch_all(&self.pool).await?);
+                }
+                let mut tx = self.begin_write().await?;
+                let started: Vec<i64> = query.fetch_all(&mut *tx).await?;
+                tx.commit().await?;
+                Ok(started)
+            }
+
+            async fn item_return_unstarted(&self, now: Millis) -> StoreResult<u64> {
+                let rows: Vec<(i64, i64)> = sqlx::query_as(self.sql("item_unstarted_expired"))
+                    .bind(now)
+                    .bind(shared::RESCUE_BATCH)
+                    .fetch_all(&self.pool)
+                    .await?;
+                let mut by_token: HashMap<i64, Vec<i64>> = HashMap::new();
+                for (id, token) in rows {
+                    by_token.entry(token).or_default().push(id);
+                }
+                let mut returned = 0;
+                for (token, ids) in by_token {
+                    // Fenced by the token: an item started meanwhile is left alone.
+                    returned += self.item_release(&ids, token, now).await?;
+                }
+                Ok(returned)
+            }
         }
     };
 }

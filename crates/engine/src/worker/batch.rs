@@ -8,28 +8,32 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::handler::{HandlerError, ItemResult, Job};
-use crate::limiter::{LimiterFeedback, Permit, WaitReason};
+use crate::limiter::LimiterFeedback;
 use crate::model::NewItem;
 use crate::store::{ClaimedItem, Outcome, OutcomeKind};
+use crate::worker::fetcher::Unit;
+use crate::worker::permit::{self, Held, acquire};
 use crate::worker::{Shared, Stage};
-
-/// Longest single sleep while waiting for a limiter, so cancellation is noticed.
-const LIMITER_MAX_SLEEP: Duration = Duration::from_millis(500);
-
-/// A per-job limiter closed for longer than this gives the items back (due when it opens)
-/// rather than holding worker slots that other endpoints' items could use.
-const DEFER_AFTER: Duration = Duration::from_secs(1);
 
 /// How long a handler told to stop may take before it is aborted.
 const CANCEL_GRACE: Duration = Duration::from_secs(2);
 
 /// Runs one batch of claimed items of `stage` to recorded outcomes.
-pub(crate) async fn run(
-    shared: Arc<Shared>,
-    stage: Arc<Stage>,
-    token: i64,
-    items: Vec<ClaimedItem>,
-) {
+pub(crate) async fn run(shared: Arc<Shared>, unit: Unit) {
+    let Unit {
+        stage,
+        token,
+        mut items,
+        start,
+    } = unit;
+    if let Some(group) = start {
+        // Claimed ahead of the slots: the attempt starts (and counts) only now.
+        let started = group.started(&shared).await;
+        items.retain(|i| started.contains(&i.id));
+        if items.is_empty() {
+            return;
+        }
+    }
     let ids: Vec<i64> = items.iter().map(|i| i.id).collect();
     let (lease_entry, cancel_rx) = shared
         .leases
@@ -198,7 +202,7 @@ fn outcome_kind(stage: &Stage, result: ItemResult, budget_used: i64, now: i64) -
 }
 
 /// Why a handler call produced no results.
-enum Stopped {
+pub(crate) enum Stopped {
     /// The engine told it to stop (lease lost, run cancelled): nothing to record.
     Cancelled,
     /// The worker is shutting down and the call started no outside call: it was stopped
@@ -249,17 +253,11 @@ async fn call(
         Some(limiter) => match stage.handler.limiter(&jobs).await {
             Ok(name) => {
                 let name = name.unwrap_or_else(|| limiter.name.clone());
-                let held = Held {
-                    stage_wide: name == limiter.name,
-                    name,
-                    // Unique per call (a claim's lease token is shared by its batches), so a
-                    // half-open circuit lets exactly one call through.
-                    holder: fastrand::i64(1..i64::MAX),
-                };
+                let mut held = Held::new(name.clone(), name == limiter.name);
                 acquire(
                     shared,
                     stage,
-                    &held,
+                    &mut held,
                     limiter.cost_per_item * n as f64,
                     &mut cancel,
                     &mut stopping,
@@ -290,7 +288,7 @@ async fn call(
                 if tokio::time::timeout(CANCEL_GRACE, &mut running).await.is_err() {
                     running.abort();
                 }
-                release_limiter(shared, permit.as_ref(), LimiterFeedback::Neutral).await;
+                permit::release(shared, permit.as_ref(), LimiterFeedback::Neutral).await;
                 return Err(Stopped::Cancelled);
             }
             _ = cancelled(&mut stopping), if watch_stopping => {
@@ -302,7 +300,7 @@ async fn call(
                 // Dropping the handler kills the programs it started (kill_on_drop).
                 running.abort();
                 let _ = (&mut running).await;
-                release_limiter(shared, permit.as_ref(), LimiterFeedback::Neutral).await;
+                permit::release(shared, permit.as_ref(), LimiterFeedback::Neutral).await;
                 return Err(Stopped::Interrupted);
             }
         }
@@ -311,7 +309,7 @@ async fn call(
         Ok(done) => done,
         Err(e) => {
             tracing::error!(stage = %stage.policy.name, error = %e, "handler panicked");
-            release_limiter(shared, permit.as_ref(), LimiterFeedback::Neutral).await;
+            permit::release(shared, permit.as_ref(), LimiterFeedback::Neutral).await;
             return Err(Stopped::Panicked(e.to_string()));
         }
     };
@@ -321,7 +319,7 @@ async fn call(
         let msg = format!("handler returned {} results for {n} items", results.len());
         results = (0..n).map(|_| Err(HandlerError::transient(&msg))).collect();
     }
-    release_limiter(
+    permit::release(
         shared,
         permit.as_ref(),
         feedback(&results, shared.clock.now()),
@@ -331,7 +329,7 @@ async fn call(
 }
 
 /// Resolves once the engine asks the handler to stop.
-async fn cancelled(rx: &mut watch::Receiver<bool>) {
+pub(crate) async fn cancelled(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|c| *c).await;
 }
 
@@ -352,92 +350,6 @@ fn feedback(results: &[ItemResult], now: i64) -> LimiterFeedback {
         LimiterFeedback::Success
     } else {
         LimiterFeedback::Neutral
-    }
-}
-
-/// A limiter permit taken for one call.
-struct Held {
-    /// The limiter.
-    name: String,
-    /// Who holds the permit (a concurrency slot, a half-open probe).
-    holder: i64,
-    /// Whether it is the stage policy's limiter (so a pause or open circuit holds back the
-    /// stage's claims), not one chosen per job.
-    stage_wide: bool,
-}
-
-/// Waits for a permit of `held.name` worth `cost` units.
-async fn acquire(
-    shared: &Arc<Shared>,
-    stage: &Arc<Stage>,
-    held: &Held,
-    cost: f64,
-    cancel: &mut watch::Receiver<bool>,
-    stopping: &mut watch::Receiver<bool>,
-) -> Result<(), Stopped> {
-    loop {
-        let now = shared.clock.now();
-        let hold_until = now + stage.policy.lease.as_millis() as i64;
-        match shared
-            .store
-            .limiter_acquire(&held.name, cost, held.holder, hold_until, now)
-            .await
-        {
-            Ok(Permit::Granted) => return Ok(()),
-            Ok(Permit::Reserved { ms }) => {
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(ms as u64)) => return Ok(()),
-                    _ = cancelled(cancel) => return Err(Stopped::Cancelled),
-                    _ = cancelled(stopping) => {
-                        release_limiter(shared, Some(held), LimiterFeedback::Neutral).await;
-                        return Err(Stopped::Interrupted);
-                    }
-                }
-            }
-            Ok(Permit::Wait { ms, reason }) => {
-                metrics::counter!("idempipe_limiter_waits_total", "limiter" => held.name.clone(),
-                    "reason" => format!("{reason:?}").to_lowercase())
-                .increment(1);
-                let closed = matches!(reason, WaitReason::Paused | WaitReason::CircuitOpen);
-                if closed && held.stage_wide {
-                    shared
-                        .blocked
-                        .lock()
-                        .expect("blocked map")
-                        .insert(stage.policy.name.clone(), now + ms);
-                } else if closed && ms >= DEFER_AFTER.as_millis() as i64 {
-                    return Err(Stopped::Deferred {
-                        until: now + ms,
-                        limiter: held.name.clone(),
-                    });
-                }
-                let nap = Duration::from_millis(ms.max(1) as u64).min(LIMITER_MAX_SLEEP);
-                tokio::select! {
-                    _ = tokio::time::sleep(nap) => {}
-                    _ = cancelled(cancel) => return Err(Stopped::Cancelled),
-                    _ = cancelled(stopping) => return Err(Stopped::Interrupted),
-                }
-            }
-            Err(e) => {
-                tracing::warn!(limiter = %held.name, error = %e, "limiter unavailable; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(LIMITER_MAX_SLEEP) => {}
-                    _ = cancelled(cancel) => return Err(Stopped::Cancelled),
-                    _ = cancelled(stopping) => return Err(Stopped::Interrupted),
-                }
-            }
-        }
-    }
-}
-
-async fn release_limiter(shared: &Arc<Shared>, held: Option<&Held>, fb: LimiterFeedback) {
-    if let Some(held) = held
-        && let Err(e) = shared
-            .store
-            .limiter_release(&held.name, held.holder, fb, shared.clock.now())
-            .await
-    {
-        tracing::warn!(limiter = %held.name, error = %e, "limiter release failed; the slot expires with the lease");
     }
 }
 

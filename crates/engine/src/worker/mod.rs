@@ -1,17 +1,20 @@
 //! Workers: claim due items, run their handlers under a lease, record outcomes.
 //!
-//! A worker runs up to `concurrency` handler calls at once. It claims only for free
-//! capacity (`free slots x batch size`, capped by `claim_batch`), so no claimed item waits
-//! for a slot while its lease runs. Each call gets a heartbeat that extends the lease and
-//! tells the handler to stop when the lease is lost or the run is cancelled. Outcomes go
-//! through one completer task that commits many of them per transaction; a slot frees when
-//! its handler returns, so the next claim and handlers overlap the commit of earlier
-//! outcomes, whose leases stay renewed until they commit.
+//! A worker runs up to `concurrency` handler calls at once. The fetcher (`fetcher.rs`)
+//! claims in the background: for free slots (`free slots x batch size`, capped by
+//! `claim_batch`) and, with [`WorkerConfig::prefetch`], ahead of them; an item claimed
+//! ahead counts its attempt only when a slot takes it, and goes back uncounted if it waits
+//! longer than [`WorkerConfig::prefetch_ttl`] or its worker stops or dies. Each call gets a
+//! heartbeat that extends the lease and tells the handler to stop when the lease is lost or
+//! the run is cancelled. Outcomes go through one completer task that commits many of them
+//! per transaction; a slot frees when its handler returns, so claims, handlers and commits
+//! overlap, and leases of outcomes waiting for their commit stay renewed. Calls through a
+//! shared limiter take units leased to the worker in chunks (`limiter_pool.rs`).
 //!
-//! On shutdown it stops claiming and stops calls in flight at once, giving their items back
-//! without counting the attempt (their outside programs are killed with them); only calls
-//! that started an outside call may finish, within the grace period. The rest are aborted
-//! and their items given back too.
+//! On shutdown it stops claiming, gives back what it claimed but did not start, and stops
+//! calls in flight at once, giving their items back without counting the attempt (their
+//! outside programs are killed with them); only calls that started an outside call may
+//! finish, within the grace period. The rest are aborted and their items given back too.
 //!
 //! A worker may serve a single run ([`WorkerConfig::run`]). While it runs it renews its row
 //! in the `workers` table every `liveness_interval` and deletes it when it stops cleanly,
@@ -20,7 +23,10 @@
 
 mod batch;
 mod completer;
+mod fetcher;
 mod heartbeat;
+mod limiter_pool;
+mod permit;
 mod presence;
 
 use std::collections::HashMap;
@@ -36,7 +42,7 @@ use crate::clock::{SharedClock, system_clock};
 use crate::error::{StoreError, StoreResult};
 use crate::handler::{BatchHandler, Handler, Single};
 use crate::policy::StagePolicy;
-use crate::store::{ClaimParams, SharedStore};
+use crate::store::SharedStore;
 
 /// Worker settings.
 #[derive(Debug, Clone)]
@@ -57,6 +63,11 @@ pub struct WorkerConfig {
     /// How often the worker renews its liveness row; it counts as gone after
     /// [`LIVENESS_PERIODS`] intervals without one.
     pub liveness_interval: Duration,
+    /// Handler calls' worth of items claimed ahead of the free slots (0: claim only for
+    /// free slots). Their attempt counts only when a slot takes them.
+    pub prefetch: usize,
+    /// How long an item claimed ahead may wait for a slot before it is given back.
+    pub prefetch_ttl: Duration,
 }
 
 /// Heartbeat intervals a worker may miss before it counts as gone.
@@ -72,6 +83,8 @@ impl Default for WorkerConfig {
             shutdown_grace: Duration::from_secs(30),
             run: None,
             liveness_interval: Duration::from_secs(5),
+            prefetch: 0,
+            prefetch_ttl: Duration::from_secs(2),
         }
     }
 }
@@ -92,6 +105,9 @@ impl WorkerConfig {
             return Err(StoreError::Config(
                 "worker.poll_interval must be > 0".into(),
             ));
+        }
+        if self.prefetch_ttl.is_zero() {
+            return Err(StoreError::Config("worker.prefetch_ttl must be > 0".into()));
         }
         if self.liveness_interval.is_zero() {
             return Err(StoreError::Config(
@@ -179,6 +195,8 @@ pub(crate) struct Shared {
     pub(crate) completer: completer::Completer,
     /// Leases of the batches in flight, renewed by one heartbeat task.
     pub(crate) leases: Arc<heartbeat::Leases>,
+    /// Limiter units leased to this worker in chunks.
+    pub(crate) permits: limiter_pool::Pools,
     /// Stages whose limiter said "paused" or "circuit open", until when (ms).
     pub(crate) blocked: std::sync::Mutex<HashMap<String, i64>>,
     /// Turns true when the worker shuts down: calls without an outside call stop at once.
@@ -247,6 +265,7 @@ impl Worker {
             store: self.store.clone(),
             clock: self.clock.clone(),
             stats: self.stats.clone(),
+            permits: limiter_pool::Pools::default(),
             blocked: std::sync::Mutex::new(HashMap::new()),
             leases,
             stopping: tokio::sync::watch::Sender::new(false),
@@ -266,27 +285,46 @@ impl Worker {
         tracing::info!(worker = %self.config.name, stages = ?policies.iter().map(|p| &p.name).collect::<Vec<_>>(),
             concurrency = self.config.concurrency, run = ?self.config.run, backend = self.store.backend(), "worker started");
         let mut tasks: JoinSet<()> = JoinSet::new();
-        let mut held: HashMap<tokio::task::Id, (i64, Vec<i64>)> = HashMap::new();
+        let mut held: Held = HashMap::new();
+        let mut fetcher = fetcher::Fetcher::new(self.stages.clone(), &self.config);
         let mut shutdown = std::pin::pin!(shutdown);
-        let mut next_stage = 0;
         loop {
-            let full_claim = self
-                .claim_round(&shared, &mut tasks, &mut held, &mut next_stage)
-                .await;
-            let busy = tasks.len() >= self.config.concurrency;
+            for (token, ids) in fetcher.take_stale() {
+                tokio::spawn(give_back(shared.clone(), token, ids, "not started in time"));
+            }
+            let free = self.config.concurrency.saturating_sub(tasks.len());
+            for (unit, ahead) in fetcher.pop(free) {
+                let ids = unit.items.iter().map(|i| i.id).collect();
+                let token = unit.token;
+                let handle = tasks.spawn(batch::run(shared.clone(), unit));
+                held.insert(handle.id(), (token, ahead, ids));
+            }
+            fetcher.claim(&shared, tasks.len());
+            let stale_at = fetcher.next_stale_at();
+            let claiming = fetcher.claiming();
             tokio::select! {
                 biased;
                 _ = &mut shutdown => break,
                 Some(done) = tasks.join_next_with_id() => {
                     forget_task(&mut held, done);
-                    // Outcomes commit in groups; collect every slot they freed before claiming.
                     while let Some(done) = tasks.try_join_next_with_id() {
                         forget_task(&mut held, done);
                     }
                 }
-                _ = self.store.wait_for_work(self.config.poll_interval), if !busy && !full_claim => {}
-                _ = std::future::ready(()), if !busy && full_claim => {}
+                Some(claimed) = fetcher.next_claim(), if claiming => {
+                    fetcher.accept(&shared, claimed);
+                }
+                _ = tokio::time::sleep_until(stale_at.unwrap_or_else(tokio::time::Instant::now)), if stale_at.is_some() => {}
+                // Nothing to claim now (every stage came back short or is held back by its
+                // limiter, or no room): wait for new work, or poll.
+                _ = self.store.wait_for_work(self.config.poll_interval), if !claiming => {
+                    fetcher.wake();
+                }
             }
+        }
+        // Claims stop; what they brought and what still waits goes back uncounted.
+        for (token, ids) in fetcher.drain(&shared).await {
+            give_back(shared.clone(), token, ids, "worker stopping").await;
         }
         shared.stopping.send_replace(true);
         self.drain(&shared, tasks, held).await;
@@ -311,78 +349,9 @@ impl Worker {
         (shortest / 6).max(Duration::from_millis(20))
     }
 
-    /// Claims for free capacity, stage by stage; returns whether a claim came back full.
-    async fn claim_round(
-        &self,
-        shared: &Arc<Shared>,
-        tasks: &mut JoinSet<()>,
-        held: &mut HashMap<tokio::task::Id, (i64, Vec<i64>)>,
-        next_stage: &mut usize,
-    ) -> bool {
-        let mut full = false;
-        // Claim in batches: wait for a quarter of the slots to free up unless idle.
-        let min_free = (self.config.concurrency / 4).max(1);
-        for i in 0..self.stages.len() {
-            let stage = &self.stages[(*next_stage + i) % self.stages.len()];
-            let free = self.config.concurrency.saturating_sub(tasks.len());
-            if free == 0 || (free < min_free && !tasks.is_empty()) {
-                break;
-            }
-            let now = self.clock.now();
-            if shared
-                .blocked
-                .lock()
-                .expect("blocked map")
-                .get(&stage.policy.name)
-                .is_some_and(|t| *t > now)
-            {
-                continue;
-            }
-            let batch = stage.policy.batch_size;
-            let limit = ((free * batch) as i64).min(self.config.claim_batch).max(1);
-            let token = fastrand::i64(1..i64::MAX);
-            let params = ClaimParams {
-                stage: stage.policy.name.clone(),
-                limit,
-                worker: self.config.name.clone(),
-                lease_token: token,
-                lease_expires_at: now + stage.policy.lease.as_millis() as i64,
-                now,
-                run_id: self.config.run,
-            };
-            let items = match self.store.item_claim(&params).await {
-                Ok(items) => items,
-                Err(e) => {
-                    tracing::warn!(stage = %stage.policy.name, error = %e, "claim failed; will retry");
-                    continue;
-                }
-            };
-            full |= items.len() as i64 == limit;
-            self.stats
-                .claimed
-                .fetch_add(items.len() as u64, Ordering::Relaxed);
-            metrics::counter!("idempipe_claimed_total", "stage" => stage.policy.name.clone())
-                .increment(items.len() as u64);
-            let mut items = items.into_iter().peekable();
-            while items.peek().is_some() {
-                let chunk: Vec<_> = items.by_ref().take(batch).collect();
-                let ids = chunk.iter().map(|c| c.id).collect();
-                let handle = tasks.spawn(batch::run(shared.clone(), stage.clone(), token, chunk));
-                held.insert(handle.id(), (token, ids));
-            }
-        }
-        *next_stage = next_stage.wrapping_add(1);
-        full
-    }
-
     /// Waits for calls in flight (told to stop unless they started an outside call) within
     /// the grace period, then aborts and releases the rest.
-    async fn drain(
-        &self,
-        shared: &Arc<Shared>,
-        mut tasks: JoinSet<()>,
-        mut held: HashMap<tokio::task::Id, (i64, Vec<i64>)>,
-    ) {
+    async fn drain(&self, shared: &Arc<Shared>, mut tasks: JoinSet<()>, mut held: Held) {
         tracing::info!(in_flight = tasks.len(), grace = ?self.config.shutdown_grace, "shutting down: no new claims");
         let deadline = tokio::time::sleep(self.config.shutdown_grace);
         let mut deadline = std::pin::pin!(deadline);
@@ -400,23 +369,37 @@ impl Worker {
                 held.remove(&id);
             }
         }
-        for (token, ids) in held.into_values() {
-            match self.store.item_release(&ids, token, self.clock.now()).await {
-                Ok(n) => {
-                    shared.stats.released.fetch_add(n, Ordering::Relaxed);
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not release items; their leases will expire")
-                }
+        for (token, ahead, ids) in held.into_values() {
+            // A unit claimed ahead may have been aborted before or after its start.
+            for token in std::iter::once(token).chain(ahead) {
+                give_back(shared.clone(), token, ids.clone(), "aborted at shutdown").await;
             }
         }
     }
 }
 
-fn forget_task(
-    held: &mut HashMap<tokio::task::Id, (i64, Vec<i64>)>,
-    done: Result<(tokio::task::Id, ()), tokio::task::JoinError>,
-) {
+/// Units running, by task: (lease token, claim-ahead token, item ids), to give back at
+/// shutdown.
+type Held = HashMap<tokio::task::Id, (i64, Option<i64>, Vec<i64>)>;
+
+/// Gives items back without counting their attempt (fenced by `token`).
+async fn give_back(shared: Arc<Shared>, token: i64, ids: Vec<i64>, why: &'static str) {
+    match shared
+        .store
+        .item_release(&ids, token, shared.clock.now())
+        .await
+    {
+        Ok(n) => {
+            shared.stats.released.fetch_add(n, Ordering::Relaxed);
+            tracing::debug!(items = ?ids, released = n, why, "items given back");
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, items = ?ids, why, "could not give items back; their leases will expire")
+        }
+    }
+}
+
+fn forget_task(held: &mut Held, done: Result<(tokio::task::Id, ()), tokio::task::JoinError>) {
     match done {
         Ok((id, ())) => {
             held.remove(&id);

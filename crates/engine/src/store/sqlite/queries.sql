@@ -349,3 +349,18 @@ SELECT r.id,
     EXISTS (SELECT 1 FROM items i WHERE i.run_id = r.id AND i.claimed_at IS NOT NULL) AS started
 FROM runs r
 WHERE r.id IN (SELECT value FROM json_each($1)) AND r.status = 'running';
+
+-- name: item_start
+-- A prefetched item's handler starts: its lease moves from the claim-ahead token ($2,
+-- negative) to the attempt's token ($3) with a full lease ($4). Until then a lapsed lease
+-- gives it back without counting the attempt (item_unstarted_expired).
+UPDATE items SET lease_token = $3, lease_expires_at = $4
+WHERE id IN (SELECT value FROM json_each($1)) AND lease_token = $2 AND status = 'running'
+RETURNING id;
+
+-- name: item_unstarted_expired
+-- Prefetched items whose worker stopped before their handler started (a negative token
+-- marks them): item_release gives them back without counting the attempt.
+SELECT id, lease_token FROM items
+WHERE status = 'running' AND lease_expires_at <= $1 AND lease_token < 0
+ORDER BY lease_expires_at LIMIT $2;
