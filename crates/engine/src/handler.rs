@@ -7,9 +7,7 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use crate::clock::SharedClock;
 use crate::model::{NewItem, idempotency_key};
-use crate::store::SharedStore;
 
 /// How a failed attempt continues.
 #[derive(Debug, Clone, PartialEq)]
@@ -74,11 +72,11 @@ pub struct Job {
     pub budget_used: i64,
     pub(crate) lease_token: i64,
     pub(crate) spawns: Mutex<Vec<NewItem>>,
-    pub(crate) store: SharedStore,
-    pub(crate) clock: SharedClock,
     pub(crate) cancel: watch::Receiver<bool>,
     /// Set by [`Job::begin_external_call`]: such a call may finish during shutdown.
     pub(crate) external: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Writes the external-call marks of the worker's calls together.
+    pub(crate) marks: std::sync::Arc<crate::worker::Marks>,
 }
 
 impl Job {
@@ -97,9 +95,7 @@ impl Job {
     pub async fn begin_external_call(&self) -> Result<(), crate::error::StoreError> {
         self.external
             .store(true, std::sync::atomic::Ordering::SeqCst);
-        self.store
-            .item_mark_external(self.id, self.lease_token, self.clock.now())
-            .await
+        self.marks.mark(self.id, self.lease_token).await
     }
 
     /// Whether the engine asks the handler to stop (run cancelled or lease lost).

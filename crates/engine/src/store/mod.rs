@@ -351,6 +351,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Gives back prefetched items whose lease lapsed before their handler started (their
     /// worker died), without counting the attempt; returns how many.
     async fn item_return_unstarted(&self, now: Millis) -> StoreResult<u64>;
+    /// [`Store::item_mark_external`] for many `(item id, lease token)` attempts in one
+    /// statement; returns the ids marked (missing ones lost their lease).
+    async fn item_mark_external_many(
+        &self,
+        marks: &[(i64, i64)],
+        now: Millis,
+    ) -> StoreResult<Vec<i64>>;
 }
 
 /// Records one outcome; a lost lease becomes [`StoreError::LeaseLost`].

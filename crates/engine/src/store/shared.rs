@@ -1150,6 +1150,20 @@ macro_rules! impl_store {
                 }
                 Ok(returned)
             }
+
+            async fn item_mark_external_many(&self, marks: &[(i64, i64)], now: Millis) -> StoreResult<Vec<i64>> {
+                let param: Vec<Value> = marks.iter().map(|(id, token)| serde_json::json!({ "id": id, "token": token })).collect();
+                let query = sqlx::query_scalar(self.sql("item_mark_external_many"))
+                    .bind(Value::Array(param).to_string())
+                    .bind(now);
+                if SINGLE_STATEMENT_IS_ATOMIC {
+                    return Ok(query.fetch_all(&self.pool).await?);
+                }
+                let mut tx = self.begin_write().await?;
+                let marked: Vec<i64> = query.fetch_all(&mut *tx).await?;
+                tx.commit().await?;
+                Ok(marked)
+            }
         }
     };
 }

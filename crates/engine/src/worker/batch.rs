@@ -242,10 +242,9 @@ async fn call(
             budget_used: item.budget_used,
             lease_token: token,
             spawns: Mutex::new(Vec::new()),
-            store: shared.store.clone(),
-            clock: shared.clock.clone(),
             cancel: cancel.clone(),
             external: Arc::new(AtomicBool::new(false)),
+            marks: shared.marks.clone(),
         })
         .collect();
     let external: Vec<Arc<AtomicBool>> = jobs.iter().map(|j| j.external.clone()).collect();

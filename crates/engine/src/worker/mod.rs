@@ -26,6 +26,7 @@ mod completer;
 mod fetcher;
 mod heartbeat;
 mod limiter_pool;
+mod marks;
 mod permit;
 mod presence;
 
@@ -43,6 +44,7 @@ use crate::error::{StoreError, StoreResult};
 use crate::handler::{BatchHandler, Handler, Single};
 use crate::policy::StagePolicy;
 use crate::store::SharedStore;
+pub(crate) use marks::Marks;
 
 /// Worker settings.
 #[derive(Debug, Clone)]
@@ -197,6 +199,8 @@ pub(crate) struct Shared {
     pub(crate) leases: Arc<heartbeat::Leases>,
     /// Limiter units leased to this worker in chunks.
     pub(crate) permits: limiter_pool::Pools,
+    /// External-call marks, written together.
+    pub(crate) marks: Arc<Marks>,
     /// Stages whose limiter said "paused" or "circuit open", until when (ms).
     pub(crate) blocked: std::sync::Mutex<HashMap<String, i64>>,
     /// Turns true when the worker shuts down: calls without an outside call stop at once.
@@ -266,6 +270,7 @@ impl Worker {
             clock: self.clock.clone(),
             stats: self.stats.clone(),
             permits: limiter_pool::Pools::default(),
+            marks: Marks::start(self.store.clone(), self.clock.clone()),
             blocked: std::sync::Mutex::new(HashMap::new()),
             leases,
             stopping: tokio::sync::watch::Sender::new(false),

@@ -428,3 +428,11 @@ RETURNING id;
 SELECT id, lease_token FROM items
 WHERE status = 'running' AND lease_expires_at <= $1 AND lease_token < 0
 ORDER BY lease_expires_at LIMIT $2;
+
+-- name: item_mark_external_many
+-- item_mark_external for many attempts at once: $1 is a JSON array of {id, token}.
+-- Driven by the primary key (see item_heartbeat for the IS TRUE).
+UPDATE items SET external_call_at = $2
+FROM jsonb_to_recordset($1::jsonb) AS m(id bigint, token bigint)
+WHERE items.id = m.id AND items.lease_token = m.token AND (items.status = 'running') IS TRUE
+RETURNING items.id;

@@ -364,3 +364,10 @@ RETURNING id;
 SELECT id, lease_token FROM items
 WHERE status = 'running' AND lease_expires_at <= $1 AND lease_token < 0
 ORDER BY lease_expires_at LIMIT $2;
+
+-- name: item_mark_external_many
+-- item_mark_external for many attempts at once: $1 is a JSON array of {id, token}.
+UPDATE items SET external_call_at = $2
+FROM (SELECT value ->> 'id' AS id, value ->> 'token' AS token FROM json_each($1)) AS m
+WHERE items.id = m.id AND items.lease_token = m.token AND items.status = 'running'
+RETURNING items.id;
