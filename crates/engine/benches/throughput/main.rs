@@ -9,6 +9,9 @@
 //! - IDEMPIPE_BENCH_CONFIGS: comma-separated `[frames:]CONCURRENCYxCLAIM_BATCH[xPROCESSES]`
 //!   (default [`DEFAULT_CONFIGS`]); `frames:` runs the frame stage's shape (fan-in group,
 //!   limiter permit, external-call mark) instead of no-op items;
+//! - IDEMPIPE_BENCH_GRAPHILE=1: after each no-op PostgreSQL config, Graphile Worker (the
+//!   queue a user would pick instead) drains as many jobs with the same concurrency and
+//!   processes on the same PostgreSQL, and the ratio is printed (needs node and npm);
 //! - IDEMPIPE_TEST_PG: a PostgreSQL to use instead of the private cluster the bench starts
 //!   (initdb in a temporary directory, default settings, a port of its own).
 //!
@@ -22,6 +25,7 @@
 mod child;
 mod cluster;
 mod cpu;
+mod graphile;
 mod workload;
 
 use std::time::{Duration, Instant};
@@ -194,7 +198,8 @@ fn percentile(sorted: &[i64], p: f64) -> i64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-async fn one(backend: &str, pg: Option<&Postgres>, items: usize, c: Config) {
+/// Runs one config; returns its items/s.
+async fn one(backend: &str, pg: Option<&Postgres>, items: usize, c: Config) -> f64 {
     let tag = format!(
         "{}_{}_{}_{}",
         c.variant.name(),
@@ -293,6 +298,55 @@ async fn one(backend: &str, pg: Option<&Postgres>, items: usize, c: Config) {
     } else if let Some(pg) = pg {
         drop_schema(&pg.admin, &tag).await;
     }
+    rate
+}
+
+/// Graphile Worker with config `c`'s concurrency and processes on the same PostgreSQL, and
+/// idempipe's items/s (`ours`) as a ratio of its jobs/s.
+async fn graphile_side_by_side(pg: &Postgres, items: usize, c: Config, ours: f64) {
+    let schema = format!(
+        "gw_{}_{}_{}",
+        std::process::id(),
+        c.concurrency,
+        c.processes
+    );
+    let pg_cpu = async || pg.cpu_us(&pg.admin).await;
+    let g = graphile::run(
+        &pg.admin,
+        &schema,
+        items,
+        c.concurrency,
+        c.processes,
+        pg_cpu,
+    )
+    .await;
+    let total = g.node_us + g.pg_us.unwrap_or(0.0);
+    let show = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
+    println!(
+        "{:<9} {:<7} {:>5} {:>6} {:>6} {items:>8} {:>9.0} {:>8.1} {:>8} {:>8.1} {:>6} {:>6}   idempipe/graphile = {:.2}",
+        "graphile",
+        "noop",
+        c.processes,
+        c.concurrency,
+        "-",
+        g.jobs_per_s,
+        g.node_us,
+        show(g.pg_us),
+        total,
+        "-",
+        "-",
+        ours / g.jobs_per_s,
+    );
+    println!(
+        "{{\"backend\": \"graphile-worker\", \"processes\": {}, \"concurrency\": {}, \"items_per_s\": {:.0}, \"cpu_us_per_item\": {:.1}, \"worker_cpu_us_per_item\": {:.1}, \"pg_cpu_us_per_item\": {}, \"idempipe_ratio\": {:.2}}}",
+        c.processes,
+        c.concurrency,
+        g.jobs_per_s,
+        total,
+        g.node_us,
+        show(g.pg_us).replace('-', "null"),
+        ours / g.jobs_per_s,
+    );
 }
 
 /// Drops config `tag`'s PostgreSQL schema, so that runs leave nothing behind.
@@ -361,9 +415,15 @@ async fn main() {
         "p50ms",
         "p99ms"
     );
+    let graphile = std::env::var("IDEMPIPE_BENCH_GRAPHILE").is_ok_and(|v| v == "1");
     for backend in backends.split(',') {
         for &c in &configs {
-            one(backend, pg.as_ref(), items, c).await;
+            let ours = one(backend, pg.as_ref(), items, c).await;
+            if let Some(pg) = pg.as_ref().filter(|_| graphile && backend == "postgres")
+                && c.variant == Variant::Noop
+            {
+                graphile_side_by_side(pg, items, c, ours).await;
+            }
         }
     }
     println!("# load average after: {}", load());
