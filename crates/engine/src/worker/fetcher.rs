@@ -1,7 +1,8 @@
 //! The fetcher: claims in the background, ahead of the slots, into a local queue.
 //!
-//! Claims run as tasks while handlers run (at most [`MAX_CLAIMS_IN_FLIGHT`] at once), so a
-//! slot that frees finds its next unit already claimed. Two kinds of claim:
+//! Claims run as tasks while handlers run (one per stage at a time, at most
+//! [`MAX_CLAIMS_IN_FLIGHT`] at once), so a slot that frees finds its next unit already
+//! claimed. Two kinds of claim:
 //! - for free slots (slots neither running nor promised to a queued unit or a claim in
 //!   flight): the attempt counts from the claim, as it always did;
 //! - ahead of the slots, up to `prefetch` units: claimed under a negative lease token with
@@ -25,8 +26,12 @@ use tokio::time::Instant;
 use crate::store::{ClaimParams, ClaimedItem};
 use crate::worker::{Shared, Stage, WorkerConfig};
 
-/// Claims running at once (more would only split the same rows).
+/// Claims running at once, over all stages.
 const MAX_CLAIMS_IN_FLIGHT: usize = 2;
+
+/// Claims of one stage running at once: a second one would have to skip every row the
+/// first holds locked (PostgreSQL) or wait for it (SQLite), so it only adds work.
+const MAX_CLAIMS_PER_STAGE: usize = 1;
 
 /// A handler call's worth of claimed items.
 pub(crate) struct Unit {
@@ -178,7 +183,7 @@ impl Fetcher {
             let index = (self.next_stage + i) % self.stages.len();
             let name = &self.stages[index].policy.name;
             if !self.dry[index]
-                && self.claiming_stage[index] < MAX_CLAIMS_IN_FLIGHT
+                && self.claiming_stage[index] < MAX_CLAIMS_PER_STAGE
                 && blocked.get(name).is_none_or(|t| *t <= now)
             {
                 self.next_stage = index + 1;
