@@ -197,7 +197,11 @@ async fn counters_match_items_through_a_kill_storm(db: TestDb) {
         );
         rescued += history
             .iter()
-            .filter(|a| a.error.as_ref().is_some_and(|e| e["kind"] == "lease_expired"))
+            .filter(|a| {
+                a.error
+                    .as_ref()
+                    .is_some_and(|e| e["kind"] == "lease_expired")
+            })
             .count();
     }
     assert!(rescued > 0, "no kill landed on an attempt in flight");

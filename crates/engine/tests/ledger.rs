@@ -91,7 +91,10 @@ async fn effects(db: &TestDb, store: &dyn Store, run: i64, ids: &[i64]) -> Value
 async fn success_is_history_without_a_row(db: TestDb) {
     let store = db.store().await;
     let (run, token, claimed) = fan_in_run(&*store).await;
-    let outcomes = vec![completed(&claimed[0], token, vec![]), failed(&claimed[1], token)];
+    let outcomes = vec![
+        completed(&claimed[0], token, vec![]),
+        failed(&claimed[1], token),
+    ];
     assert_eq!(
         store.item_record(&outcomes, 3_000).await.unwrap(),
         [true, true]
@@ -102,7 +105,13 @@ async fn success_is_history_without_a_row(db: TestDb) {
     assert_eq!(history.len(), 1, "{history:?}");
     let a = &history[0];
     assert_eq!(
-        (a.attempt, a.started_at, a.ended_at, a.outcome.as_str(), a.worker.as_deref()),
+        (
+            a.attempt,
+            a.started_at,
+            a.ended_at,
+            a.outcome.as_str(),
+            a.worker.as_deref()
+        ),
         (1, 2_000, 3_000, "completed", Some("test"))
     );
     assert_eq!(a.error, None);
@@ -298,13 +307,22 @@ async fn postgres_flush_retried_after_a_dropped_connection_applies_once() {
         assert_eq!(retried, [true; 4], "{what}");
         let after_retry = effects(&db, &*direct, run, &ids).await;
         // A second retry changes nothing more.
+        assert_eq!(direct.item_record(&batch, 4_000).await.unwrap(), [true; 4]);
         assert_eq!(
-            direct.item_record(&batch, 4_000).await.unwrap(),
-            [true; 4]
+            effects(&db, &*direct, run, &ids).await,
+            after_retry,
+            "{what}"
         );
-        assert_eq!(effects(&db, &*direct, run, &ids).await, after_retry, "{what}");
-        assert_eq!(ledger::stored_attempts(&db, claimed[2].id).await, 1, "{what}");
-        assert_eq!(ledger::stored_attempts(&db, claimed[0].id).await, 0, "{what}");
+        assert_eq!(
+            ledger::stored_attempts(&db, claimed[2].id).await,
+            1,
+            "{what}"
+        );
+        assert_eq!(
+            ledger::stored_attempts(&db, claimed[0].id).await,
+            0,
+            "{what}"
+        );
         assert_eq!(
             direct.item_get(run, "w", "g").await.unwrap().waiting_on,
             1,

@@ -66,7 +66,11 @@ mod tests {
         // Only SQLite counts claims and outcomes with statements of their own (PostgreSQL
         // with statement triggers).
         let mut sqlite = sqlite.names();
-        for name in ["item_claim_count", "stage_counts_add", "stage_completions_add"] {
+        for name in [
+            "item_claim_count",
+            "stage_counts_add",
+            "stage_completions_add",
+        ] {
             assert!(sqlite.remove(name), "{name}");
         }
         assert_eq!(sqlite, pg);

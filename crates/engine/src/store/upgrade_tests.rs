@@ -73,7 +73,9 @@ async fn upgraded_database_reads_its_history(db: idempipe_testkit::TestDb) {
         pool.close().await;
     }
 
-    let store = crate::connect(&db.url).await.expect("migrate from version 3");
+    let store = crate::connect(&db.url)
+        .await
+        .expect("migrate from version 3");
     let history = |id: i64| {
         let store = store.clone();
         async move {

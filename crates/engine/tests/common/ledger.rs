@@ -89,7 +89,10 @@ fn into_snapshot(mut maps: Vec<Counts>) -> Snapshot {
 /// Asserts that the counters agree with the items in one snapshot of `run`.
 pub async fn assert_counters_match(db: &TestDb, run: i64, when: &str) -> Snapshot {
     let s = snapshot(db, run).await;
-    assert_eq!(s.counters, s.items, "stage_counts vs GROUP BY over items ({when})");
+    assert_eq!(
+        s.counters, s.items,
+        "stage_counts vs GROUP BY over items ({when})"
+    );
     assert_eq!(
         s.completion_counters, s.completed_by_second,
         "stage_completions vs completed items per second ({when})"

@@ -211,7 +211,11 @@ fn bind_ids<'q>(query: Query<'q>, ids: &[i64]) -> Query<'q> {
 
 /// `item_record`'s parameters: one array per column (id, token, status, result, error,
 /// next_at; JSON as text, SQL NULL for JSON null), then now.
-fn bind_outcomes<'q>(query: Query<'q>, outcomes: &[crate::store::Outcome], now: Millis) -> Query<'q> {
+fn bind_outcomes<'q>(
+    query: Query<'q>,
+    outcomes: &[crate::store::Outcome],
+    now: Millis,
+) -> Query<'q> {
     use crate::store::OutcomeKind;
     let n = outcomes.len();
     let mut ids = Vec::with_capacity(n);
@@ -226,7 +230,9 @@ fn bind_outcomes<'q>(query: Query<'q>, outcomes: &[crate::store::Outcome], now: 
         tokens.push(o.lease_token);
         let (status, result, error, next) = match &o.kind {
             OutcomeKind::Completed(result) => ("completed", text(result), None, None),
-            OutcomeKind::Failed { error, retry_at } => ("failed", None, text(error), Some(*retry_at)),
+            OutcomeKind::Failed { error, retry_at } => {
+                ("failed", None, text(error), Some(*retry_at))
+            }
             OutcomeKind::Dead(error) => ("dead", None, text(error), None),
         };
         statuses.push(status);

@@ -130,7 +130,11 @@ fn bind_ids<'q>(query: Query<'q>, ids: &[i64]) -> Query<'q> {
 }
 
 /// `item_record`'s parameters: the outcomes as one JSON array, then now.
-fn bind_outcomes<'q>(query: Query<'q>, outcomes: &[crate::store::Outcome], now: Millis) -> Query<'q> {
+fn bind_outcomes<'q>(
+    query: Query<'q>,
+    outcomes: &[crate::store::Outcome],
+    now: Millis,
+) -> Query<'q> {
     query
         .bind(crate::store::shared::record_param(outcomes))
         .bind(now)
