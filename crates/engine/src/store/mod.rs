@@ -10,6 +10,8 @@ pub mod postgres;
 mod queries;
 pub(crate) mod shared;
 pub mod sqlite;
+#[cfg(test)]
+mod upgrade_tests;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -235,7 +237,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         now: Millis,
     ) -> StoreResult<()>;
     /// Records outcomes; each is fenced by its lease token. Returns, per outcome, whether
-    /// it was recorded (false: the lease was lost and nothing was written for it).
+    /// it is recorded (false: the lease was lost and nothing was written for it). Retrying
+    /// a call whose commit happened although the caller saw an error (a dropped
+    /// connection) writes nothing again and reports those outcomes as recorded.
     async fn item_record(&self, outcomes: &[Outcome], now: Millis) -> StoreResult<Vec<bool>>;
     /// Gives held items back without an outcome (graceful shutdown). Attempts that had not
     /// started an outside call do not count.

@@ -63,8 +63,18 @@ mod tests {
         // outcomes with their fan-in in one statement.
         assert!(pg.remove("notify"));
         assert!(pg.remove("item_record_all"));
-        assert_eq!(sqlite.names(), pg);
-        assert!(sqlite.names().len() > 30);
+        // Only SQLite counts claims and outcomes with statements of their own (PostgreSQL
+        // with statement triggers).
+        let mut sqlite = sqlite.names();
+        for name in [
+            "item_claim_count",
+            "stage_counts_add",
+            "stage_completions_add",
+        ] {
+            assert!(sqlite.remove(name), "{name}");
+        }
+        assert_eq!(sqlite, pg);
+        assert!(sqlite.len() > 30);
     }
 
     #[test]

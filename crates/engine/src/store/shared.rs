@@ -170,6 +170,8 @@ macro_rules! impl_store {
         };
 
         type Tx = sqlx::Transaction<'static, $db>;
+        /// A statement with its parameters, before it runs.
+        type Query<'q> = sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments>;
 
         impl $store {
             fn sql(&self, name: &str) -> &'static str {
@@ -326,6 +328,49 @@ macro_rules! impl_store {
                 Ok(())
             }
 
+            /// Where the backend counts recorded outcomes itself (SQLite), adds the batch's
+            /// changes to the counters: each row (item_record's, with the stage last) left
+            /// `running` for its status, and completed ones completed now.
+            async fn count_recorded_tx(
+                &self,
+                tx: &mut Tx,
+                rows: &[<$db as sqlx::Database>::Row],
+                now: Millis,
+            ) -> StoreResult<()> {
+                let mut counts: HashMap<(i64, String, String), i64> = HashMap::new();
+                let mut completions: HashMap<(i64, String), i64> = HashMap::new();
+                for row in rows {
+                    let run_id: i64 = row.try_get(1)?;
+                    let status: String = row.try_get(8)?;
+                    let stage: String = row.try_get(9)?;
+                    *counts.entry((run_id, stage.clone(), "running".into())).or_default() -= 1;
+                    if status == "completed" {
+                        *completions.entry((run_id, stage.clone())).or_default() += 1;
+                    }
+                    *counts.entry((run_id, stage, status)).or_default() += 1;
+                }
+                let counts: Vec<Value> = counts
+                    .into_iter()
+                    .map(|((run_id, stage, status), n)| serde_json::json!([run_id, stage, status, n]))
+                    .collect();
+                sqlx::query(self.sql("stage_counts_add"))
+                    .bind(Value::Array(counts).to_string())
+                    .execute(&mut **tx)
+                    .await?;
+                if !completions.is_empty() {
+                    let second = now / 1000;
+                    let completions: Vec<Value> = completions
+                        .into_iter()
+                        .map(|((run_id, stage), n)| serde_json::json!([run_id, stage, second, n]))
+                        .collect();
+                    sqlx::query(self.sql("stage_completions_add"))
+                        .bind(Value::Array(completions).to_string())
+                        .execute(&mut **tx)
+                        .await?;
+                }
+                Ok(())
+            }
+
             fn recorded(row: &<$db as sqlx::Database>::Row) -> StoreResult<Recorded> {
                 Ok(Recorded {
                     id: row.try_get(0)?,
@@ -385,6 +430,29 @@ macro_rules! impl_store {
                     created_at: row.try_get(14)?,
                     completed_at: row.try_get(15)?,
                 })
+            }
+
+            /// Per outcome, whether it is recorded: written by this call (`done`), or by an
+            /// earlier call for the same attempt whose commit happened although its caller
+            /// saw an error (a dropped connection): a retried flush finds its own commit.
+            async fn recorded_flags(
+                &self,
+                outcomes: &[Outcome],
+                mut done: std::collections::HashSet<i64>,
+            ) -> StoreResult<Vec<bool>> {
+                let missing: Vec<Value> = outcomes
+                    .iter()
+                    .filter(|o| !done.contains(&o.item_id))
+                    .map(|o| serde_json::json!({ "id": o.item_id, "token": o.lease_token }))
+                    .collect();
+                if !missing.is_empty() {
+                    let before: Vec<i64> = sqlx::query_scalar(self.sql("item_recorded_before"))
+                        .bind(Value::Array(missing).to_string())
+                        .fetch_all(&self.pool)
+                        .await?;
+                    done.extend(before);
+                }
+                Ok(outcomes.iter().map(|o| done.contains(&o.item_id)).collect())
             }
 
             fn limiter_row(row: &<$db as sqlx::Database>::Row) -> StoreResult<LimiterState> {
@@ -616,21 +684,26 @@ macro_rules! impl_store {
             }
 
             async fn item_claim(&self, p: &ClaimParams) -> StoreResult<Vec<ClaimedItem>> {
-                let query = sqlx::query(self.sql("item_claim"))
-                    .bind(&p.stage)
-                    .bind(p.now)
-                    .bind(p.limit)
-                    .bind(p.lease_token)
-                    .bind(p.lease_expires_at)
-                    .bind(&p.worker)
-                    .bind(p.run_id);
+                let claim = |name: &str| {
+                    sqlx::query(self.sql(name))
+                        .bind(p.stage.clone())
+                        .bind(p.now)
+                        .bind(p.limit)
+                        .bind(p.lease_token)
+                        .bind(p.lease_expires_at)
+                        .bind(p.worker.clone())
+                        .bind(p.run_id)
+                };
                 // The claim is one statement; where the backend makes a single statement
                 // atomic on its own, it skips the BEGIN/COMMIT round trips.
                 let rows = if SINGLE_STATEMENT_IS_ATOMIC {
-                    query.fetch_all(&self.pool).await?
+                    claim("item_claim").fetch_all(&self.pool).await?
                 } else {
                     let mut tx = self.begin_write().await?;
-                    let rows = query.fetch_all(&mut *tx).await?;
+                    if QUERIES.find("item_claim_count").is_some() {
+                        claim("item_claim_count").execute(&mut *tx).await?;
+                    }
+                    let rows = claim("item_claim").fetch_all(&mut *tx).await?;
                     tx.commit().await?;
                     rows
                 };
@@ -651,17 +724,18 @@ macro_rules! impl_store {
             }
 
             async fn item_heartbeat(&self, ids: &[i64], lease_token: i64, lease_expires_at: Millis) -> StoreResult<Vec<i64>> {
-                let query = sqlx::query_scalar(self.sql("item_heartbeat"))
-                    .bind(shared::json_array(ids))
+                let query: Query<'_> = bind_ids(sqlx::query(self.sql("item_heartbeat")), ids)
                     .bind(lease_token)
                     .bind(lease_expires_at);
-                if SINGLE_STATEMENT_IS_ATOMIC {
-                    return Ok(query.fetch_all(&self.pool).await?);
-                }
-                let mut tx = self.begin_write().await?;
-                let held: Vec<i64> = query.fetch_all(&mut *tx).await?;
-                tx.commit().await?;
-                Ok(held)
+                let rows = if SINGLE_STATEMENT_IS_ATOMIC {
+                    query.fetch_all(&self.pool).await?
+                } else {
+                    let mut tx = self.begin_write().await?;
+                    let rows = query.fetch_all(&mut *tx).await?;
+                    tx.commit().await?;
+                    rows
+                };
+                rows.iter().map(|row| Ok(row.try_get::<i64, _>(0)?)).collect()
             }
 
             async fn item_mark_external(&self, item_id: i64, lease_token: i64, now: Millis) -> StoreResult<()> {
@@ -684,9 +758,7 @@ macro_rules! impl_store {
                 if let Some(sql) = QUERIES.find("item_record_all")
                     && outcomes.iter().all(|o| o.spawns.is_empty())
                 {
-                    let rows = sqlx::query(sql)
-                        .bind(shared::record_param(outcomes))
-                        .bind(now)
+                    let rows = bind_outcomes(sqlx::query(sql), outcomes, now)
                         .fetch_all(&self.pool)
                         .await?;
                     let mut woken: i64 = 0;
@@ -701,20 +773,27 @@ macro_rules! impl_store {
                         }
                         self.local_wake.notify_waiters();
                     }
-                    return Ok(outcomes.iter().map(|o| done.contains(&o.item_id)).collect());
+                    return self.recorded_flags(outcomes, done).await;
                 }
                 let mut tx = self.begin_write().await?;
-                let rows = sqlx::query(self.sql("item_record"))
-                    .bind(shared::record_param(outcomes))
-                    .bind(now)
+                let rows = bind_outcomes(sqlx::query(self.sql("item_record")), outcomes, now)
                     .fetch_all(&mut *tx)
                     .await?;
                 let recorded: Vec<Recorded> = rows.iter().map(Self::recorded).collect::<StoreResult<_>>()?;
+                if !recorded.is_empty() && QUERIES.find("stage_counts_add").is_some() {
+                    self.count_recorded_tx(&mut tx, &rows, now).await?;
+                }
                 let by_id: HashMap<i64, &Outcome> = outcomes.iter().map(|o| (o.item_id, o)).collect();
-                let attempts = shared::attempts_param(
-                    recorded.iter().map(|r| (r, by_id.get(&r.id).and_then(|o| shared::outcome_error(&o.kind)))),
-                );
-                sqlx::query(self.sql("attempt_insert_many")).bind(attempts).bind(now).execute(&mut *tx).await?;
+                // A success writes no attempt row: its item row is its history.
+                let failures: Vec<(&Recorded, Option<&Value>)> = recorded
+                    .iter()
+                    .filter(|r| r.status != "completed")
+                    .map(|r| (r, by_id.get(&r.id).and_then(|o| shared::outcome_error(&o.kind))))
+                    .collect();
+                if !failures.is_empty() {
+                    let attempts = shared::attempts_param(failures.into_iter());
+                    sqlx::query(self.sql("attempt_insert_many")).bind(attempts).bind(now).execute(&mut *tx).await?;
+                }
                 let mut wake = false;
                 for row in recorded.iter().filter(|r| r.status == "completed") {
                     self.release_dependents_tx(&mut tx, row).await?;
@@ -732,13 +811,12 @@ macro_rules! impl_store {
                     self.local_wake.notify_waiters();
                 }
                 let done: std::collections::HashSet<i64> = recorded.iter().map(|r| r.id).collect();
-                Ok(outcomes.iter().map(|o| done.contains(&o.item_id)).collect())
+                self.recorded_flags(outcomes, done).await
             }
 
             async fn item_release(&self, ids: &[i64], lease_token: i64, now: Millis) -> StoreResult<u64> {
                 let mut tx = self.begin_write().await?;
-                let n = sqlx::query(self.sql("item_release"))
-                    .bind(shared::json_array(ids))
+                let n = bind_ids(sqlx::query(self.sql("item_release")), ids)
                     .bind(lease_token)
                     .bind(now)
                     .execute(&mut *tx)
@@ -750,8 +828,7 @@ macro_rules! impl_store {
             }
 
             async fn item_defer(&self, ids: &[i64], lease_token: i64, until: Millis, now: Millis) -> StoreResult<u64> {
-                let done = sqlx::query(self.sql("item_defer"))
-                    .bind(shared::json_array(ids))
+                let done = bind_ids(sqlx::query(self.sql("item_defer")), ids)
                     .bind(lease_token)
                     .bind(until)
                     .bind(now)
@@ -854,6 +931,11 @@ macro_rules! impl_store {
                     .execute(&mut *tx)
                     .await?
                     .rows_affected();
+                sqlx::query(self.sql("attempt_keep_completed"))
+                    .bind(run_id)
+                    .bind(&stages)
+                    .execute(&mut *tx)
+                    .await?;
                 let reopened = sqlx::query(self.sql("item_redo_completed"))
                     .bind(run_id)
                     .bind(&stages)

@@ -39,6 +39,11 @@ pub(crate) static MIGRATIONS: &[Migration] = &[
         name: "progress",
         sql: include_str!("migrations/0003_progress.sql"),
     },
+    Migration {
+        version: 4,
+        name: "lean",
+        sql: include_str!("migrations/0004_lean.sql"),
+    },
 ];
 
 /// The NOTIFY channel (also in queries.sql `notify`).
@@ -66,8 +71,11 @@ impl PgStore {
     pub async fn connect(url: &str) -> Result<Self, crate::error::StoreError> {
         let options = PgConnectOptions::from_str(url)?;
         probe(&options).await?;
+        // No ping before each use: a round trip per statement; a connection that broke
+        // fails its statement, and the pool replaces it.
         let pool = PgPoolOptions::new()
             .max_connections(POOL_SIZE)
+            .test_before_acquire(false)
             .connect_with(options)
             .await?;
         let local_wake = Arc::new(Notify::new());
@@ -194,6 +202,52 @@ fn spawn_listener(pool: PgPool, wake: Arc<Notify>) {
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         }
     });
+}
+
+/// Ids as one `bigint[]` parameter, joined on the primary key with `unnest`.
+fn bind_ids<'q>(query: Query<'q>, ids: &[i64]) -> Query<'q> {
+    query.bind(ids.to_vec())
+}
+
+/// `item_record`'s parameters: one array per column (id, token, status, result, error,
+/// next_at; JSON as text, SQL NULL for JSON null), then now.
+fn bind_outcomes<'q>(
+    query: Query<'q>,
+    outcomes: &[crate::store::Outcome],
+    now: Millis,
+) -> Query<'q> {
+    use crate::store::OutcomeKind;
+    let n = outcomes.len();
+    let mut ids = Vec::with_capacity(n);
+    let mut tokens = Vec::with_capacity(n);
+    let mut statuses: Vec<&'static str> = Vec::with_capacity(n);
+    let mut results: Vec<Option<String>> = Vec::with_capacity(n);
+    let mut errors: Vec<Option<String>> = Vec::with_capacity(n);
+    let mut next_at: Vec<Option<i64>> = Vec::with_capacity(n);
+    let text = |v: &serde_json::Value| (!v.is_null()).then(|| v.to_string());
+    for o in outcomes {
+        ids.push(o.item_id);
+        tokens.push(o.lease_token);
+        let (status, result, error, next) = match &o.kind {
+            OutcomeKind::Completed(result) => ("completed", text(result), None, None),
+            OutcomeKind::Failed { error, retry_at } => {
+                ("failed", None, text(error), Some(*retry_at))
+            }
+            OutcomeKind::Dead(error) => ("dead", None, text(error), None),
+        };
+        statuses.push(status);
+        results.push(result);
+        errors.push(error);
+        next_at.push(next);
+    }
+    query
+        .bind(ids)
+        .bind(tokens)
+        .bind(statuses)
+        .bind(results)
+        .bind(errors)
+        .bind(next_at)
+        .bind(now)
 }
 
 impl_store!(PgStore, Postgres);

@@ -2,12 +2,16 @@
 //! are leased, with or without statistics, as custom and as generic (prepared) plans.
 
 use serde_json::json;
-use sqlx::{Executor, PgPool};
+use sqlx::{Executor, PgPool, Row};
 
 use super::QUERIES;
+use crate::store::{Outcome, OutcomeKind};
 
 /// Leased items in the test table: as many as many workers with large batches hold.
 const LEASED: i64 = 10_000;
+/// Rows in the test table. On a table of a few pages a sequential scan is cheaper than
+/// 512 index probes, and the planner rightly takes it; this is a table where it is not.
+const ROWS: i64 = 100_000;
 
 async fn leased_table(db: &idempipe_testkit::TestDb) -> PgPool {
     crate::connect(&db.url).await.expect("migrate");
@@ -19,51 +23,114 @@ async fn leased_table(db: &idempipe_testkit::TestDb) -> PgPool {
          UPDATE items SET status = 'running', lease_token = 7, lease_expires_at = 100000, attempts = 1
              WHERE id <= {LEASED};
          UPDATE items SET status = 'completed', completed_at = 1 WHERE id > {LEASED} + 5000;",
-        n = 2 * LEASED
+        n = ROWS
     )))
     .await
     .unwrap();
     pool
 }
 
-/// The plan (text) of statement `name` with `binds` (jsonb, then bigints).
+/// The plan (text) of statement `name` as `bind` fills its parameters.
 async fn plan(
     pool: &PgPool,
     mode: &str,
     name: &str,
-    first: serde_json::Value,
-    rest: &[i64],
+    bind: impl FnOnce(super::Query<'static>) -> super::Query<'static>,
 ) -> String {
     let mut conn = pool.acquire().await.unwrap();
     conn.execute(sqlx::AssertSqlSafe(format!("SET plan_cache_mode = {mode}")))
         .await
         .unwrap();
     let sql = format!("EXPLAIN {}", QUERIES.get(name));
-    let mut query =
-        sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql)).bind(first.to_string());
-    for v in rest {
-        query = query.bind(*v);
-    }
-    query.fetch_all(&mut *conn).await.unwrap().join("\n")
+    let rows = bind(sqlx::query(sqlx::AssertSqlSafe(sql)))
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+    rows.iter()
+        .map(|r| r.get::<String, _>(0))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 async fn assert_pkey(pool: &PgPool, when: &str) {
-    let ids: Vec<i64> = (1..=64).map(|i| i * 100).collect();
-    let outcomes: Vec<_> = ids
+    let ids: Vec<i64> = (1..=512).map(|i| i * 19).collect();
+    let outcomes: Vec<Outcome> = ids
         .iter()
-        .map(|id| json!({ "id": id, "token": 7, "status": "completed" }))
+        .map(|&item_id| Outcome {
+            item_id,
+            lease_token: 7,
+            kind: if item_id % 3 == 0 {
+                OutcomeKind::Failed {
+                    error: json!({ "kind": "x" }),
+                    retry_at: 9,
+                }
+            } else {
+                OutcomeKind::Completed(json!({ "ok": true }))
+            },
+            spawns: Vec::new(),
+        })
         .collect();
     for mode in ["force_custom_plan", "force_generic_plan"] {
-        for (name, first, rest) in [
-            ("item_record_all", json!(outcomes), &[5i64][..]),
-            ("item_record", json!(outcomes), &[5][..]),
-            ("item_heartbeat", json!(ids), &[7, 200_000][..]),
-            ("item_release", json!(ids), &[7, 5][..]),
-        ] {
-            let plan = plan(pool, mode, name, first, rest).await;
+        let plans = [
+            (
+                "item_record_all",
+                plan(pool, mode, "item_record_all", |q| {
+                    super::bind_outcomes(q, &outcomes, 5)
+                })
+                .await,
+            ),
+            (
+                "item_record",
+                plan(pool, mode, "item_record", |q| {
+                    super::bind_outcomes(q, &outcomes, 5)
+                })
+                .await,
+            ),
+            (
+                "item_heartbeat",
+                plan(pool, mode, "item_heartbeat", |q| {
+                    super::bind_ids(q, &ids).bind(7i64).bind(200_000i64)
+                })
+                .await,
+            ),
+            (
+                "item_release",
+                plan(pool, mode, "item_release", |q| {
+                    super::bind_ids(q, &ids).bind(7i64).bind(5i64)
+                })
+                .await,
+            ),
+            (
+                "item_defer",
+                plan(pool, mode, "item_defer", |q| {
+                    super::bind_ids(q, &ids).bind(7i64).bind(9i64).bind(5i64)
+                })
+                .await,
+            ),
+        ];
+        // The claim reads due items through their partial index, not the leased ones.
+        let claim = plan(pool, mode, "item_claim", |q| {
+            q.bind("s")
+                .bind(5i64)
+                .bind(512i64)
+                .bind(8i64)
+                .bind(30_005i64)
+                .bind("w")
+                .bind(None::<i64>)
+        })
+        .await;
+        assert!(
+            claim.contains("items_due") && !claim.contains("Seq Scan on items"),
+            "item_claim ({mode}, {when}) must read the due index with {LEASED} leased: {claim}"
+        );
+        for (name, plan) in plans {
             assert!(
                 plan.contains("items_pkey") && !plan.contains("items_leased"),
                 "{name} ({mode}, {when}) must find its items by primary key with {LEASED} leased: {plan}"
+            );
+            assert!(
+                !plan.contains("Seq Scan on items"),
+                "{name} ({mode}, {when}) must not read the whole table: {plan}"
             );
         }
     }

@@ -48,12 +48,13 @@ DELETE FROM stage_pauses WHERE run_id = $1 AND stage = $2;
 -- name: run_ready_to_finish
 -- Runs still marked running where nothing can make progress: every item is final, or
 -- waits for an input that is dead. dead > 0 means the run failed (a retry reopens it).
-SELECT r.id, (SELECT count(*) FROM items d WHERE d.run_id = r.id AND d.status = 'dead') AS dead
+-- Read from the counters (`pending` there means pending and not waiting).
+SELECT r.id,
+       COALESCE((SELECT sum(c.n) FROM stage_counts c WHERE c.run_id = r.id AND c.status = 'dead'), 0)::bigint
 FROM runs r
 WHERE r.status = 'running' AND NOT r.paused
-  AND NOT EXISTS (SELECT 1 FROM items i WHERE i.run_id = r.id
-                  AND (i.status IN ('running', 'failed', 'unknown')
-                       OR (i.status = 'pending' AND i.waiting_on = 0)));
+  AND COALESCE((SELECT sum(c.n) FROM stage_counts c WHERE c.run_id = r.id
+                AND c.status IN ('running', 'failed', 'unknown', 'pending')), 0) = 0;
 
 -- name: run_finish
 UPDATE runs SET status = $2, finished_at = $3 WHERE id = $1 AND status = 'running';
@@ -108,42 +109,49 @@ WITH picked AS (
       AND i.next_attempt_at <= $2
       -- $7: the one run this worker serves, or NULL for every run.
       AND ($7::bigint IS NULL OR i.run_id = $7)
-      AND EXISTS (SELECT 1 FROM runs r WHERE r.id = i.run_id AND r.status = 'running' AND NOT r.paused)
+      -- Runs that are not running or are paused, as one hashed set per statement: a
+      -- correlated EXISTS over runs made the planner (once items had statistics and runs
+      -- had none) expect a handful of matches and sort a scan of the whole table instead
+      -- of reading items_due in order. Every item's run exists (foreign key).
+      AND i.run_id NOT IN (SELECT r.id FROM runs r WHERE r.status <> 'running' OR r.paused)
       AND NOT EXISTS (SELECT 1 FROM stage_pauses p WHERE p.run_id = i.run_id AND p.stage = i.stage)
     ORDER BY i.next_attempt_at, i.id
     LIMIT $3
     FOR UPDATE OF i SKIP LOCKED)
 UPDATE items SET status = 'running', attempts = items.attempts + 1, lease_token = $4,
-    lease_expires_at = $5, worker = $6, claimed_at = $2, external_call_at = NULL, updated_at = $2
+    lease_expires_at = $5, worker = $6, claimed_at = $2, external_call_at = NULL,
+    last_token = NULL, updated_at = $2
 FROM picked WHERE items.id = picked.id
 RETURNING items.id, items.run_id, items.key, items.payload::text, items.attempts, items.retry_base;
 
 -- name: item_heartbeat
--- `(status = 'running') IS TRUE` (status is NOT NULL, so the same test) keeps the planner
--- on the primary key: a plain `status = 'running'` matches the items_leased partial index,
--- and the plan then reads every running item (as many as all workers hold).
+-- $1: the ids (bigint[]), joined on the primary key. Fenced writes test the lease token
+-- alone: the CHECK items_token_while_running makes it imply `status = 'running'`, and a
+-- status predicate would let the planner use the items_leased partial index (reading
+-- every running item, as many as all workers hold) or misjudge how many rows match.
 UPDATE items SET lease_expires_at = $3
-WHERE id IN (SELECT jsonb_array_elements_text($1::jsonb)::bigint) AND lease_token = $2
-  AND (status = 'running') IS TRUE
-RETURNING id;
+FROM unnest($1::bigint[]) AS h(id)
+WHERE items.id = h.id AND items.lease_token = $2
+RETURNING items.id;
 
 -- name: item_mark_external
-UPDATE items SET external_call_at = $3 WHERE id = $1 AND lease_token = $2 AND status = 'running';
+UPDATE items SET external_call_at = $3 WHERE id = $1 AND lease_token = $2;
 
 -- name: item_record
--- $1: JSON array of {id, token, status, result?, error?, next_at?}; fenced by the lease token.
--- Driven by the primary key (see item_heartbeat for the IS TRUE).
+-- $1..$6: parallel arrays (id, token, status, result, error, next_at), one element per
+-- outcome; $7: now. Fenced by the lease token, driven by the primary key (see
+-- item_heartbeat). last_token remembers whose outcome this is.
 UPDATE items SET status = o.status,
     result = o.result,
     last_error = COALESCE(o.error, items.last_error),
     next_attempt_at = COALESCE(o.next_at, items.next_attempt_at),
-    completed_at = CASE WHEN o.status = 'completed' THEN $2::bigint END,
-    lease_token = NULL, lease_expires_at = NULL, updated_at = $2
-FROM jsonb_to_recordset($1::jsonb)
-     AS o(id bigint, token bigint, status text, result jsonb, error jsonb, next_at bigint)
-WHERE items.id = o.id AND items.lease_token = o.token AND (items.status = 'running') IS TRUE
+    completed_at = CASE WHEN o.status = 'completed' THEN $7::bigint END,
+    lease_token = NULL, lease_expires_at = NULL, last_token = o.token, updated_at = $7
+FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[]::jsonb[], $5::text[]::jsonb[],
+            $6::bigint[]) AS o(id, token, status, result, error, next_at)
+WHERE items.id = o.id AND items.lease_token = o.token
 RETURNING items.id, items.run_id, items.attempts, items.worker, items.claimed_at,
-    items.external_call_at, items.group_name, items.has_waiters, items.status;
+    items.external_call_at, items.group_name, items.has_waiters, items.status, items.stage;
 
 -- name: item_rescue
 -- As item_record, but only for leases that really expired (a heartbeat may have won).
@@ -159,7 +167,8 @@ RETURNING items.id, items.run_id, items.attempts, items.worker, items.claimed_at
     items.external_call_at, items.group_name, items.has_waiters, items.status;
 
 -- name: attempt_insert_many
-INSERT INTO attempts (item_id, run_id, attempt, worker, started_at, ended_at, external_call_at, outcome, error)
+-- Failed, dead and rescued attempts only: a success is read from its item row.
+INSERT INTO attempt_log (item_id, run_id, attempt, worker, started_at, ended_at, external_call_at, outcome, error)
 SELECT a.item_id, a.run_id, a.attempt, a.worker, a.started_at, $2, a.external_call_at, a.outcome, a.error
 FROM jsonb_to_recordset($1::jsonb)
      AS a(item_id bigint, run_id bigint, attempt bigint, worker text, started_at bigint,
@@ -183,21 +192,21 @@ UPDATE group_waits SET released = TRUE WHERE run_id = $1 AND group_name = $2 AND
 -- Graceful shutdown: attempts that never started an outside call give the item back as if
 -- they had not happened. The others stay running until their lease expires and the
 -- rescuer applies the stage's outcome-unknown policy.
-UPDATE items SET status = CASE WHEN attempts - 1 > retry_base THEN 'failed' ELSE 'pending' END,
-    attempts = attempts - 1, lease_token = NULL, lease_expires_at = NULL,
+UPDATE items SET status = CASE WHEN items.attempts - 1 > items.retry_base THEN 'failed' ELSE 'pending' END,
+    attempts = items.attempts - 1, lease_token = NULL, lease_expires_at = NULL,
     next_attempt_at = $3, updated_at = $3
-WHERE id IN (SELECT jsonb_array_elements_text($1::jsonb)::bigint) AND lease_token = $2
-  AND (status = 'running') IS TRUE AND external_call_at IS NULL;
+FROM unnest($1::bigint[]) AS r(id)
+WHERE items.id = r.id AND items.lease_token = $2 AND items.external_call_at IS NULL;
 
 -- name: item_defer
 -- An item whose endpoint's limiter is paused or has its circuit open goes back, its attempt
 -- not counted, due again when the limiter may let it through ($3), instead of holding a
 -- worker's slot until then.
-UPDATE items SET status = CASE WHEN attempts - 1 > retry_base THEN 'failed' ELSE 'pending' END,
-    attempts = attempts - 1, lease_token = NULL, lease_expires_at = NULL,
+UPDATE items SET status = CASE WHEN items.attempts - 1 > items.retry_base THEN 'failed' ELSE 'pending' END,
+    attempts = items.attempts - 1, lease_token = NULL, lease_expires_at = NULL,
     next_attempt_at = $3, updated_at = $4
-WHERE id IN (SELECT jsonb_array_elements_text($1::jsonb)::bigint) AND lease_token = $2
-  AND status = 'running' AND external_call_at IS NULL;
+FROM unnest($1::bigint[]) AS r(id)
+WHERE items.id = r.id AND items.lease_token = $2 AND items.external_call_at IS NULL;
 
 -- name: item_expired
 SELECT i.id, i.lease_token, i.attempts, i.retry_base, i.external_call_at,
@@ -226,21 +235,23 @@ WHERE run_id = $1 AND ($2::text IS NULL OR stage = $2)
 ORDER BY id LIMIT $5;
 
 -- name: item_counts
-SELECT stage, CASE WHEN status = 'pending' AND waiting_on > 0 THEN 'waiting' ELSE status END AS st,
-       count(*)
-FROM items WHERE run_id = $1 GROUP BY stage, st ORDER BY stage, st;
+-- From the counters, summed over shards (`waiting`: pending with waiting_on > 0).
+SELECT stage, status, sum(n)::bigint FROM stage_counts WHERE run_id = $1
+GROUP BY stage, status HAVING sum(n) <> 0 ORDER BY stage, status;
 
 -- name: attempt_list
+-- The view: stored attempts and the current success, read from the item row.
 SELECT item_id, attempt, worker, started_at, ended_at, external_call_at, outcome, error::text
-FROM attempts WHERE item_id = $1 ORDER BY attempt, id;
+FROM attempts WHERE item_id = $1 ORDER BY attempt, id IS NULL, id;
 
 -- name: stage_completed_since
-SELECT count(*) FROM items
-WHERE run_id = $1 AND stage = $2 AND status = 'completed' AND completed_at > $3;
+-- Whole seconds: a second that ends after $3 counts entirely.
+SELECT COALESCE(sum(n), 0)::bigint FROM stage_completions
+WHERE run_id = $1 AND stage = $2 AND second * 1000 + 999 > $3;
 
 -- name: stage_remaining
-SELECT count(*) FROM items
-WHERE run_id = $1 AND stage = $2 AND status IN ('pending', 'running', 'failed', 'unknown');
+SELECT COALESCE(sum(n), 0)::bigint FROM stage_counts
+WHERE run_id = $1 AND stage = $2 AND status IN ('pending', 'waiting', 'running', 'failed', 'unknown');
 
 -- name: history_prune
 DELETE FROM runs WHERE finished_at IS NOT NULL AND finished_at < $1;
@@ -290,27 +301,29 @@ SELECT pg_notify('idempipe_work', '');
 -- name: item_record_all
 -- item_record, the attempts it writes and the fan-in it releases, as ONE statement
 -- (PostgreSQL's data-modifying CTEs) instead of a transaction of several round trips.
--- Used when no outcome spawns items. All CTEs see the same snapshot: `upd` changes
--- running items, `wake` pending waiters, so no row is changed twice; a waiter released by
--- an item and a group at once is decremented by the sum (`dec`).
+-- Used when no outcome spawns items. Parameters as item_record. All CTEs see the same
+-- snapshot: `upd` changes running items, `wake` pending waiters, so no row is changed
+-- twice; a waiter released by an item and a group at once is decremented by the sum
+-- (`dec`). A success writes no attempt row (its item row is its history).
 WITH o AS (
-    SELECT * FROM jsonb_to_recordset($1::jsonb)
-        AS o(id bigint, token bigint, status text, result jsonb, error jsonb, next_at bigint)
+    SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[]::jsonb[],
+                         $5::text[]::jsonb[], $6::bigint[]) AS o(id, token, status, result, error, next_at)
 ), upd AS (
     UPDATE items SET status = o.status,
         result = o.result,
         last_error = COALESCE(o.error, items.last_error),
         next_attempt_at = COALESCE(o.next_at, items.next_attempt_at),
-        completed_at = CASE WHEN o.status = 'completed' THEN $2::bigint END,
-        lease_token = NULL, lease_expires_at = NULL, updated_at = $2
+        completed_at = CASE WHEN o.status = 'completed' THEN $7::bigint END,
+        lease_token = NULL, lease_expires_at = NULL, last_token = o.token, updated_at = $7
     FROM o
-    WHERE items.id = o.id AND items.lease_token = o.token AND (items.status = 'running') IS TRUE
+    WHERE items.id = o.id AND items.lease_token = o.token
     RETURNING items.id, items.run_id, items.attempts, items.worker, items.claimed_at,
         items.external_call_at, items.group_name, items.has_waiters, items.status
 ), att AS (
-    INSERT INTO attempts (item_id, run_id, attempt, worker, started_at, ended_at, external_call_at, outcome, error)
-    SELECT upd.id, upd.run_id, upd.attempts, upd.worker, upd.claimed_at, $2, upd.external_call_at, upd.status, o.error
+    INSERT INTO attempt_log (item_id, run_id, attempt, worker, started_at, ended_at, external_call_at, outcome, error)
+    SELECT upd.id, upd.run_id, upd.attempts, upd.worker, upd.claimed_at, $7, upd.external_call_at, upd.status, o.error
     FROM upd JOIN o ON o.id = upd.id
+    WHERE upd.status <> 'completed'
 ), grp AS (
     UPDATE groups g SET remaining = g.remaining - c.n
     FROM (SELECT run_id, group_name, count(*) AS n FROM upd
@@ -436,3 +449,20 @@ UPDATE items SET external_call_at = $2
 FROM jsonb_to_recordset($1::jsonb) AS m(id bigint, token bigint)
 WHERE items.id = m.id AND items.lease_token = m.token AND (items.status = 'running') IS TRUE
 RETURNING items.id;
+
+-- name: item_recorded_before
+-- Of the (id, token) pairs ($1, JSON array of {id, token}), those whose outcome is in:
+-- a retried flush after a commit whose answer was lost finds its own commit here.
+SELECT i.id FROM items i
+JOIN jsonb_to_recordset($1::jsonb) AS o(id bigint, token bigint)
+  ON i.id = o.id AND i.last_token = o.token;
+
+-- name: attempt_keep_completed
+-- item_redo: before completed items of the stages ($2, JSON array) reopen, their success,
+-- until now read from the item row, is stored as an attempt row.
+INSERT INTO attempt_log (item_id, run_id, attempt, worker, started_at, ended_at, external_call_at, outcome, error)
+SELECT i.id, i.run_id, i.attempts, i.worker, i.claimed_at, i.completed_at, i.external_call_at, 'completed', NULL
+FROM items i
+WHERE i.run_id = $1 AND i.stage IN (SELECT jsonb_array_elements_text($2::jsonb)) AND i.status = 'completed'
+  AND NOT EXISTS (SELECT 1 FROM attempt_log a
+                  WHERE a.item_id = i.id AND a.attempt = i.attempts AND a.outcome = 'completed');

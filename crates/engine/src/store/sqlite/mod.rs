@@ -39,6 +39,11 @@ pub(crate) static MIGRATIONS: &[Migration] = &[
         name: "progress",
         sql: include_str!("migrations/0003_progress.sql"),
     },
+    Migration {
+        version: 4,
+        name: "lean",
+        sql: include_str!("migrations/0004_lean.sql"),
+    },
 ];
 
 /// How long a writer waits for another process's write transaction before giving up.
@@ -117,6 +122,22 @@ impl SqliteStore {
     async fn leader_try_acquire_impl(&self) -> Result<bool, crate::error::StoreError> {
         Ok(true)
     }
+}
+
+/// Ids as the JSON array the SQLite statements read with `json_each`.
+fn bind_ids<'q>(query: Query<'q>, ids: &[i64]) -> Query<'q> {
+    query.bind(crate::store::shared::json_array(ids))
+}
+
+/// `item_record`'s parameters: the outcomes as one JSON array, then now.
+fn bind_outcomes<'q>(
+    query: Query<'q>,
+    outcomes: &[crate::store::Outcome],
+    now: Millis,
+) -> Query<'q> {
+    query
+        .bind(crate::store::shared::record_param(outcomes))
+        .bind(now)
 }
 
 impl_store!(SqliteStore, Sqlite);

@@ -47,12 +47,13 @@ DELETE FROM stage_pauses WHERE run_id = $1 AND stage = $2;
 -- name: run_ready_to_finish
 -- Runs still marked running where nothing can make progress: every item is final, or
 -- waits for an input that is dead. dead > 0 means the run failed (a retry reopens it).
-SELECT r.id, (SELECT count(*) FROM items d WHERE d.run_id = r.id AND d.status = 'dead') AS dead
+-- Read from the counters (`pending` there means pending and not waiting).
+SELECT r.id,
+       COALESCE((SELECT sum(c.n) FROM stage_counts c WHERE c.run_id = r.id AND c.status = 'dead'), 0)
 FROM runs r
 WHERE r.status = 'running' AND NOT r.paused
-  AND NOT EXISTS (SELECT 1 FROM items i WHERE i.run_id = r.id
-                  AND (i.status IN ('running', 'failed', 'unknown')
-                       OR (i.status = 'pending' AND i.waiting_on = 0)));
+  AND COALESCE((SELECT sum(c.n) FROM stage_counts c WHERE c.run_id = r.id
+                AND c.status IN ('running', 'failed', 'unknown', 'pending')), 0) = 0;
 
 -- name: run_finish
 UPDATE runs SET status = $2, finished_at = $3 WHERE id = $1 AND status = 'running';
@@ -103,7 +104,8 @@ INSERT INTO group_waits (run_id, group_name, waiter_id) VALUES ($1, $2, $3) ON C
 -- SQLite has one writer at a time (the transaction is BEGIN IMMEDIATE), so there is no
 -- SKIP LOCKED: the subquery picks, the UPDATE takes, and no other claim can interleave.
 UPDATE items SET status = 'running', attempts = attempts + 1, lease_token = $4,
-    lease_expires_at = $5, worker = $6, claimed_at = $2, external_call_at = NULL, updated_at = $2
+    lease_expires_at = $5, worker = $6, claimed_at = $2, external_call_at = NULL,
+    last_token = NULL, updated_at = $2
 WHERE id IN (
     SELECT i.id FROM items i
     WHERE i.stage = $1 AND i.status IN ('pending', 'failed') AND i.waiting_on = 0
@@ -125,19 +127,20 @@ RETURNING id;
 UPDATE items SET external_call_at = $3 WHERE id = $1 AND lease_token = $2 AND status = 'running';
 
 -- name: item_record
--- $1: JSON array of {id, token, status, result?, error?, next_at?}; fenced by the lease token.
+-- $1: JSON array of {id, token, status, result?, error?, next_at?}; fenced by the lease
+-- token. last_token remembers whose outcome this is.
 UPDATE items SET status = o.status,
     result = o.result,
     last_error = COALESCE(o.error, items.last_error),
     next_attempt_at = COALESCE(o.next_at, items.next_attempt_at),
     completed_at = CASE WHEN o.status = 'completed' THEN $2 END,
-    lease_token = NULL, lease_expires_at = NULL, updated_at = $2
+    lease_token = NULL, lease_expires_at = NULL, last_token = o.token, updated_at = $2
 FROM (SELECT value ->> 'id' AS id, value ->> 'token' AS token, value ->> 'status' AS status,
              value -> 'result' AS result, value -> 'error' AS error, value ->> 'next_at' AS next_at
       FROM json_each($1)) AS o
 WHERE items.id = o.id AND items.lease_token = o.token AND items.status = 'running'
 RETURNING items.id, items.run_id, items.attempts, items.worker, items.claimed_at,
-    items.external_call_at, items.group_name, items.has_waiters, items.status;
+    items.external_call_at, items.group_name, items.has_waiters, items.status, items.stage;
 
 -- name: item_rescue
 -- As item_record, but only for leases that really expired (a heartbeat may have won).
@@ -154,7 +157,8 @@ RETURNING items.id, items.run_id, items.attempts, items.worker, items.claimed_at
     items.external_call_at, items.group_name, items.has_waiters, items.status;
 
 -- name: attempt_insert_many
-INSERT INTO attempts (item_id, run_id, attempt, worker, started_at, ended_at, external_call_at, outcome, error)
+-- Failed, dead and rescued attempts only: a success is read from its item row.
+INSERT INTO attempt_log (item_id, run_id, attempt, worker, started_at, ended_at, external_call_at, outcome, error)
 SELECT value ->> 'item_id', value ->> 'run_id', value ->> 'attempt', value ->> 'worker',
        value ->> 'started_at', $2, value ->> 'external_call_at', value ->> 'outcome', value -> 'error'
 FROM json_each($1);
@@ -220,21 +224,23 @@ WHERE run_id = $1 AND ($2 IS NULL OR stage = $2) AND status IN (SELECT value FRO
 ORDER BY id LIMIT $5;
 
 -- name: item_counts
-SELECT stage, CASE WHEN status = 'pending' AND waiting_on > 0 THEN 'waiting' ELSE status END AS st,
-       count(*)
-FROM items WHERE run_id = $1 GROUP BY stage, st ORDER BY stage, st;
+-- From the counters (`waiting`: pending with waiting_on > 0).
+SELECT stage, status, sum(n) FROM stage_counts WHERE run_id = $1
+GROUP BY stage, status HAVING sum(n) <> 0 ORDER BY stage, status;
 
 -- name: attempt_list
+-- The view: stored attempts and the current success, read from the item row.
 SELECT item_id, attempt, worker, started_at, ended_at, external_call_at, outcome, error
-FROM attempts WHERE item_id = $1 ORDER BY attempt, id;
+FROM attempts WHERE item_id = $1 ORDER BY attempt, id IS NULL, id;
 
 -- name: stage_completed_since
-SELECT count(*) FROM items
-WHERE run_id = $1 AND stage = $2 AND status = 'completed' AND completed_at > $3;
+-- Whole seconds: a second that ends after $3 counts entirely.
+SELECT COALESCE(sum(n), 0) FROM stage_completions
+WHERE run_id = $1 AND stage = $2 AND second * 1000 + 999 > $3;
 
 -- name: stage_remaining
-SELECT count(*) FROM items
-WHERE run_id = $1 AND stage = $2 AND status IN ('pending', 'running', 'failed', 'unknown');
+SELECT COALESCE(sum(n), 0) FROM stage_counts
+WHERE run_id = $1 AND stage = $2 AND status IN ('pending', 'waiting', 'running', 'failed', 'unknown');
 
 -- name: history_prune
 DELETE FROM runs WHERE finished_at IS NOT NULL AND finished_at < $1;
@@ -371,3 +377,54 @@ UPDATE items SET external_call_at = $2
 FROM (SELECT value ->> 'id' AS id, value ->> 'token' AS token FROM json_each($1)) AS m
 WHERE items.id = m.id AND items.lease_token = m.token AND items.status = 'running'
 RETURNING items.id;
+
+-- name: item_recorded_before
+-- Of the (id, token) pairs ($1, JSON array of {id, token}), those whose outcome is in:
+-- a retried flush after a commit whose answer was lost finds its own commit here.
+SELECT i.id FROM items i
+JOIN json_each($1) AS o ON i.id = o.value ->> 'id' AND i.last_token = o.value ->> 'token';
+
+-- name: attempt_keep_completed
+-- item_redo: before completed items of the stages ($2, JSON array) reopen, their success,
+-- until now read from the item row, is stored as an attempt row.
+INSERT INTO attempt_log (item_id, run_id, attempt, worker, started_at, ended_at, external_call_at, outcome, error)
+SELECT i.id, i.run_id, i.attempts, i.worker, i.claimed_at, i.completed_at, i.external_call_at, 'completed', NULL
+FROM items i
+WHERE i.run_id = $1 AND i.stage IN (SELECT value FROM json_each($2)) AND i.status = 'completed'
+  AND NOT EXISTS (SELECT 1 FROM attempt_log a
+                  WHERE a.item_id = i.id AND a.attempt = i.attempts AND a.outcome = 'completed');
+
+-- name: item_claim_count
+-- Runs just before item_claim, in its transaction, with its parameters: moves the items
+-- it is about to claim (the same rows: same query, same total order, no writer between)
+-- to `running` in the counters, one upsert per batch (the row triggers skip claims).
+WITH picked AS MATERIALIZED (
+    SELECT run_id, stage, status, count(*) AS n FROM (
+        SELECT i.run_id, i.stage, i.status FROM items i
+        WHERE i.stage = $1 AND i.status IN ('pending', 'failed') AND i.waiting_on = 0
+          AND i.next_attempt_at <= $2
+          AND ($7 IS NULL OR i.run_id = $7)
+          AND EXISTS (SELECT 1 FROM runs r WHERE r.id = i.run_id AND r.status = 'running' AND NOT r.paused)
+          AND NOT EXISTS (SELECT 1 FROM stage_pauses p WHERE p.run_id = i.run_id AND p.stage = i.stage)
+        ORDER BY i.next_attempt_at, i.id
+        LIMIT $3)
+    GROUP BY run_id, stage, status)
+INSERT INTO stage_counts (run_id, stage, status, shard, n)
+SELECT run_id, stage, status, 0, -n FROM picked
+UNION ALL
+SELECT run_id, stage, 'running', 0, n FROM picked WHERE true
+ON CONFLICT (run_id, stage, status, shard) DO UPDATE SET n = n + excluded.n;
+
+-- name: stage_counts_add
+-- Adds to the counters what a batch of outcomes changed ($1: JSON array of
+-- [run_id, stage, status, delta]), computed from item_record's rows (the row triggers
+-- skip recorded outcomes).
+INSERT INTO stage_counts (run_id, stage, status, shard, n)
+SELECT value ->> 0, value ->> 1, value ->> 2, 0, value ->> 3 FROM json_each($1) WHERE true
+ON CONFLICT (run_id, stage, status, shard) DO UPDATE SET n = n + excluded.n;
+
+-- name: stage_completions_add
+-- As stage_counts_add for completions ($1: JSON array of [run_id, stage, second, delta]).
+INSERT INTO stage_completions (run_id, stage, second, shard, n)
+SELECT value ->> 0, value ->> 1, value ->> 2, 0, value ->> 3 FROM json_each($1) WHERE true
+ON CONFLICT (run_id, stage, second, shard) DO UPDATE SET n = n + excluded.n;
