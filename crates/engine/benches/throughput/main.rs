@@ -35,7 +35,8 @@ use serde_json::json;
 use workload::Variant;
 
 /// The configs run by default.
-const DEFAULT_CONFIGS: &str = "1x1,64x64,512x256,1024x1000,1024x1000x2,frames:1024x1000x2";
+const DEFAULT_CONFIGS: &str =
+    "1x1,64x64,512x256,1024x1000,2048x1000,2048x1000x2,frames:2048x1000x2";
 
 /// One config.
 #[derive(Debug, Clone, Copy)]

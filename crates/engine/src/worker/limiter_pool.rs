@@ -102,6 +102,8 @@ struct Pool {
 #[derive(Default)]
 pub(crate) struct Pools {
     pools: Mutex<HashMap<String, Arc<Pool>>>,
+    /// Chunks leased (the limiter writes the pool made).
+    leases: std::sync::atomic::AtomicU64,
 }
 
 impl Pools {
@@ -142,6 +144,8 @@ impl Pools {
             }
             (local.chunk(cost), std::mem::take(&mut local.successes))
         };
+        self.leases
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let leased = store.limiter_lease(name, want, successes, at).await;
         let mut local = pool.local.lock().expect("limiter pool");
         let (permit, state) = match leased {
@@ -217,6 +221,56 @@ impl Pools {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limiter::LimiterConfig;
+
+    /// Calls through a fast limiter lease their units in chunks: far fewer limiter writes
+    /// than calls, each call still taking exactly its units, and a 429 stops the pool at
+    /// once (the next take finds the limiter paused).
+    async fn calls_lease_units_in_chunks(db: idempipe_testkit::TestDb) {
+        let store = crate::connect(&db.url).await.unwrap();
+        let now = || crate::clock::Clock::now(&crate::clock::SystemClock);
+        store
+            .limiter_define(&LimiterConfig::new("api", 100_000.0), now())
+            .await
+            .unwrap();
+        let pools = Pools::default();
+        for _ in 0..500 {
+            let take = pools.take(&*store, "api", 1.0, now).await.unwrap();
+            assert_eq!(take, Take::Granted);
+            pools
+                .feedback(&*store, "api", LimiterFeedback::Success, now())
+                .await
+                .unwrap();
+        }
+        let leases = pools.leases.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(leases <= 20, "500 calls made {leases} limiter writes");
+        let until = now() + 60_000;
+        pools
+            .feedback(&*store, "api", LimiterFeedback::Throttled { until }, now())
+            .await
+            .unwrap();
+        let take = pools.take(&*store, "api", 1.0, now).await.unwrap();
+        assert!(
+            matches!(
+                take,
+                Take::Wait(Permit::Wait {
+                    reason: crate::limiter::WaitReason::Paused,
+                    ..
+                })
+            ),
+            "{take:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn sqlite_calls_lease_units_in_chunks() {
+        calls_lease_units_in_chunks(idempipe_testkit::TestDb::sqlite()).await
+    }
+
+    #[tokio::test]
+    async fn postgres_calls_lease_units_in_chunks() {
+        calls_lease_units_in_chunks(idempipe_testkit::TestDb::postgres().await).await
+    }
 
     #[test]
     fn chunks_follow_demand_within_the_cap() {
