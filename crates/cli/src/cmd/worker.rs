@@ -11,7 +11,7 @@ use tokio::sync::watch;
 
 use crate::db::DbArgs;
 
-use super::process::open_store;
+use super::process::{open_storage, open_store};
 
 /// Arguments of `idempipe worker`.
 #[derive(Debug, Args)]
@@ -34,6 +34,11 @@ pub(crate) struct WorkerArgs {
     /// [default: the directory each run was submitted with]
     #[arg(long, value_name = "DIR", env = "IDEMPIPE_WHISPER_MODEL")]
     pub(crate) whisper_model: Option<std::path::PathBuf>,
+    /// This worker's own directory for local copies of files kept in object storage
+    /// (nothing in it is shared with other workers) [default: a directory under the
+    /// system temporary directory]
+    #[arg(long, value_name = "DIR")]
+    pub(crate) scratch: Option<std::path::PathBuf>,
 }
 
 /// Runs `idempipe worker` until a signal; returns the exit code.
@@ -43,6 +48,7 @@ pub(crate) async fn run(args: WorkerArgs) -> anyhow::Result<i32> {
         .metrics_listen
         .map(|addr| (addr, idempipe_web::install_metrics_recorder()));
     let store = open_store(&args.db).await?;
+    let storage = open_storage(args.scratch)?;
     let mut config = WorkerConfig {
         concurrency: args
             .concurrency
@@ -61,6 +67,7 @@ pub(crate) async fn run(args: WorkerArgs) -> anyhow::Result<i32> {
         store.clone(),
         &PipelineOptions {
             whisper_model: args.whisper_model,
+            scratch: Some(storage.scratch().path().to_owned()),
             ..PipelineOptions::default()
         },
     );

@@ -14,11 +14,14 @@ use super::caption_settings::CaptionSettings;
 use super::register::PipelineOptions;
 use super::settings::{LOCAL_PROVIDER, RunParams};
 use crate::media::MediaError;
+use crate::storage::{Scratch, Storage, StorageError};
 
 /// Shared state of the stage handlers of one worker.
 pub(crate) struct Ctx {
     pub(crate) store: SharedStore,
     pub(crate) options: PipelineOptions,
+    /// Where artifacts, inputs and outputs live (local or object storage).
+    pub(crate) storage: Arc<Storage>,
     runs: Mutex<HashMap<i64, (Instant, Arc<RunParams>)>>,
     providers: Mutex<HashMap<String, Arc<dyn Provider>>>,
     /// Enhancement limiters known to exist.
@@ -29,9 +32,11 @@ pub(crate) struct Ctx {
 
 impl Ctx {
     pub(crate) fn new(store: SharedStore, options: PipelineOptions) -> Self {
+        let storage = Arc::new(Storage::new(scratch(&options)));
         Self {
             store,
             options,
+            storage,
             runs: Mutex::default(),
             providers: Mutex::default(),
             limiters: Mutex::default(),
@@ -174,6 +179,26 @@ impl Ctx {
         cache.insert(key, transcriber.clone());
         Ok(transcriber)
     }
+}
+
+/// The scratch directory `options` name, else a temporary one; one that cannot be
+/// created falls back to the temporary one (the CLI checks `--scratch` first).
+fn scratch(options: &PipelineOptions) -> Scratch {
+    if let Some(dir) = &options.scratch {
+        match Scratch::new(dir.clone()) {
+            Ok(s) => return s,
+            Err(e) => {
+                tracing::error!(dir = %dir.display(), error = %e, "cannot use the scratch directory; using a temporary one")
+            }
+        }
+    }
+    Scratch::temporary().unwrap_or_else(|_| Scratch::unchecked(std::env::temp_dir()))
+}
+
+/// A storage failure inside a stage: transient (an unreachable store, a full scratch
+/// disk), naming the location and the store.
+pub(crate) fn storage_failure(e: StorageError) -> HandlerError {
+    HandlerError::transient(e)
 }
 
 /// How long a worker trusts the run parameters it read.
