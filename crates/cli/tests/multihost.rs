@@ -8,7 +8,7 @@
 //!   completes and no frame is enhanced twice at the API;
 //! - the object store restarting mid-run costs retries, not frames;
 //! - a worker that cannot reach the store fails its items with an error naming the
-//!   store, and they are done by the others.
+//!   store, stops taking work, and the items are done by the others.
 
 #[path = "support/cluster.rs"]
 mod cluster;
@@ -151,7 +151,7 @@ async fn the_object_store_restarting_mid_run_costs_retries_not_frames() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_worker_that_cannot_reach_the_store_fails_its_items_clearly_and_others_do_them() {
+async fn a_worker_that_cannot_reach_the_store_fails_its_items_clearly_stops_and_others_do_them() {
     let cluster = Cluster::start(ServerConfig::default()).await;
     let store = cluster.db.store().await;
     let run_id = cluster.submit();
@@ -162,14 +162,23 @@ async fn a_worker_that_cannot_reach_the_store_fails_its_items_clearly_and_others
         cluster.net.gateway(),
         idempipe_testkit::free_port()
     );
-    let mut workers = vec![cluster.worker_with_endpoint(&cut_off, "cut-off", &nowhere)];
+    let mut sick = cluster.worker_with_endpoint(&cut_off, "cut-off", &nowhere);
     // The cut-off worker takes the first items alone.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    workers.push(cluster.worker(&good, "good"));
+    let mut good = cluster.worker(&good, "good");
     let status = cluster
         .wait_for_end(&store, run_id, Duration::from_secs(300))
         .await;
-    workers.iter_mut().for_each(kill);
+    kill(&mut good);
+    // It stopped by itself once it found the store unreachable, saying why.
+    let exit = sick.try_wait().unwrap();
+    kill(&mut sick);
+    let log = cluster.worker_log("cut-off");
+    assert_eq!(exit.and_then(|e| e.code()), Some(1), "{log}");
+    assert!(
+        log.contains("this worker cannot reach the object store and stops"),
+        "{log}"
+    );
     assert_eq!(
         status,
         RunStatus::Completed,

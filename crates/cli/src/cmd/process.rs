@@ -220,7 +220,7 @@ pub(crate) async fn run(args: ProcessArgs) -> anyhow::Result<i32> {
                 serve_all_runs: args.serve_all_runs,
                 progress: ProgressStyle::Quiet,
                 pipeline: pipeline::PipelineOptions {
-                    scratch: Some(storage.scratch().path().to_owned()),
+                    storage: Some(std::sync::Arc::new(storage)),
                     ..Default::default()
                 },
                 ..DriveOptions::default()

@@ -48,7 +48,8 @@ pub(crate) async fn run(args: WorkerArgs) -> anyhow::Result<i32> {
         .metrics_listen
         .map(|addr| (addr, idempipe_web::install_metrics_recorder()));
     let store = open_store(&args.db).await?;
-    let storage = open_storage(args.scratch)?;
+    let storage = std::sync::Arc::new(open_storage(args.scratch)?);
+    let mut unreachable = storage.unreachable();
     let mut config = WorkerConfig {
         concurrency: args
             .concurrency
@@ -67,7 +68,7 @@ pub(crate) async fn run(args: WorkerArgs) -> anyhow::Result<i32> {
         store.clone(),
         &PipelineOptions {
             whisper_model: args.whisper_model,
-            scratch: Some(storage.scratch().path().to_owned()),
+            storage: Some(storage.clone()),
             ..PipelineOptions::default()
         },
     );
@@ -92,9 +93,20 @@ pub(crate) async fn run(args: WorkerArgs) -> anyhow::Result<i32> {
     }
     let maintenance = tokio::spawn(maintenance.run(stopped(stop_rx.clone())));
     let worker = tokio::spawn(worker.run(stopped(stop_rx)));
-    crate::lifecycle::stop_signals().await;
+    // A worker that cannot reach the object store would only fail item after item:
+    // it stops taking work, and the items it failed are retried by the others.
+    let cut_off = tokio::select! {
+        () = crate::lifecycle::stop_signals() => None,
+        Ok(()) = unreachable.changed() => unreachable.borrow().clone(),
+    };
     let _ = stop_tx.send(true);
     worker.await??;
     maintenance.await?;
+    if let Some(error) = cut_off {
+        eprintln!(
+            "error: {error}\nthis worker cannot reach the object store and stops; the items it failed are retried by other workers"
+        );
+        return Ok(1);
+    }
     Ok(0)
 }

@@ -32,7 +32,10 @@ pub(crate) struct Ctx {
 
 impl Ctx {
     pub(crate) fn new(store: SharedStore, options: PipelineOptions) -> Self {
-        let storage = Arc::new(Storage::new(scratch(&options)));
+        let storage = options
+            .storage
+            .clone()
+            .unwrap_or_else(|| Arc::new(Storage::new(temporary_scratch())));
         Self {
             store,
             options,
@@ -181,17 +184,9 @@ impl Ctx {
     }
 }
 
-/// The scratch directory `options` name, else a temporary one; one that cannot be
-/// created falls back to the temporary one (the CLI checks `--scratch` first).
-fn scratch(options: &PipelineOptions) -> Scratch {
-    if let Some(dir) = &options.scratch {
-        match Scratch::new(dir.clone()) {
-            Ok(s) => return s,
-            Err(e) => {
-                tracing::error!(dir = %dir.display(), error = %e, "cannot use the scratch directory; using a temporary one")
-            }
-        }
-    }
+/// A scratch directory under the system temporary directory (that directory itself if
+/// none can be made).
+fn temporary_scratch() -> Scratch {
     Scratch::temporary().unwrap_or_else(|_| Scratch::unchecked(std::env::temp_dir()))
 }
 

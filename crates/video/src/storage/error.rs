@@ -11,7 +11,18 @@ pub enum StorageError {
         /// The location asked for.
         location: String,
     },
-    /// Anything else: unreachable store, refused credentials, a full disk.
+    /// The object store did not answer (connection refused or timed out) through all
+    /// the retries of one request.
+    #[error("{location}: cannot {action}: {detail}")]
+    Unreachable {
+        /// The location.
+        location: String,
+        /// What was being done ("upload", "download", ...).
+        action: &'static str,
+        /// The cause, with its chain and the endpoint.
+        detail: String,
+    },
+    /// Anything else: refused credentials, a full disk.
     #[error("{location}: cannot {action}: {detail}")]
     Failed {
         /// The location.
@@ -47,5 +58,10 @@ impl StorageError {
     /// Whether the location does not exist (as opposed to being unreachable).
     pub fn is_not_found(&self) -> bool {
         matches!(self, Self::NotFound { .. })
+    }
+
+    /// Whether the object store did not answer at all.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, Self::Unreachable { .. })
     }
 }

@@ -66,6 +66,8 @@ pub struct Storage {
     scratch: Scratch,
     options: s3::S3Options,
     buckets: Mutex<HashMap<String, Arc<s3::Bucket>>>,
+    /// The last "object store unreachable" error, for whoever watches.
+    unreachable: tokio::sync::watch::Sender<Option<String>>,
 }
 
 impl Storage {
@@ -81,7 +83,24 @@ impl Storage {
             scratch,
             options,
             buckets: Mutex::default(),
+            unreachable: tokio::sync::watch::Sender::new(None),
         }
+    }
+
+    /// Changes to `Some(error)` each time a request finds the object store unreachable
+    /// after its retries (a worker that cannot reach it stops taking work).
+    pub fn unreachable(&self) -> tokio::sync::watch::Receiver<Option<String>> {
+        self.unreachable.subscribe()
+    }
+
+    /// Passes `result` on, telling watchers when it is an unreachable store.
+    fn noted<T>(&self, result: Result<T, StorageError>) -> Result<T, StorageError> {
+        if let Err(e) = &result
+            && e.is_unreachable()
+        {
+            self.unreachable.send_replace(Some(e.to_string()));
+        }
+        result
     }
 
     /// The scratch directory.
@@ -128,7 +147,7 @@ impl Storage {
             }
             Some((bucket, key)) => {
                 let file = self.scratch.file_for(location);
-                bucket.download(location, &key, file.path()).await?;
+                self.noted(bucket.download(location, &key, file.path()).await)?;
                 Ok(Fetched::scratch(file))
             }
         }
@@ -180,7 +199,7 @@ impl Storage {
     /// remote, an atomic rename or copy when local (nothing when it is already there).
     pub async fn publish_file(&self, file: &Path, location: &Path) -> Result<(), StorageError> {
         match self.remote(location)? {
-            Some((bucket, key)) => bucket.upload(location, &key, file).await,
+            Some((bucket, key)) => self.noted(bucket.upload(location, &key, file).await),
             None if file == location => Ok(()),
             None => local::copy_atomic(file, location).await,
         }
@@ -189,7 +208,7 @@ impl Storage {
     /// Writes `bytes` at `location` atomically (temporary name then rename; one PUT).
     pub async fn put_bytes(&self, location: &Path, bytes: Vec<u8>) -> Result<(), StorageError> {
         match self.remote(location)? {
-            Some((bucket, key)) => bucket.put(location, &key, bytes).await,
+            Some((bucket, key)) => self.noted(bucket.put(location, &key, bytes).await),
             None => local::write_atomic(location, &bytes).await,
         }
     }
@@ -197,7 +216,7 @@ impl Storage {
     /// The contents of `location`, `None` when it does not exist.
     pub async fn get_bytes(&self, location: &Path) -> Result<Option<Vec<u8>>, StorageError> {
         match self.remote(location)? {
-            Some((bucket, key)) => bucket.get(location, &key).await,
+            Some((bucket, key)) => self.noted(bucket.get(location, &key).await),
             None => match tokio::fs::read(location).await {
                 Ok(b) => Ok(Some(b)),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -209,7 +228,7 @@ impl Storage {
     /// The size of `location` in bytes, `None` when it does not exist.
     pub async fn size(&self, location: &Path) -> Result<Option<u64>, StorageError> {
         match self.remote(location)? {
-            Some((bucket, key)) => bucket.size(location, &key).await,
+            Some((bucket, key)) => self.noted(bucket.size(location, &key).await),
             None => match tokio::fs::metadata(location).await {
                 Ok(m) => Ok(Some(m.len())),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -226,7 +245,7 @@ impl Storage {
     /// Removes `location`; a missing one is fine.
     pub async fn delete(&self, location: &Path) -> Result<(), StorageError> {
         match self.remote(location)? {
-            Some((bucket, key)) => bucket.delete(location, &key).await,
+            Some((bucket, key)) => self.noted(bucket.delete(location, &key).await),
             None => match tokio::fs::remove_file(location).await {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                     Err(StorageError::new(location, "remove", e))
@@ -240,7 +259,7 @@ impl Storage {
     /// fine.
     pub async fn delete_tree(&self, dir: &Path) -> Result<(), StorageError> {
         match self.remote(dir)? {
-            Some((bucket, key)) => bucket.delete_prefix(dir, &key).await,
+            Some((bucket, key)) => self.noted(bucket.delete_prefix(dir, &key).await),
             None => match tokio::fs::remove_dir_all(dir).await {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                     Err(StorageError::new(dir, "remove", e))
@@ -255,7 +274,7 @@ impl Storage {
         match self.remote(dir)? {
             Some((bucket, key)) => {
                 let (name, _) = bucket_and_key(dir).expect("remote");
-                let keys = bucket.list(dir, &key).await?;
+                let keys = self.noted(bucket.list(dir, &key).await)?;
                 Ok(keys
                     .into_iter()
                     .map(|k| PathBuf::from(format!("{S3_SCHEME}{name}/{k}")))

@@ -61,6 +61,14 @@ impl S3Options {
     }
 }
 
+/// What the HTTP client says when no answer came at all (after the retries).
+const UNREACHABLE: [&str; 4] = [
+    "error sending request",
+    "Connection refused",
+    "timed out",
+    "dns error",
+];
+
 /// The client of one bucket.
 #[derive(Debug)]
 pub(super) struct Bucket {
@@ -121,11 +129,15 @@ impl Bucket {
         if matches!(e, object_store::Error::NotFound { .. }) {
             return StorageError::not_found(location);
         }
-        StorageError::new(
-            location,
-            action,
-            format!("object store at {}: {}", self.endpoint, chain(&e)),
-        )
+        let detail = format!("object store at {}: {}", self.endpoint, chain(&e));
+        if UNREACHABLE.iter().any(|m| detail.contains(m)) {
+            return StorageError::Unreachable {
+                location: location.display().to_string(),
+                action,
+                detail,
+            };
+        }
+        StorageError::new(location, action, detail)
     }
 
     /// Downloads `key` into `file` (a temporary name, then renamed).
