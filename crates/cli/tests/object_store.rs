@@ -24,7 +24,7 @@ fn process_to_s3(s3: &S3Server, db: &Path, scratch: &Path) -> std::process::Comm
             "-o",
             &s3.url("out/carphone.mp4"),
             "--artifacts",
-            &s3.url("work"),
+            &s3.url("jobs"),
             "--db",
             db.to_str().unwrap(),
             "--scratch",
@@ -62,10 +62,10 @@ async fn process_with_s3_artifacts_and_output_matches_a_local_run() {
         );
     }
     // Only the uploaded input is left under the artifacts: the run removed its own.
-    let left = storage.list(Path::new(&s3.url("work"))).await.unwrap();
+    let left = storage.list(Path::new(&s3.url("jobs"))).await.unwrap();
     assert_eq!(left.len(), 1, "{left:?}");
     assert!(
-        left[0].to_str().unwrap().contains("/work/inputs/"),
+        left[0].to_str().unwrap().contains("/jobs/inputs/"),
         "{left:?}"
     );
     // Every local copy was removed once used.
@@ -73,7 +73,7 @@ async fn process_with_s3_artifacts_and_output_matches_a_local_run() {
     assert!(scratch_left.is_empty(), "{scratch_left:?}");
 
     // The same command again uploads nothing and finds the finished run.
-    let puts_before = s3.log().matches("PUT /media/work/inputs/").count();
+    let puts_before = s3.log().matches("PUT /media/jobs/inputs/").count();
     let (code, _, err) = run(
         &mut process_to_s3(&s3, &dir.join("s3.db"), &scratch),
         Duration::from_secs(180),
@@ -81,7 +81,7 @@ async fn process_with_s3_artifacts_and_output_matches_a_local_run() {
     assert_eq!(code, 0, "second process: {err}");
     assert!(err.contains("run 1 already produced"), "{err}");
     assert_eq!(
-        s3.log().matches("PUT /media/work/inputs/").count(),
+        s3.log().matches("PUT /media/jobs/inputs/").count(),
         puts_before,
         "the input was uploaded again"
     );

@@ -95,7 +95,7 @@ async fn s3_and_local_directory_answer_alike() {
     let server = S3Server::start("store-test");
     let scratch = TempDir::new("scratch");
     let storage = storage_for(&server, scratch.path());
-    exercise(&storage, Path::new(&server.url("work")), scratch.path()).await;
+    exercise(&storage, Path::new(&server.url("jobs")), scratch.path()).await;
     let local = TempDir::new("local-store");
     exercise(&storage, local.path(), scratch.path()).await;
 }
@@ -155,10 +155,10 @@ async fn a_restarted_store_serves_what_it_held_and_requests_retry_through_the_ga
     let mut server = S3Server::start("store-test");
     let scratch = TempDir::new("scratch");
     let storage = storage_for(&server, scratch.path());
-    let a = PathBuf::from(server.url("work/a"));
+    let a = PathBuf::from(server.url("jobs/a"));
     storage.put_bytes(&a, b"kept".to_vec()).await.unwrap();
     server.kill();
-    let b = PathBuf::from(server.url("work/b"));
+    let b = PathBuf::from(server.url("jobs/b"));
     let put = tokio::spawn({
         let storage = std::sync::Arc::new(storage);
         let s = storage.clone();

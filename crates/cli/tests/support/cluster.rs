@@ -217,7 +217,7 @@ impl Cluster {
                     "-o",
                     &self.s3.url("out/carphone.mp4"),
                     "--artifacts",
-                    &self.s3.url("work"),
+                    &self.s3.url("jobs"),
                     "--db",
                     &self.db.url,
                     "--api",

@@ -291,24 +291,24 @@ mod tests {
 
     #[test]
     fn s3_locations_keep_their_form_through_path_operations() {
-        let root = Path::new("s3://media/work/");
+        let root = Path::new("s3://media/jobs/");
         let file = root.join("run-1").join("segments").join("seg_00000.mp4");
         assert!(is_remote(&file));
         assert_eq!(
             file.to_str(),
-            Some("s3://media/work/run-1/segments/seg_00000.mp4")
+            Some("s3://media/jobs/run-1/segments/seg_00000.mp4")
         );
         assert_eq!(
             bucket_and_key(&file),
             Some((
                 "media".to_owned(),
-                "work/run-1/segments/seg_00000.mp4".to_owned()
+                "jobs/run-1/segments/seg_00000.mp4".to_owned()
             ))
         );
         let sibling = file.with_file_name("seg_00000.mp4.manifest.json");
         assert_eq!(
             bucket_and_key(&sibling).unwrap().1,
-            "work/run-1/segments/seg_00000.mp4.manifest.json"
+            "jobs/run-1/segments/seg_00000.mp4.manifest.json"
         );
         assert_eq!(bucket_and_key(Path::new("/tmp/a")), None);
         assert!(!is_remote(Path::new("/tmp/s3://x")));
