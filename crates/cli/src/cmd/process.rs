@@ -181,7 +181,7 @@ pub(crate) async fn run(args: ProcessArgs) -> anyhow::Result<i32> {
         artifacts: args.settings.artifacts_dir(),
         settings,
     };
-    let storage = match open_storage(args.scratch.clone()) {
+    let (storage, _cleanup) = match open_storage(args.scratch.clone()) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");
@@ -282,14 +282,34 @@ fn summary(
     )
 }
 
-/// The storage of this process: `--scratch DIR` (created), else a temporary directory.
-pub(crate) fn open_storage(scratch: Option<PathBuf>) -> anyhow::Result<Storage> {
-    let scratch = match scratch {
-        Some(dir) => Scratch::new(dir.clone())
-            .with_context(|| format!("cannot use the scratch directory {}", dir.display()))?,
-        None => Scratch::temporary().context("cannot create a scratch directory")?,
+/// The storage of this process: `--scratch DIR` (created), else a temporary directory,
+/// removed (when empty) as the returned guard drops.
+pub(crate) fn open_storage(scratch: Option<PathBuf>) -> anyhow::Result<(Storage, ScratchCleanup)> {
+    let (scratch, cleanup) = match scratch {
+        Some(dir) => (
+            Scratch::new(dir.clone())
+                .with_context(|| format!("cannot use the scratch directory {}", dir.display()))?,
+            ScratchCleanup(None),
+        ),
+        None => {
+            let s = Scratch::temporary().context("cannot create a scratch directory")?;
+            let dir = s.path().to_owned();
+            (s, ScratchCleanup(Some(dir)))
+        }
     };
-    Ok(Storage::new(scratch))
+    Ok((Storage::new(scratch), cleanup))
+}
+
+/// Removes the default scratch directory when the command ends, if it is empty (every
+/// scratch file is removed once used).
+pub(crate) struct ScratchCleanup(Option<PathBuf>);
+
+impl Drop for ScratchCleanup {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.0 {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
 }
 
 /// Checks the request ([`preflight`]) and, with `s3://` artifacts, uploads a local input

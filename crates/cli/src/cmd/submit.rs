@@ -40,7 +40,7 @@ pub(crate) async fn run(args: SubmitArgs) -> anyhow::Result<i32> {
         artifacts: args.settings.artifacts_dir(),
         settings: args.settings.to_settings(),
     };
-    let storage = open_storage(None)?;
+    let (storage, _cleanup) = open_storage(None)?;
     let request = match prepare(&storage, &request).await {
         Ok(r) => r,
         Err(e) => {

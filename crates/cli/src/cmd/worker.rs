@@ -48,7 +48,8 @@ pub(crate) async fn run(args: WorkerArgs) -> anyhow::Result<i32> {
         .metrics_listen
         .map(|addr| (addr, idempipe_web::install_metrics_recorder()));
     let store = open_store(&args.db).await?;
-    let storage = std::sync::Arc::new(open_storage(args.scratch)?);
+    let (storage, _cleanup) = open_storage(args.scratch)?;
+    let storage = std::sync::Arc::new(storage);
     let mut unreachable = storage.unreachable();
     let mut config = WorkerConfig {
         concurrency: args
