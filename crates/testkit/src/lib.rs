@@ -7,8 +7,12 @@
 //!
 //! [`media`] finds the sample videos (`$IDEMPIPE_MEDIA`, else the repository's `media/`);
 //! [`speech`] measures transcripts (word error rate) for the captions tests; [`tls`]
-//! makes a throwaway CA and server certificate and a TLS-terminating proxy.
+//! makes a throwaway CA and server certificate and a TLS-terminating proxy. [`s3`]
+//! runs a real S3-compatible server process; [`netns`] makes hosts out of network
+//! namespaces (root only) for tests of workers on separate machines.
 
+pub mod netns;
+pub mod s3;
 pub mod speech;
 pub mod tls;
 

@@ -13,7 +13,13 @@ use idempipe_testkit::TestDb;
 use idempipe_video::media::probe;
 use idempipe_video::pipeline::disk::{self, write_manifest};
 use idempipe_video::pipeline::{DriveOutcome, RunStart, drive, stage, start_or_resume};
+use idempipe_video::storage::{Scratch, Storage};
 use support::{TempDir, drive_options, request, sample, settings};
+
+/// A storage for local files (no scratch needed).
+fn local_storage() -> Storage {
+    Storage::new(Scratch::unchecked(std::env::temp_dir()))
+}
 
 /// Where the run's encoded segment `seg` goes (`ARTIFACTS/run-<uid>/encoded/seg_NNNNN.mp4`).
 fn encoded(start: &RunStart, seg: u32) -> PathBuf {
@@ -81,7 +87,9 @@ async fn truncated_segment_is_redone(db: TestDb) {
     let start = start_or_resume(&store, &req).await.unwrap();
     let seg0 = encoded(&start, 0);
     carphone_as_segment(&seg0, 0);
-    write_manifest(&seg0, &start.params.uid).await.unwrap();
+    write_manifest(&local_storage(), &seg0, &seg0, &start.params.uid)
+        .await
+        .unwrap();
     let bytes = std::fs::read(&seg0).unwrap();
     std::fs::write(&seg0, &bytes[..bytes.len() / 2]).unwrap();
 
@@ -117,7 +125,9 @@ async fn output_mismatch_fails_the_run(db: TestDb) {
     let start = start_or_resume(&store, &req).await.unwrap();
     let seg0 = encoded(&start, 0);
     carphone_as_segment(&seg0, 1);
-    write_manifest(&seg0, &start.params.uid).await.unwrap();
+    write_manifest(&local_storage(), &seg0, &seg0, &start.params.uid)
+        .await
+        .unwrap();
 
     let run = drive_to_end(&store, start.run_id).await;
     assert_eq!(run.status, RunStatus::Failed);

@@ -11,6 +11,7 @@ use idempipe_video::pipeline::{
     self, CAPTIONS_LOCAL, CAPTIONS_OFF, CaptionSettings, DriveOptions, DriveOutcome, FrameProgress,
     OnFrameFailure, ProcessRequest, ProgressStyle, Settings, stage,
 };
+use idempipe_video::storage::{Scratch, Storage, is_remote};
 
 use crate::db::{DbArgs, default_db_path};
 
@@ -41,6 +42,10 @@ pub(crate) struct ProcessArgs {
     /// serves only its own run; `idempipe worker` serves them all).
     #[arg(long)]
     pub(crate) serve_all_runs: bool,
+    /// This process's own directory for local copies of files kept in object storage
+    /// [default: a directory under the system temporary directory]
+    #[arg(long, value_name = "DIR")]
+    pub(crate) scratch: Option<PathBuf>,
     /// Settings of the run.
     #[command(flatten)]
     pub(crate) settings: SettingsArgs,
@@ -53,9 +58,11 @@ pub(crate) struct SettingsArgs {
     /// when omitted.
     #[arg(long, value_name = "URL")]
     pub(crate) api: Option<String>,
-    /// Directory for intermediate files, shared by all workers [default: artifacts/ next
-    /// to the default database]
-    #[arg(long, value_name = "DIR")]
+    /// Where intermediate files go, shared by all workers: a directory, or
+    /// s3://BUCKET/PREFIX for workers on several machines (endpoint, region and
+    /// credentials from the AWS_* environment variables) [default: artifacts/ next to
+    /// the default database]
+    #[arg(long, value_name = "DIR|URL")]
     pub(crate) artifacts: Option<PathBuf>,
     /// H.264 quality: 0 (lossless) to 51, lower is better.
     #[arg(long, value_name = "Q", default_value_t = 18,
@@ -174,10 +181,20 @@ pub(crate) async fn run(args: ProcessArgs) -> anyhow::Result<i32> {
         artifacts: args.settings.artifacts_dir(),
         settings,
     };
-    if let Err(e) = preflight(&request).await {
-        eprintln!("error: {e}");
-        return Ok(EXIT_USAGE);
-    }
+    let (storage, _cleanup) = match open_storage(args.scratch.clone()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(EXIT_USAGE);
+        }
+    };
+    let request = match prepare(&storage, &request).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(EXIT_USAGE);
+        }
+    };
     let store = open_store(&args.db).await?;
     if !args.overwrite
         && let Err(e) = pipeline::check_output_owner(&store, &request).await
@@ -202,6 +219,10 @@ pub(crate) async fn run(args: ProcessArgs) -> anyhow::Result<i32> {
                 concurrency: args.workers.unwrap_or(DriveOptions::default().concurrency),
                 serve_all_runs: args.serve_all_runs,
                 progress: ProgressStyle::Quiet,
+                pipeline: pipeline::PipelineOptions {
+                    storage: Some(std::sync::Arc::new(storage)),
+                    ..Default::default()
+                },
                 ..DriveOptions::default()
             };
             let (stop_display, stopped) = tokio::sync::watch::channel(false);
@@ -261,13 +282,68 @@ fn summary(
     )
 }
 
+/// The storage of this process: `--scratch DIR` (created), else a temporary directory,
+/// removed (when empty) as the returned guard drops.
+pub(crate) fn open_storage(scratch: Option<PathBuf>) -> anyhow::Result<(Storage, ScratchCleanup)> {
+    let (scratch, cleanup) = match scratch {
+        Some(dir) => (
+            Scratch::new(dir.clone())
+                .with_context(|| format!("cannot use the scratch directory {}", dir.display()))?,
+            ScratchCleanup(None),
+        ),
+        None => {
+            let s = Scratch::temporary().context("cannot create a scratch directory")?;
+            let dir = s.path().to_owned();
+            (s, ScratchCleanup(Some(dir)))
+        }
+    };
+    Ok((Storage::new(scratch), cleanup))
+}
+
+/// Removes the default scratch directory when the command ends, if it is empty (every
+/// scratch file is removed once used).
+pub(crate) struct ScratchCleanup(Option<PathBuf>);
+
+impl Drop for ScratchCleanup {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.0 {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+/// Checks the request ([`preflight`]) and, with `s3://` artifacts, uploads a local input
+/// once; returns the request the run is made from.
+pub(crate) async fn prepare(
+    storage: &Storage,
+    request: &ProcessRequest,
+) -> Result<ProcessRequest, pipeline::PipelineError> {
+    preflight(storage, request).await?;
+    pipeline::upload_input(storage, request).await
+}
+
 /// Checks what can be checked before any work: settings, output (not the input, a known
-/// container), input, output directory, API.
-pub(crate) async fn preflight(request: &ProcessRequest) -> Result<(), pipeline::PipelineError> {
+/// container), input, output directory (or bucket), API.
+pub(crate) async fn preflight(
+    storage: &Storage,
+    request: &ProcessRequest,
+) -> Result<(), pipeline::PipelineError> {
     request.settings.validate()?;
     pipeline::check_output_target(&request.input, &request.output).await?;
-    media::probe(&request.input).await?;
-    pipeline::check_output_dir(&request.output).await?;
+    if is_remote(&request.input) {
+        // Probed by the ingest stage (a download); here only its presence.
+        if storage.size(&request.input).await?.is_none() {
+            let path = request.input.clone();
+            return Err(media::MediaError::NotFound { path }.into());
+        }
+    } else {
+        media::probe(&request.input).await?;
+    }
+    if is_remote(&request.output) {
+        pipeline::check_remote_output(storage, &request.output).await?;
+    } else {
+        pipeline::check_output_dir(&request.output).await?;
+    }
     if !request.settings.is_local() {
         pipeline::check_api(&request.settings.provider).await?;
     }

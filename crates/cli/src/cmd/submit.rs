@@ -8,14 +8,16 @@ use idempipe_video::pipeline::{self, ProcessRequest};
 
 use crate::db::DbArgs;
 
-use super::process::{EXIT_USAGE, SettingsArgs, open_store, preflight};
+use super::process::{EXIT_USAGE, SettingsArgs, open_storage, open_store, prepare};
 
 /// Arguments of `idempipe submit`.
 #[derive(Debug, Args)]
 pub(crate) struct SubmitArgs {
-    /// The input video (a path every worker can read).
+    /// The input video: a path every worker can read, an s3:// URL, or a local file that
+    /// is uploaded once when --artifacts is an s3:// URL.
     pub(crate) input: PathBuf,
-    /// The output video (.mp4, .m4v, .mov or .mkv), written by whichever worker assembles it.
+    /// The output video (.mp4, .m4v, .mov or .mkv), written by whichever worker assembles
+    /// it: a path every worker can write, or an s3:// URL.
     #[arg(short, long, value_name = "OUTPUT")]
     pub(crate) output: PathBuf,
     /// Replace files at OUTPUT (and its .thumb.jpg, .report.json) that this run did not
@@ -38,10 +40,14 @@ pub(crate) async fn run(args: SubmitArgs) -> anyhow::Result<i32> {
         artifacts: args.settings.artifacts_dir(),
         settings: args.settings.to_settings(),
     };
-    if let Err(e) = preflight(&request).await {
-        eprintln!("error: {e}");
-        return Ok(EXIT_USAGE);
-    }
+    let (storage, _cleanup) = open_storage(None)?;
+    let request = match prepare(&storage, &request).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(EXIT_USAGE);
+        }
+    };
     let store = open_store(&args.db).await?;
     if !args.overwrite
         && let Err(e) = pipeline::check_output_owner(&store, &request).await

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 
 use crate::db::DbArgs;
 
-use super::process::open_store;
+use super::process::{open_storage, open_store};
 
 /// Arguments of `idempipe worker`.
 #[derive(Debug, Args)]
@@ -34,6 +34,11 @@ pub(crate) struct WorkerArgs {
     /// [default: the directory each run was submitted with]
     #[arg(long, value_name = "DIR", env = "IDEMPIPE_WHISPER_MODEL")]
     pub(crate) whisper_model: Option<std::path::PathBuf>,
+    /// This worker's own directory for local copies of files kept in object storage
+    /// (nothing in it is shared with other workers) [default: a directory under the
+    /// system temporary directory]
+    #[arg(long, value_name = "DIR")]
+    pub(crate) scratch: Option<std::path::PathBuf>,
 }
 
 /// Runs `idempipe worker` until a signal; returns the exit code.
@@ -43,6 +48,9 @@ pub(crate) async fn run(args: WorkerArgs) -> anyhow::Result<i32> {
         .metrics_listen
         .map(|addr| (addr, idempipe_web::install_metrics_recorder()));
     let store = open_store(&args.db).await?;
+    let (storage, _cleanup) = open_storage(args.scratch)?;
+    let storage = std::sync::Arc::new(storage);
+    let mut unreachable = storage.unreachable();
     let mut config = WorkerConfig {
         concurrency: args
             .concurrency
@@ -61,6 +69,7 @@ pub(crate) async fn run(args: WorkerArgs) -> anyhow::Result<i32> {
         store.clone(),
         &PipelineOptions {
             whisper_model: args.whisper_model,
+            storage: Some(storage.clone()),
             ..PipelineOptions::default()
         },
     );
@@ -85,9 +94,20 @@ pub(crate) async fn run(args: WorkerArgs) -> anyhow::Result<i32> {
     }
     let maintenance = tokio::spawn(maintenance.run(stopped(stop_rx.clone())));
     let worker = tokio::spawn(worker.run(stopped(stop_rx)));
-    crate::lifecycle::stop_signals().await;
+    // A worker that cannot reach the object store would only fail item after item:
+    // it stops taking work, and the items it failed are retried by the others.
+    let cut_off = tokio::select! {
+        () = crate::lifecycle::stop_signals() => None,
+        Ok(()) = unreachable.changed() => unreachable.borrow().clone(),
+    };
     let _ = stop_tx.send(true);
     worker.await??;
     maintenance.await?;
+    if let Some(error) = cut_off {
+        eprintln!(
+            "error: {error}\nthis worker cannot reach the object store and stops; the items it failed are retried by other workers"
+        );
+        return Ok(1);
+    }
     Ok(0)
 }

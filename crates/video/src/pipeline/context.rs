@@ -14,11 +14,14 @@ use super::caption_settings::CaptionSettings;
 use super::register::PipelineOptions;
 use super::settings::{LOCAL_PROVIDER, RunParams};
 use crate::media::MediaError;
+use crate::storage::{Scratch, Storage, StorageError};
 
 /// Shared state of the stage handlers of one worker.
 pub(crate) struct Ctx {
     pub(crate) store: SharedStore,
     pub(crate) options: PipelineOptions,
+    /// Where artifacts, inputs and outputs live (local or object storage).
+    pub(crate) storage: Arc<Storage>,
     runs: Mutex<HashMap<i64, (Instant, Arc<RunParams>)>>,
     providers: Mutex<HashMap<String, Arc<dyn Provider>>>,
     /// Enhancement limiters known to exist.
@@ -29,9 +32,14 @@ pub(crate) struct Ctx {
 
 impl Ctx {
     pub(crate) fn new(store: SharedStore, options: PipelineOptions) -> Self {
+        let storage = options
+            .storage
+            .clone()
+            .unwrap_or_else(|| Arc::new(Storage::new(temporary_scratch())));
         Self {
             store,
             options,
+            storage,
             runs: Mutex::default(),
             providers: Mutex::default(),
             limiters: Mutex::default(),
@@ -174,6 +182,18 @@ impl Ctx {
         cache.insert(key, transcriber.clone());
         Ok(transcriber)
     }
+}
+
+/// A scratch directory under the system temporary directory (that directory itself if
+/// none can be made).
+fn temporary_scratch() -> Scratch {
+    Scratch::temporary().unwrap_or_else(|_| Scratch::unchecked(std::env::temp_dir()))
+}
+
+/// A storage failure inside a stage: transient (an unreachable store, a full scratch
+/// disk), naming the location and the store.
+pub(crate) fn storage_failure(e: StorageError) -> HandlerError {
+    HandlerError::transient(e)
 }
 
 /// How long a worker trusts the run parameters it read.

@@ -14,6 +14,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
+use crate::storage::{Storage, StorageError};
+
 /// The marker file in every run directory.
 pub const MARKER: &str = "run.json";
 
@@ -81,15 +83,18 @@ pub struct Marker {
     pub output: PathBuf,
 }
 
-/// Writes `dir/run.json` unless it is there (temporary name, then rename).
-pub(crate) async fn ensure_marker(dir: &Path, marker: &Marker) -> std::io::Result<()> {
+/// Writes `dir/run.json` unless it is there (atomically; `dir` may be in object storage).
+pub(crate) async fn ensure_marker(
+    storage: &Storage,
+    dir: &Path,
+    marker: &Marker,
+) -> Result<(), StorageError> {
     let path = dir.join(MARKER);
-    if tokio::fs::try_exists(&path).await.unwrap_or(false) {
+    if storage.exists(&path).await? {
         return Ok(());
     }
-    tokio::fs::create_dir_all(dir).await?;
     let text = serde_json::to_vec_pretty(marker).expect("marker serialises");
-    super::stages::write_atomic(&path, &text).await
+    storage.put_bytes(&path, text).await
 }
 
 /// The marker of `dir`, if it has a readable one whose uid matches the directory name.
@@ -184,91 +189,117 @@ pub fn manifest_path(file: &Path) -> PathBuf {
     file.with_file_name(format!("{name}.manifest.json"))
 }
 
-/// Hashes `file` and writes its manifest for run `uid` (temporary name, then rename).
-pub async fn write_manifest(file: &Path, uid: &str) -> std::io::Result<Manifest> {
-    let (size, fnv64) = hash_file(file).await?;
+/// Hashes the local file `file` and writes the manifest of `location` (where `file` was
+/// published, or `file` itself) for run `uid`, atomically. Write it after the file is
+/// in place: the manifest is what makes the file trusted.
+pub async fn write_manifest(
+    storage: &Storage,
+    file: &Path,
+    location: &Path,
+    uid: &str,
+) -> Result<Manifest, StorageError> {
+    let (size, fnv64) = hash_file(file)
+        .await
+        .map_err(|e| StorageError::new(file, "hash", e))?;
     let manifest = Manifest {
         uid: uid.to_owned(),
         size,
         fnv64,
     };
     let text = serde_json::to_vec(&manifest).expect("manifest serialises");
-    super::stages::write_atomic(&manifest_path(file), &text).await?;
+    storage.put_bytes(&manifest_path(location), text).await?;
     Ok(manifest)
 }
 
-/// Checks that `file` is complete and run `uid`'s: its manifest exists, names `uid`,
-/// and the size and hash match. The error says what does not match.
-pub async fn check_manifest(file: &Path, uid: &str) -> Result<(), String> {
-    let m = read_own_manifest(file, uid).await?;
+/// Checks that `file`, the local copy of `location`, is complete and run `uid`'s: the
+/// manifest of `location` exists, names `uid`, and the size and hash match. The error
+/// says what does not match.
+pub async fn check_manifest(
+    storage: &Storage,
+    file: &Path,
+    location: &Path,
+    uid: &str,
+) -> Result<(), String> {
+    let m = read_own_manifest(storage, location, uid).await?;
     let (size, fnv64) = hash_file(file)
         .await
-        .map_err(|e| format!("{}: {e}", file.display()))?;
+        .map_err(|e| format!("{}: {e}", location.display()))?;
     if size != m.size {
         return Err(format!(
             "{}: {size} bytes, its manifest says {}",
-            file.display(),
+            location.display(),
             m.size
         ));
     }
     if fnv64 != m.fnv64 {
         return Err(format!(
             "{}: contents hash {fnv64}, its manifest says {}",
-            file.display(),
+            location.display(),
             m.fnv64
         ));
     }
     Ok(())
 }
 
-/// [`check_manifest`] without the hash: the manifest names `uid` and the size matches.
-pub async fn check_manifest_quick(file: &Path, uid: &str) -> Result<(), String> {
-    let m = read_own_manifest(file, uid).await?;
-    let size = tokio::fs::metadata(file)
+/// [`check_manifest`] without the hash (and without a copy): the manifest names `uid`
+/// and the size of `location` matches.
+pub async fn check_manifest_quick(
+    storage: &Storage,
+    location: &Path,
+    uid: &str,
+) -> Result<(), String> {
+    let m = read_own_manifest(storage, location, uid).await?;
+    let size = storage
+        .size(location)
         .await
-        .map_err(|e| format!("{}: {e}", file.display()))?
-        .len();
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("{}: not found", location.display()))?;
     if size != m.size {
         return Err(format!(
             "{}: {size} bytes, its manifest says {}",
-            file.display(),
+            location.display(),
             m.size
         ));
     }
     Ok(())
 }
 
-/// The manifest of `file`, if there is one and it names run `uid`.
-async fn read_own_manifest(file: &Path, uid: &str) -> Result<Manifest, String> {
-    let mpath = manifest_path(file);
-    let text = tokio::fs::read(&mpath)
+/// The manifest of `location`, if there is one and it names run `uid`.
+async fn read_own_manifest(
+    storage: &Storage,
+    location: &Path,
+    uid: &str,
+) -> Result<Manifest, String> {
+    let mpath = manifest_path(location);
+    let text = storage
+        .get_bytes(&mpath)
         .await
-        .map_err(|e| format!("{}: no manifest ({e})", file.display()))?;
+        .map_err(|e| format!("{}: manifest unreadable ({e})", location.display()))?
+        .ok_or_else(|| format!("{}: no manifest", location.display()))?;
     let m: Manifest = serde_json::from_slice(&text)
         .map_err(|e| format!("{}: unreadable manifest ({e})", mpath.display()))?;
     if m.uid != uid {
         return Err(format!(
             "{}: written by run {}, not this run ({uid})",
-            file.display(),
+            location.display(),
             m.uid
         ));
     }
     Ok(m)
 }
 
-/// Removes `file` and its manifest (missing ones are fine).
-pub(crate) async fn remove_with_manifest(file: &Path) -> std::io::Result<()> {
-    for p in [manifest_path(file), file.to_owned()] {
-        match tokio::fs::remove_file(&p).await {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-            _ => {}
-        }
-    }
-    Ok(())
+/// Removes `location` and its manifest (missing ones are fine), the manifest first so
+/// that a half-removed pair is never trusted.
+pub(crate) async fn remove_with_manifest(
+    storage: &Storage,
+    location: &Path,
+) -> Result<(), StorageError> {
+    storage.delete(&manifest_path(location)).await?;
+    storage.delete(location).await
 }
 
 /// Size and FNV-1a 64 (hex) of a file's contents.
-async fn hash_file(file: &Path) -> std::io::Result<(u64, String)> {
+pub(crate) async fn hash_file(file: &Path) -> std::io::Result<(u64, String)> {
     let file = file.to_owned();
     tokio::task::spawn_blocking(move || {
         let mut f = std::fs::File::open(&file)?;

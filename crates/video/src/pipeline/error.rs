@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use idempipe_engine::StoreError;
 
 use crate::media::MediaError;
+use crate::storage::StorageError;
 
 /// What can go wrong before or around a run; messages name the file, URL or field.
 #[derive(Debug, thiserror::Error)]
@@ -43,4 +44,7 @@ pub enum PipelineError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A file in object storage (or the local artifact directory) cannot be used.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
 }

@@ -23,6 +23,8 @@
 //! - [`progress`]: waiting for a run while printing progress.
 //! - [`report`]: the run's JSON report and the list of failed items.
 //! - [`disk`]: run uids, run directory markers, file manifests, sizes.
+//! - [`upload`]: a local input uploaded once to an `s3://` artifact store; remote
+//!   inputs and outputs checked before a run starts.
 //! - `stages/`: one file per stage handler; `artifacts.rs`: where files go.
 
 mod artifacts;
@@ -39,6 +41,7 @@ pub mod report;
 pub mod settings;
 mod stages;
 pub mod start;
+pub mod upload;
 
 pub use caption_settings::{CAPTIONS_LOCAL, CAPTIONS_OFF, CaptionSettings};
 pub use change::{ChangeOutcome, change_settings};
@@ -59,6 +62,7 @@ pub use start::{
     ProcessRequest, RunStart, check_api, check_captions_model, check_output_dir,
     check_transcription_service, start_or_resume,
 };
+pub use upload::{check_remote_output, upload_input};
 
 /// The pipeline name runs of this module carry.
 pub const PIPELINE: &str = "video";

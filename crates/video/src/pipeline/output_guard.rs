@@ -12,13 +12,13 @@ use super::PIPELINE;
 use super::disk::file_stamp;
 use super::error::PipelineError;
 use super::settings::sibling;
-use super::start::{ProcessRequest, absolute, run_params, same_identity};
+use super::start::{ProcessRequest, location, run_params, same_identity};
 use crate::media::Container;
 
 /// Checks the output path on its own: its extension names a supported container, and
 /// it is not the input itself (compared by device and inode).
 pub async fn check_output_target(input: &Path, output: &Path) -> Result<(), PipelineError> {
-    let out = absolute(output)?;
+    let out = location(output)?;
     Container::for_path(&out).map_err(|e| PipelineError::Output {
         path: out.clone(),
         detail: format!(
@@ -52,7 +52,7 @@ pub async fn check_output_owner(
     store: &SharedStore,
     request: &ProcessRequest,
 ) -> Result<(), PipelineError> {
-    let output = absolute(&request.output)?;
+    let output = location(&request.output)?;
     let files = [
         output.clone(),
         sibling(&output, "thumb.jpg"),
@@ -105,8 +105,15 @@ fn run_wrote(run: &Run, files: &[PathBuf; 3], path: &Path) -> bool {
     run.status != RunStatus::Completed || report_is_own.is_some()
 }
 
-/// Whether the completed `run`'s summary records the file now at `output`.
+/// Whether the completed `run`'s summary records the file now at `output`. An object
+/// in a bucket has no local stamp: the summary naming it is what is known.
 pub(crate) fn wrote_output(run: &Run, output: &Path) -> bool {
+    if crate::storage::is_remote(output) {
+        return run
+            .summary
+            .as_ref()
+            .is_some_and(|s| s["output_file"]["location"].as_str() == output.to_str());
+    }
     match &run.summary {
         Some(summary) if summary.get("output_file").is_some() => stamp_matches(summary, output),
         // Runs made before stamps were recorded: the file being there is all we know.

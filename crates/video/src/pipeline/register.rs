@@ -59,6 +59,10 @@ pub struct PipelineOptions {
     /// This worker's Whisper model directory, used instead of the one a run was
     /// submitted with (workers on other machines keep the model elsewhere).
     pub whisper_model: Option<std::path::PathBuf>,
+    /// Where the stages read and write files (its scratch directory holds this worker's
+    /// local copies of objects) [default: a storage with a scratch directory under the
+    /// system temporary directory].
+    pub storage: Option<Arc<crate::storage::Storage>>,
 }
 
 impl Default for PipelineOptions {
@@ -75,6 +79,7 @@ impl Default for PipelineOptions {
             api_timeout: Duration::from_secs(30),
             transcribe_timeout: Duration::from_secs(120),
             whisper_model: None,
+            storage: None,
         }
     }
 }

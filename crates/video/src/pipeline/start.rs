@@ -17,6 +17,7 @@ use super::register::ensure_limiter;
 use super::settings::{RunParams, Settings};
 use super::{PIPELINE, stage};
 use crate::media::MediaError;
+use crate::storage;
 
 /// How long the API health check may take.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -106,6 +107,21 @@ pub async fn start_or_resume(
 
 /// The parameters a new run for `request` would get (input identity read from disk).
 pub(crate) async fn run_params(request: &ProcessRequest) -> Result<RunParams, PipelineError> {
+    let output = location(&request.output)?;
+    let artifacts = location(&request.artifacts)?;
+    if storage::is_remote(&request.input) {
+        // An object's identity is its URL and size (uploads of local inputs are named
+        // by their contents' hash).
+        let size = super::upload::remote_size(&request.input).await?;
+        return Ok(RunParams::new(
+            request.input.clone(),
+            size,
+            0,
+            output,
+            artifacts,
+            request.settings.clone(),
+        ));
+    }
     let input = tokio::fs::canonicalize(&request.input)
         .await
         .map_err(|e| input_error(&request.input, e))?;
@@ -117,8 +133,6 @@ pub(crate) async fn run_params(request: &ProcessRequest) -> Result<RunParams, Pi
         .ok()
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_millis() as i64);
-    let output = absolute(&request.output)?;
-    let artifacts = absolute(&request.artifacts)?;
     Ok(RunParams::new(
         input,
         meta.len(),
@@ -199,6 +213,18 @@ fn input_error(path: &Path, e: std::io::Error) -> PipelineError {
     PipelineError::Media(MediaError::reading(path, "read metadata", e))
 }
 
+/// An `s3://` location as it is (checked for a bucket), a local path made absolute.
+pub(crate) fn location(path: &Path) -> Result<PathBuf, PipelineError> {
+    if storage::is_remote(path) {
+        storage::check_location(path).map_err(|e| PipelineError::Output {
+            path: path.to_owned(),
+            detail: e.to_string(),
+        })?;
+        return Ok(path.to_owned());
+    }
+    absolute(path)
+}
+
 pub(crate) fn absolute(path: &Path) -> Result<PathBuf, PipelineError> {
     std::path::absolute(path).map_err(|e| PipelineError::Output {
         path: path.to_owned(),
@@ -207,7 +233,11 @@ pub(crate) fn absolute(path: &Path) -> Result<PathBuf, PipelineError> {
 }
 
 /// Checks that `output` can be written: its directory exists and accepts a file.
+/// An `s3://` output passes (see [`super::check_remote_output`]).
 pub async fn check_output_dir(output: &Path) -> Result<(), PipelineError> {
+    if storage::is_remote(output) {
+        return Ok(());
+    }
     let output = absolute(output)?;
     let fail = |detail: String| PipelineError::Output {
         path: output.clone(),

@@ -10,12 +10,13 @@ use idempipe_engine::{Handler, HandlerError, ItemResult, Job, SharedStore, Store
 use serde_json::json;
 
 use super::thumbnail::segments;
-use super::{remove_dir, write_atomic};
+
 use crate::media::{self, Expected, MediaError, MediaInfo, Subtitles};
-use crate::pipeline::context::{Ctx, transient};
+use crate::pipeline::context::{Ctx, storage_failure, transient};
 use crate::pipeline::disk;
 use crate::pipeline::settings::RunParams;
 use crate::pipeline::{report, stage};
+use crate::storage::{Fetched, Storage};
 
 /// Writes the output atomically, then the report (also stored as the run's summary),
 /// then removes the run's artifacts.
@@ -35,24 +36,33 @@ impl Handler for Assemble {
             .map_err(|e| HandlerError::permanent(format!("ingest result is unusable: {e}")))?;
         let segments = segments(store, job.run_id).await?;
         let paths: Vec<PathBuf> = segments.iter().map(|s| dir.encoded(s.index)).collect();
-        if !all_exist(&paths).await && report_of_run(&params, job.run_id).await {
+        let storage = &self.0.storage;
+        if !all_exist(storage, &paths).await? && report_of_run(storage, &params, job.run_id).await?
+        {
             // An earlier attempt wrote everything and removed the artifacts, then died
             // before its completion committed.
             return Ok(json!({ "output": params.output, "report": params.report }));
         }
-        if let Some(parent) = params.output.parent() {
-            tokio::fs::create_dir_all(parent).await.map_err(transient)?;
-        }
-        check_segments(&paths, &params.uid).await?;
-        let subtitles = captions(store, job.run_id, &params).await?;
+        let local = fetch_segments(storage, &paths, &params.uid).await?;
+        let local: Vec<PathBuf> = local.iter().map(|f| f.path().to_owned()).collect();
+        let subtitles = captions(store, storage, job.run_id, &params).await?;
         let language = params.settings.captions.track_language();
+        let input = storage
+            .fetch(&params.input)
+            .await
+            .map_err(storage_failure)?;
+        let output = storage
+            .stage(&params.output)
+            .await
+            .map_err(storage_failure)?;
         media::assemble_verified(
-            &paths,
-            &params.input,
-            subtitles
-                .as_deref()
-                .map(|path| Subtitles { path, language }),
-            &params.output,
+            &local,
+            input.path(),
+            subtitles.as_ref().map(|file| Subtitles {
+                path: file.path(),
+                language,
+            }),
+            output.path(),
             &Expected::of(&info),
         )
         .await
@@ -62,34 +72,44 @@ impl Handler for Assemble {
             }
             other => transient(other),
         })?;
+        storage.publish(&output).await.map_err(storage_failure)?;
         let elapsed_ms = started.elapsed().as_millis() as i64;
         let mut report = report::build(store, job.run_id, &params, &info, elapsed_ms)
             .await
             .map_err(transient)?;
         // What the output file is, so that a later `process` knows it as this run's.
         report["uid"] = json!(params.uid);
-        report["output_file"] = json!(disk::file_stamp(&params.output));
+        report["output_file"] = if crate::storage::is_remote(&params.output) {
+            json!({ "location": params.output })
+        } else {
+            json!(disk::file_stamp(&params.output))
+        };
         let text = serde_json::to_vec_pretty(&report).expect("report serialises");
-        write_atomic(&params.report, &text)
+        storage
+            .put_bytes(&params.report, text)
             .await
-            .map_err(|e| transient(format!("{}: {e}", params.report.display())))?;
+            .map_err(storage_failure)?;
         store
             .run_set_summary(job.run_id, &report)
             .await
             .map_err(transient)?;
-        remove_dir(&dir.root()).await.map_err(transient)?;
+        storage
+            .delete_tree(&dir.root())
+            .await
+            .map_err(storage_failure)?;
         tracing::info!(run = job.run_id, output = %params.output.display(), "output written");
         Ok(json!({ "output": params.output, "report": params.report }))
     }
 }
 
-/// The SRT file to mux, if the `captions` item wrote one. Runs made before captions
-/// existed have no such item and get none.
+/// The SRT file to mux (a local copy), if the `captions` item wrote one. Runs made
+/// before captions existed have no such item and get none.
 async fn captions(
     store: &SharedStore,
+    storage: &Storage,
     run_id: i64,
     params: &RunParams,
-) -> Result<Option<PathBuf>, HandlerError> {
+) -> Result<Option<Fetched>, HandlerError> {
     let item = match store.item_get(run_id, stage::CAPTIONS, "captions").await {
         Ok(item) => item,
         Err(StoreError::NotFound { .. }) => return Ok(None),
@@ -100,46 +120,73 @@ async fn captions(
         return Ok(None);
     }
     let srt = params.captions_srt();
-    if !tokio::fs::try_exists(&srt).await.unwrap_or(false) {
-        return Err(HandlerError::permanent(format!(
+    match storage.fetch(&srt).await {
+        Ok(file) => Ok(Some(file)),
+        Err(e) if e.is_not_found() => Err(HandlerError::permanent(format!(
             "{}: the captions file is gone; retry the captions item to write it again",
             srt.display()
-        )));
+        ))),
+        Err(e) => Err(storage_failure(e)),
     }
-    Ok(Some(srt))
 }
 
-/// Checks every encoded segment against its manifest (runs made before runs had a uid
-/// have none). A mismatch is permanent: the segment's frames are gone.
-pub(crate) async fn check_segments(paths: &[PathBuf], uid: &str) -> Result<(), HandlerError> {
-    if uid.is_empty() {
-        return Ok(());
-    }
+/// Local copies of the encoded segments, each checked against its manifest (runs made
+/// before runs had a uid have none). A mismatch is permanent: the segment's frames are
+/// gone.
+pub(crate) async fn fetch_segments(
+    storage: &Storage,
+    paths: &[PathBuf],
+    uid: &str,
+) -> Result<Vec<Fetched>, HandlerError> {
+    let mut local = Vec::with_capacity(paths.len());
     for p in paths {
-        disk::check_manifest(p, uid).await.map_err(|why| {
-            HandlerError::permanent(format!(
-                "{why}: the encoded segment is damaged or not this run's and is not used"
-            ))
+        let file = storage.fetch(p).await.map_err(|e| {
+            if e.is_not_found() {
+                HandlerError::permanent(format!("{e}: the encoded segment is gone"))
+            } else {
+                storage_failure(e)
+            }
         })?;
+        if !uid.is_empty() {
+            disk::check_manifest(storage, file.path(), p, uid)
+                .await
+                .map_err(|why| {
+                    HandlerError::permanent(format!(
+                        "{why}: the encoded segment is damaged or not this run's and is not used"
+                    ))
+                })?;
+        }
+        local.push(file);
     }
-    Ok(())
+    Ok(local)
 }
 
-async fn all_exist(paths: &[PathBuf]) -> bool {
+async fn all_exist(storage: &Storage, paths: &[PathBuf]) -> Result<bool, HandlerError> {
     for p in paths {
-        if !tokio::fs::try_exists(p).await.unwrap_or(false) {
-            return false;
+        if !storage.exists(p).await.map_err(storage_failure)? {
+            return Ok(false);
         }
     }
-    true
+    Ok(true)
 }
 
 /// Whether the report next to the output was written by this run.
-async fn report_of_run(params: &RunParams, run_id: i64) -> bool {
-    let Ok(text) = tokio::fs::read(&params.report).await else {
-        return false;
+async fn report_of_run(
+    storage: &Storage,
+    params: &RunParams,
+    run_id: i64,
+) -> Result<bool, HandlerError> {
+    let Some(text) = storage
+        .get_bytes(&params.report)
+        .await
+        .map_err(storage_failure)?
+    else {
+        return Ok(false);
     };
     let report: serde_json::Value = serde_json::from_slice(&text).unwrap_or_default();
-    report["run"].as_i64() == Some(run_id)
-        && tokio::fs::try_exists(&params.output).await.unwrap_or(false)
+    Ok(report["run"].as_i64() == Some(run_id)
+        && storage
+            .exists(&params.output)
+            .await
+            .map_err(storage_failure)?)
 }

@@ -7,8 +7,7 @@ use idempipe_captions::{Segment, cues_from, to_srt, to_vtt};
 use idempipe_engine::{Handler, HandlerError, ItemResult, ItemStatus, Job};
 use serde_json::{Value, json};
 
-use super::write_atomic;
-use crate::pipeline::context::{Ctx, transient};
+use crate::pipeline::context::{Ctx, storage_failure, transient};
 use crate::pipeline::{report, stage};
 
 /// Why a run has no captions, as stated in its report.
@@ -46,13 +45,12 @@ impl Handler for Captions {
             return Ok(json!({ "cues": 0, "windows": windows.len(), "reason": reason }));
         }
         let (vtt, srt) = (params.captions_vtt(), params.captions_srt());
-        if let Some(parent) = vtt.parent() {
-            tokio::fs::create_dir_all(parent).await.map_err(transient)?;
-        }
         for (path, text) in [(&vtt, to_vtt(&cues)), (&srt, to_srt(&cues))] {
-            write_atomic(path, text.as_bytes())
+            self.0
+                .storage
+                .put_bytes(path, text.into_bytes())
                 .await
-                .map_err(|e| transient(format!("{}: {e}", path.display())))?;
+                .map_err(storage_failure)?;
         }
         let words: usize = cues.iter().map(|c| c.text.split_whitespace().count()).sum();
         tracing::info!(

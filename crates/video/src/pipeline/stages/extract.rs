@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::SegmentWork;
 use crate::media::{FrameReader, write_frame_file};
-use crate::pipeline::context::{Ctx, payload, transient};
+use crate::pipeline::context::{Ctx, payload, storage_failure, transient};
 use crate::pipeline::disk::check_manifest;
 
 /// Decodes a segment with [`FrameReader`] and writes each frame atomically. A rerun
@@ -20,19 +20,32 @@ impl Handler for Extract {
     async fn handle(&self, job: &Job) -> ItemResult {
         let work: SegmentWork = payload(&job.payload)?;
         let (params, dir) = self.0.run(job.run_id).await?;
+        let storage = &self.0.storage;
+        let segment = storage.fetch(&work.path).await.map_err(|e| {
+            if e.is_not_found() {
+                HandlerError::permanent(format!(
+                    "{e}; the input segment is gone: `idempipe cancel {}`, then run process again to start afresh",
+                    job.run_id
+                ))
+            } else {
+                storage_failure(e)
+            }
+        })?;
         if !params.uid.is_empty() {
             // The segment must be the one split wrote for this run, complete and unchanged.
-            check_manifest(&work.path, &params.uid).await.map_err(|why| {
+            check_manifest(storage, segment.path(), &work.path, &params.uid).await.map_err(|why| {
                 HandlerError::permanent(format!(
                     "{why}; the input segment is damaged or not this run's: `idempipe cancel {}`, then run process again to start afresh",
                     job.run_id
                 ))
             })?;
         }
-        tokio::fs::create_dir_all(dir.frames(work.segment))
+        // Frames are written here (the frames directory itself when local), then published.
+        let staged = storage
+            .stage_dir(&dir.frames(work.segment))
             .await
-            .map_err(transient)?;
-        let mut reader = FrameReader::open_with_size(&work.path, work.width, work.height)
+            .map_err(storage_failure)?;
+        let mut reader = FrameReader::open_with_size(segment.path(), work.width, work.height)
             .await
             .map_err(transient)?;
         let mut n = 0;
@@ -41,9 +54,18 @@ impl Handler for Extract {
                 break;
             }
             let global = work.first_frame + n;
-            write_frame_file(&dir.original(work.segment, global), &frame)
+            let location = dir.original(work.segment, global);
+            let file = staged
+                .path()
+                .join(location.file_name().expect("a frame file name"));
+            write_frame_file(&file, &frame).await.map_err(transient)?;
+            storage
+                .publish_file(&file, &location)
                 .await
-                .map_err(transient)?;
+                .map_err(storage_failure)?;
+            if file != location {
+                let _ = tokio::fs::remove_file(&file).await;
+            }
             n += 1;
         }
         if n != work.frame_count {

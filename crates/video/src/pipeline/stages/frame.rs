@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::FrameWork;
 use crate::media::{MediaError, read_frame_file, write_frame_file};
-use crate::pipeline::context::{Ctx, payload, transient};
+use crate::pipeline::context::{Ctx, payload, storage_failure, transient};
 use crate::pipeline::settings::OnFrameFailure;
 
 /// How the thumbnail is chosen, stated in results and the report.
@@ -27,7 +27,7 @@ impl Handler for Frame {
         let work: FrameWork = payload(&job.payload)?;
         let params = self.0.params(job.run_id).await?;
         let settings = &params.settings;
-        let original = read_original(&work).await?;
+        let original = read_original(&self.0, &work).await?;
         let provider = self.0.provider(&settings.provider)?;
         if !settings.is_local() {
             job.begin_external_call().await.map_err(transient)?;
@@ -35,9 +35,7 @@ impl Handler for Frame {
         let key = job.idempotency_key();
         match provider.enhance(original, &settings.enhance, &key).await {
             Ok(enhanced) => {
-                write_frame_file(&work.enhanced, &enhanced)
-                    .await
-                    .map_err(transient)?;
+                write_enhanced(&self.0, &work, &enhanced).await?;
                 Ok(scores(enhanced).await)
             }
             Err(e) => {
@@ -46,10 +44,8 @@ impl Handler for Frame {
                 let give_up = matches!(error, HandlerError::Permanent(_)) || last;
                 if settings.on_frame_failure == OnFrameFailure::KeepOriginal && give_up {
                     tracing::warn!(run = job.run_id, key = %job.key, error = %e, "keeping the original frame");
-                    let original = read_original(&work).await?;
-                    write_frame_file(&work.enhanced, &original)
-                        .await
-                        .map_err(transient)?;
+                    let original = read_original(&self.0, &work).await?;
+                    write_enhanced(&self.0, &work, &original).await?;
                     return Ok(json!({
                         "kept_original": true,
                         "error": error.detail(),
@@ -67,13 +63,37 @@ impl Handler for Frame {
     }
 }
 
-async fn read_original(work: &FrameWork) -> Result<RgbImage, HandlerError> {
-    read_frame_file(&work.original).await.map_err(|e| match e {
-        MediaError::NotFound { .. } => HandlerError::permanent(format!(
+async fn read_original(ctx: &Ctx, work: &FrameWork) -> Result<RgbImage, HandlerError> {
+    let gone = |e: &dyn std::fmt::Display| {
+        HandlerError::permanent(format!(
             "{e}: the segment's frames are gone (was the artifact directory cleaned?)"
-        )),
+        ))
+    };
+    let file = ctx.storage.fetch(&work.original).await.map_err(|e| {
+        if e.is_not_found() {
+            gone(&e)
+        } else {
+            storage_failure(e)
+        }
+    })?;
+    read_frame_file(file.path()).await.map_err(|e| match e {
+        MediaError::NotFound { .. } => gone(&e),
         other => transient(other),
     })
+}
+
+/// Writes the enhanced frame where the encoder will read it (atomically: a local
+/// rename, or one PUT).
+async fn write_enhanced(ctx: &Ctx, work: &FrameWork, frame: &RgbImage) -> Result<(), HandlerError> {
+    let staged = ctx
+        .storage
+        .stage(&work.enhanced)
+        .await
+        .map_err(storage_failure)?;
+    write_frame_file(staged.path(), frame)
+        .await
+        .map_err(transient)?;
+    ctx.storage.publish(&staged).await.map_err(storage_failure)
 }
 
 /// Metrics of the enhanced frame, computed off the async threads.

@@ -8,7 +8,7 @@ use idempipe_engine::{Handler, HandlerError, ItemResult, Job, NewItem};
 use serde_json::json;
 
 use crate::media::{self, MediaError};
-use crate::pipeline::context::Ctx;
+use crate::pipeline::context::{Ctx, storage_failure};
 use crate::pipeline::disk::{Marker, ensure_marker};
 use crate::pipeline::stage;
 
@@ -26,12 +26,18 @@ impl Handler for Ingest {
                 input: params.input.clone(),
                 output: params.output.clone(),
             };
-            ensure_marker(&dir.root(), &marker)
+            ensure_marker(&self.0.storage, &dir.root(), &marker)
                 .await
-                .map_err(|e| HandlerError::transient(format!("{}: {e}", dir.root().display())))?;
+                .map_err(storage_failure)?;
         }
-        let mut info = media::probe(&params.input).await.map_err(probe_error)?;
-        let meta = tokio::fs::metadata(&params.input)
+        let input = self
+            .0
+            .storage
+            .fetch(&params.input)
+            .await
+            .map_err(storage_failure)?;
+        let mut info = media::probe(input.path()).await.map_err(probe_error)?;
+        let meta = tokio::fs::metadata(input.path())
             .await
             .map_err(HandlerError::transient)?;
         if meta.len() != params.input_size {

@@ -68,28 +68,3 @@ pub(crate) struct FrameWork {
     /// Where the enhanced frame goes.
     pub(crate) enhanced: PathBuf,
 }
-
-/// Removes a directory tree; a missing one is fine (a retry after the removal committed).
-pub(crate) async fn remove_dir(dir: &std::path::Path) -> std::io::Result<()> {
-    match tokio::fs::remove_dir_all(dir).await {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
-    }
-}
-
-/// Writes `bytes` to `path` under a temporary name, then renames it into place.
-pub(crate) async fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp{}", std::process::id()));
-    tokio::fs::write(&tmp, bytes).await?;
-    match tokio::fs::rename(&tmp, path).await {
-        Ok(()) => Ok(()),
-        Err(e) => {
-            let _ = tokio::fs::remove_file(&tmp).await;
-            Err(e)
-        }
-    }
-}

@@ -1,5 +1,6 @@
 //! `split`: cut the input into keyframe-aligned segments and spawn the per-segment work.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -12,10 +13,11 @@ use crate::media::{self, MediaError, MediaInfo, Segment};
 use crate::pipeline::artifacts::{
     ENCODES_GROUP, RunDir, TRANSCRIPTS_GROUP, frame_key, frames_group, seg_key, window_key,
 };
-use crate::pipeline::context::{Ctx, payload};
+use crate::pipeline::context::{Ctx, payload, storage_failure};
 use crate::pipeline::disk::write_manifest;
 use crate::pipeline::settings::RunParams;
 use crate::pipeline::stage;
+use crate::storage::Storage;
 
 /// Splits by stream copy, then spawns extract, frame and encode items per segment, the
 /// thumbnail and the assembly, all in the completion of this item.
@@ -26,10 +28,19 @@ impl Handler for Split {
     async fn handle(&self, job: &Job) -> ItemResult {
         let info: MediaInfo = payload(&job.payload)?;
         let (params, dir) = self.0.run(job.run_id).await?;
-        let segments = media::split(
-            &params.input,
+        let storage = &self.0.storage;
+        let input = storage
+            .fetch(&params.input)
+            .await
+            .map_err(storage_failure)?;
+        let staged = storage
+            .stage_dir(&dir.segments())
+            .await
+            .map_err(storage_failure)?;
+        let mut segments = media::split(
+            input.path(),
             &info,
-            &dir.segments(),
+            staged.path(),
             params.settings.segment_secs,
         )
         .await
@@ -37,13 +48,19 @@ impl Handler for Split {
             MediaError::SplitMismatch { .. } => HandlerError::permanent(e),
             other => HandlerError::transient(other),
         })?;
-        for seg in &segments {
-            write_manifest(&seg.path, &params.uid).await.map_err(|e| {
-                HandlerError::transient(format!("{}: manifest: {e}", seg.path.display()))
-            })?;
+        for seg in &mut segments {
+            let location = staged.location_of(&seg.path);
+            storage
+                .publish_file(&seg.path, &location)
+                .await
+                .map_err(storage_failure)?;
+            write_manifest(storage, &seg.path, &location, &params.uid)
+                .await
+                .map_err(storage_failure)?;
+            seg.path = location;
         }
         tracing::info!(run = job.run_id, segments = segments.len(), "split input");
-        let captions = plan_captions(&params, &info, &dir).await?;
+        let captions = plan_captions(storage, input.path(), &params, &info, &dir).await?;
         let windows = match &captions {
             CaptionPlan::Windows(w) => w.len(),
             CaptionPlan::Skip(_) => 0,
@@ -65,6 +82,8 @@ enum CaptionPlan {
 /// there is audio. Audio ffmpeg cannot decode means no captions (the video is still
 /// made); a disk error is transient.
 async fn plan_captions(
+    storage: &Storage,
+    input: &Path,
     params: &RunParams,
     info: &MediaInfo,
     dir: &RunDir,
@@ -76,11 +95,13 @@ async fn plan_captions(
         return Ok(CaptionPlan::Skip(reason::NO_AUDIO.into()));
     }
     let audio = dir.speech_audio();
-    match media::audio::extract_speech_audio(&params.input, &audio).await {
+    let staged = storage.stage(&audio).await.map_err(storage_failure)?;
+    match media::audio::extract_speech_audio(input, staged.path()).await {
         Ok(_) => {
-            write_manifest(&audio, &params.uid).await.map_err(|e| {
-                HandlerError::transient(format!("{}: manifest: {e}", audio.display()))
-            })?;
+            storage.publish(&staged).await.map_err(storage_failure)?;
+            write_manifest(storage, staged.path(), &audio, &params.uid)
+                .await
+                .map_err(storage_failure)?;
         }
         Err(e @ MediaError::ToolFailed { .. }) => {
             tracing::warn!(error = %e, "the audio cannot be decoded; no captions");
@@ -90,7 +111,7 @@ async fn plan_captions(
         }
         Err(e) => return Err(HandlerError::transient(e)),
     }
-    let path = audio.clone();
+    let path = staged.path().to_owned();
     let windows = tokio::task::spawn_blocking(move || {
         idempipe_captions::speech_windows_in_pcm(&path, &Default::default())
     })

@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::SCORE_CRITERION;
 use crate::media::{FrameReader, Segment, write_thumbnail};
-use crate::pipeline::context::{Ctx, transient};
+use crate::pipeline::context::{Ctx, storage_failure, transient};
 use crate::pipeline::stage;
 
 /// Rows read per page when scanning frame results.
@@ -33,8 +33,13 @@ impl Handler for Thumbnail {
             .find(|s| (s.first_frame..s.first_frame + s.frame_count).contains(&global))
             .ok_or_else(|| HandlerError::permanent(format!("frame {global} is in no segment")))?;
         let encoded = dir.encoded(seg.index);
-        super::assemble::check_segments(std::slice::from_ref(&encoded), &params.uid).await?;
-        let mut reader = FrameReader::open(&encoded).await.map_err(transient)?;
+        let storage = &self.0.storage;
+        let local =
+            super::assemble::fetch_segments(storage, std::slice::from_ref(&encoded), &params.uid)
+                .await?;
+        let mut reader = FrameReader::open(local[0].path())
+            .await
+            .map_err(transient)?;
         let mut picked = None;
         for _ in 0..=global - seg.first_frame {
             picked = reader.next_frame().await.map_err(transient)?;
@@ -46,9 +51,14 @@ impl Handler for Thumbnail {
                 encoded.display()
             ))
         })?;
-        write_thumbnail(&params.thumbnail, &frame)
+        let staged = storage
+            .stage(&params.thumbnail)
+            .await
+            .map_err(storage_failure)?;
+        write_thumbnail(staged.path(), &frame)
             .await
             .map_err(transient)?;
+        storage.publish(&staged).await.map_err(storage_failure)?;
         Ok(
             json!({ "path": params.thumbnail, "frame": global, "score": score, "criterion": SCORE_CRITERION }),
         )

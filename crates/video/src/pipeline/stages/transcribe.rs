@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::WindowWork;
 use super::frame::classify;
-use crate::pipeline::context::{Ctx, payload, transient};
+use crate::pipeline::context::{Ctx, payload, storage_failure, transient};
 use crate::pipeline::disk::check_manifest_quick;
 
 /// Reads the window from the run's extracted audio and transcribes it with the run's
@@ -25,7 +25,7 @@ impl Handler for Transcribe {
         if !params.uid.is_empty() {
             // Uid and size only: hashing the whole track for every window would cost more
             // than the window itself.
-            check_manifest_quick(&work.audio, &params.uid)
+            check_manifest_quick(&self.0.storage, &work.audio, &params.uid)
                 .await
                 .map_err(|why| {
                     HandlerError::permanent(format!(
@@ -33,7 +33,16 @@ impl Handler for Transcribe {
                     ))
                 })?;
         }
-        let path = work.audio.clone();
+        let audio = self.0.storage.fetch(&work.audio).await.map_err(|e| {
+            if e.is_not_found() {
+                HandlerError::permanent(format!(
+                    "{e}: the extracted audio is gone (was the artifact directory cleaned?)"
+                ))
+            } else {
+                storage_failure(e)
+            }
+        })?;
+        let path = audio.path().to_owned();
         let window = work.window;
         let samples = tokio::task::spawn_blocking(move || read_pcm_window(&path, window))
             .await
