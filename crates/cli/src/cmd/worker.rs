@@ -34,6 +34,9 @@ pub(crate) struct WorkerArgs {
     /// [default: the directory each run was submitted with]
     #[arg(long, value_name = "DIR", env = "IDEMPIPE_WHISPER_MODEL")]
     pub(crate) whisper_model: Option<std::path::PathBuf>,
+    /// Lease and API timeout of this worker's handlers.
+    #[command(flatten)]
+    pub(crate) tuning: super::tuning::TuningArgs,
 }
 
 /// Runs `idempipe worker` until a signal; returns the exit code.
@@ -59,10 +62,10 @@ pub(crate) async fn run(args: WorkerArgs) -> anyhow::Result<i32> {
     let worker = pipeline::register(
         Worker::new(store.clone(), config),
         store.clone(),
-        &PipelineOptions {
+        &args.tuning.apply(PipelineOptions {
             whisper_model: args.whisper_model,
             ..PipelineOptions::default()
-        },
+        }),
     );
     let maintenance = Maintenance::new(
         store.clone(),

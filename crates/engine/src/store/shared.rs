@@ -444,6 +444,13 @@ macro_rules! impl_store {
                 BACKEND
             }
 
+            async fn db_now(&self) -> StoreResult<Millis> {
+                match QUERIES.find("db_now") {
+                    Some(sql) => Ok(sqlx::query_scalar(sql).fetch_one(&self.pool).await?),
+                    None => Ok(crate::clock::Clock::now(&crate::clock::SystemClock)),
+                }
+            }
+
             async fn migrate(&self) -> StoreResult<()> {
                 sqlx::raw_sql(migrate::CREATE_TABLE).execute(&self.pool).await?;
                 let mut tx = self.begin_write().await?;
