@@ -25,7 +25,8 @@ pub(crate) struct Api {
 pub(crate) struct Billing {
     /// Frames enhanced under two or more different idempotency keys.
     pub(crate) paid_twice: u64,
-    /// 200 answers (or enhancements) beyond the first, summed over keys.
+    /// Requests admitted beyond the first per key, summed over keys: the calls a server
+    /// that ignored idempotency keys would have billed again.
     pub(crate) same_key_repeats: u64,
     /// Real enhancements in all.
     pub(crate) enhanced: u64,
@@ -97,7 +98,7 @@ impl Api {
             if count.enhanced > 0 {
                 keys_per_frame.entry(frame).or_default().insert(key);
             }
-            billing.same_key_repeats += count.ok.max(count.enhanced).saturating_sub(1);
+            billing.same_key_repeats += count.admitted.saturating_sub(1);
         }
         billing.paid_twice = keys_per_frame.values().filter(|k| k.len() > 1).count() as u64;
         Ok(billing)

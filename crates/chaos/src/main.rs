@@ -44,13 +44,36 @@ async fn main() {
         .init();
     // reqwest is built without a default TLS provider; the enhance crate installs ring.
     idempipe_enhance::provider::tls::install_crypto_provider();
-    match run().await {
+    // On SIGINT or SIGTERM the suite's future is dropped: children are killed, the
+    // cluster stopped, the tmpfs unmounted and the namespace removed by their destructors.
+    let outcome = tokio::select! {
+        outcome = run() => outcome,
+        () = interrupted() => Err(anyhow::anyhow!("interrupted")),
+    };
+    match outcome {
         Ok(true) => {}
         Ok(false) => std::process::exit(1),
         Err(e) => {
             eprintln!("chaos: {e:#}");
             std::process::exit(2);
         }
+    }
+}
+
+/// Completes at SIGINT or SIGTERM.
+async fn interrupted() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(mut int), Ok(mut term)) => {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+        }
+        _ => std::future::pending().await,
     }
 }
 

@@ -19,7 +19,7 @@ pub(crate) struct Row {
     pub(crate) lost: i64,
     /// Frames enhanced under two or more idempotency keys (counted by the API).
     pub(crate) paid_twice: u64,
-    /// 200 answers beyond the first per key (counted by the API).
+    /// Requests admitted beyond the first per key (counted by the API).
     pub(crate) same_key: u64,
     /// The most same-key repeats the scenario's faults explain.
     pub(crate) same_key_bound: u64,

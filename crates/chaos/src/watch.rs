@@ -22,17 +22,25 @@ impl Watch {
     /// completed frames every 200 ms.
     pub(crate) async fn attach(url: &str, timeout: Duration) -> anyhow::Result<Self> {
         let deadline = Instant::now() + timeout;
-        let (store, run_id) = loop {
-            if let Ok(store) = idempipe_engine::connect_with(url, OpenMode::MustExist).await
-                && let Ok(runs) = store.run_list(1).await
+        let pause = || tokio::time::sleep(Duration::from_millis(100));
+        // One store for the whole watch: each connection pool keeps a listener alive.
+        let store = loop {
+            match idempipe_engine::connect_with(url, OpenMode::MustExist).await {
+                Ok(store) => break store,
+                Err(e) if Instant::now() > deadline => bail!("cannot open {url}: {e}"),
+                Err(_) => pause().await,
+            }
+        };
+        let run_id = loop {
+            if let Ok(runs) = store.run_list(1).await
                 && let Some(run) = runs.first()
             {
-                break (store, run.id);
+                break run.id;
             }
             if Instant::now() > deadline {
                 bail!("no run appeared in {url} within {timeout:?}");
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            pause().await;
         };
         let samples = Arc::new(Mutex::new(Vec::new()));
         let sampler = {

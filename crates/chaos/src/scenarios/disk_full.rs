@@ -1,4 +1,4 @@
-//! The artifact disk fills up mid-run (a small tmpfs, topped up by a filler file): the
+//! The artifact disk fills up mid-run (a small tmpfs, kept full by a filler file): the
 //! run must pause or fail with an error naming the cause, lose nothing completed, and
 //! finish once the space is freed (a rerun, after `retry` if the run failed).
 
@@ -13,19 +13,20 @@ use crate::report::Row;
 use super::pg_restart::wait_progress;
 use super::{Backend, CONCURRENCY, Case, RUN_TIMEOUT, Suite};
 
-/// Size of the artifact disk: room for the run until the filler takes it.
-const DISK: &str = "96m";
-/// Space left free by the filler: less than one segment's frames.
-const LEFT_FREE: u64 = 256 * 1024;
+/// Size of the artifact disk: room for the frames of the segments in flight until the
+/// filler takes it (quick profile, full profile).
+const DISK: [&str; 2] = ["64m", "256m"];
 /// How long the disk stays full.
 const FULL_FOR: Duration = Duration::from_secs(10);
+/// errno of a full disk.
+const ENOSPC_ERRNO: i32 = 28;
 /// What a clear error says.
 const ENOSPC: &str = "No space left on device";
 
 /// Runs the scenario on `backend`.
 pub(crate) async fn run(suite: &Suite, backend: Backend) -> anyhow::Result<Row> {
     let case = Case::new(suite, "disk-full", backend, &["--latency-ms", "20"]).await?;
-    let disk = Tmpfs::mount(&case.artifacts).await?;
+    let disk = Tmpfs::mount(&case.artifacts, suite.env.quick).await?;
     let log = case.dir.join("process.log");
     let mut process = case.suite.env.spawn(&case.process_args(&case.db), &log)?;
     let watch = crate::watch::Watch::attach(&case.db, Duration::from_secs(30)).await?;
@@ -33,14 +34,18 @@ pub(crate) async fn run(suite: &Suite, backend: Backend) -> anyhow::Result<Row> 
     let mut first = "the run ended before the disk filled".to_string();
     let mut freed = None;
     let mut errors = Vec::new();
-    if wait_progress(&watch, frames / 5).await {
+    // Full as soon as frames flow: segments are still being extracted and enhanced.
+    if wait_progress(&watch, 1).await {
         let filler = case.artifacts.join("filler");
-        disk.fill(&filler).await?;
+        let mut file = std::fs::File::create(&filler)?;
         let full_until = Instant::now() + FULL_FOR;
         while Instant::now() < full_until {
+            // Space the run frees (a segment's frames deleted) is taken again at once.
+            fill(&mut file)?;
             errors.extend(watch.errors().await.unwrap_or_default());
-            tokio::time::sleep(Duration::from_millis(250)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        drop(file);
         first = match process.try_wait()? {
             Some(exit) => format!("process exited {}", exit.code().unwrap_or(-1)),
             None => "process kept waiting".into(),
@@ -97,34 +102,19 @@ struct Tmpfs {
 }
 
 impl Tmpfs {
-    async fn mount(dir: &Path) -> anyhow::Result<Self> {
+    async fn mount(dir: &Path, quick: bool) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let path = dir.to_str().context("artifact path is not UTF-8")?;
+        let size = DISK[usize::from(!quick)];
         run_checked(
             "mount",
-            &["-t", "tmpfs", "-o", &format!("size={DISK}"), "tmpfs", path],
+            &["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs", path],
         )
         .await
         .context("cannot mount a tmpfs (needs root)")?;
         Ok(Self {
             dir: dir.to_path_buf(),
         })
-    }
-
-    /// Fills the disk but for [`LEFT_FREE`] bytes with `filler`.
-    async fn fill(&self, filler: &Path) -> anyhow::Result<()> {
-        let path = self.dir.to_str().context("artifact path is not UTF-8")?;
-        let avail: u64 = run_checked("df", &["--output=avail", "-B1", path])
-            .await?
-            .lines()
-            .nth(1)
-            .and_then(|l| l.trim().parse().ok())
-            .context("cannot read the free space from df")?;
-        let size = avail.saturating_sub(LEFT_FREE).to_string();
-        let filler = filler.to_str().context("filler path is not UTF-8")?;
-        run_checked("fallocate", &["-l", &size, filler])
-            .await
-            .map(drop)
     }
 }
 
@@ -134,5 +124,19 @@ impl Drop for Tmpfs {
             .args(["-l"])
             .arg(&self.dir)
             .output();
+    }
+}
+
+/// Appends to `file` until the disk is full.
+fn fill(file: &mut std::fs::File) -> anyhow::Result<()> {
+    use std::io::Write;
+    let chunk = vec![0u8; 64 * 1024];
+    loop {
+        match file.write(&chunk) {
+            Ok(0) => return Ok(()),
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(ENOSPC_ERRNO) => return Ok(()),
+            Err(e) => return Err(e).context("cannot write the filler"),
+        }
     }
 }

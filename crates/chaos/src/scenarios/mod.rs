@@ -269,6 +269,34 @@ pub(crate) fn settings(
     .into()
 }
 
+/// Writes of a worker refused for a lost lease, from its log: heartbeats that found the
+/// lease gone, and outcomes counted `lease_lost` in its closing stats.
+pub(crate) fn refused_writes(log: &str) -> u64 {
+    let heartbeats = log.matches("lease lost or run cancelled").count() as u64;
+    let outcomes = log
+        .lines()
+        .filter_map(|l| l.split("lease_lost=").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
+        .sum::<u64>();
+    heartbeats + outcomes
+}
+
+/// Expired leases rescued by maintenance, from a worker's log ("rescued expired leases"
+/// lines: retried, dead and unknown items).
+pub(crate) fn rescued_leases(log: &str) -> u64 {
+    log.lines()
+        .filter(|l| l.contains("rescued expired leases"))
+        .flat_map(|l| {
+            ["retried: ", "dead: ", "unknown: "].map(|field| {
+                l.split(field)
+                    .nth(1)
+                    .and_then(|rest| rest.split([',', ' ', '}']).next()?.parse::<u64>().ok())
+                    .unwrap_or(0)
+            })
+        })
+        .sum()
+}
+
 /// The lease and timeout flags of `process` and `worker`, and the database.
 fn tuning(db: &str) -> Vec<String> {
     [

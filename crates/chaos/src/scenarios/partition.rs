@@ -11,7 +11,7 @@ use crate::netns::{HOST_ADDR, NAMESPACE, Netns};
 use crate::report::Row;
 
 use super::pg_restart::wait_progress;
-use super::{Backend, CONCURRENCY, Case, LEASE_SECS, RUN_TIMEOUT, Suite};
+use super::{Backend, CONCURRENCY, Case, LEASE_SECS, RUN_TIMEOUT, Suite, refused_writes};
 
 /// Runs the scenario on `backend` (PostgreSQL only).
 pub(crate) async fn run(suite: &Suite, backend: Backend) -> anyhow::Result<Row> {
@@ -105,16 +105,4 @@ async fn wait_held(watch: &crate::watch::Watch) -> anyhow::Result<Vec<i64>> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Ok(Vec::new())
-}
-
-/// Writes of the worker refused for a lost lease, from its log: heartbeats that found
-/// the lease gone, and outcomes counted `lease_lost` in its closing stats.
-fn refused_writes(log: &str) -> u64 {
-    let heartbeats = log.matches("lease lost or run cancelled").count() as u64;
-    let outcomes = log
-        .lines()
-        .filter_map(|l| l.split("lease_lost=").nth(1))
-        .filter_map(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
-        .sum::<u64>();
-    heartbeats + outcomes
 }

@@ -59,8 +59,10 @@ pub(crate) async fn run(args: WorkerArgs) -> anyhow::Result<i32> {
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
+    // Leases follow the database's clock, not this machine's (which may jump).
+    let clock = idempipe_engine::DatabaseClock::start(store.clone()).await?;
     let worker = pipeline::register(
-        Worker::new(store.clone(), config),
+        Worker::new(store.clone(), config).with_clock(clock.clone()),
         store.clone(),
         &args.tuning.apply(PipelineOptions {
             whisper_model: args.whisper_model,
@@ -73,7 +75,8 @@ pub(crate) async fn run(args: WorkerArgs) -> anyhow::Result<i32> {
             interval: Duration::from_millis(500),
             retain: None,
         },
-    );
+    )
+    .with_clock(clock);
     if let Some((addr, handle)) = metrics {
         let listener = tokio::net::TcpListener::bind(addr)
             .await

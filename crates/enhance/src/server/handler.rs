@@ -64,6 +64,9 @@ async fn process(
     })?;
 
     admit(state)?;
+    if let (Some(ledger), Some(key)) = (&state.inner.ledger, &key) {
+        ledger.admitted(key);
+    }
     if !config.latency.is_zero() {
         tokio::time::sleep(config.latency).await;
     }

@@ -11,6 +11,9 @@ use super::faults::AnswerFault;
 /// Counts of one idempotency key.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyCount {
+    /// Requests with this key admitted past the rate limit and injected 503s/429s: the
+    /// calls a server without an idempotency cache would bill.
+    pub admitted: u64,
     /// Real enhancements performed for requests with this key.
     pub enhanced: u64,
     /// Requests with this key answered 200 (enhanced or replayed from the cache).
@@ -35,6 +38,11 @@ pub(crate) struct KeyLedger {
 }
 
 impl KeyLedger {
+    /// Counts one admitted request for `key`.
+    pub(crate) fn admitted(&self, key: &str) {
+        self.update(key, |c| c.admitted += 1);
+    }
+
     /// Counts one real enhancement for `key`.
     pub(crate) fn enhanced(&self, key: &str) {
         self.update(key, |c| c.enhanced += 1);
