@@ -163,6 +163,24 @@ impl Watch {
             .collect())
     }
 
+    /// The run's dead items, as `stage key (attempts)`.
+    pub(crate) async fn dead_items(&self) -> anyhow::Result<Vec<String>> {
+        let items = self
+            .store
+            .item_list(&ItemFilter {
+                run_id: self.run_id,
+                stage: None,
+                statuses: vec![ItemStatus::Dead],
+                limit: 1000,
+                after_id: 0,
+            })
+            .await?;
+        Ok(items
+            .iter()
+            .map(|i| format!("{} {} ({} attempts)", i.stage, i.key, i.attempts))
+            .collect())
+    }
+
     /// How many runs the database holds.
     pub(crate) async fn run_count(&self) -> anyhow::Result<usize> {
         Ok(self.store.run_list(100).await?.len())

@@ -53,14 +53,9 @@ pub(crate) async fn run(suite: &Suite, backend: Backend) -> anyhow::Result<Row> 
         std::fs::remove_file(&filler)?;
         freed = Some(Instant::now());
     }
-    let rerun = process.try_wait()?.is_some();
+    let rerun = process.try_wait()?.is_some_and(|exit| !exit.success());
     if rerun {
-        let run_id = watch.run_id.to_string();
-        let _ = run_checked(
-            &suite.env.bin.to_string_lossy(),
-            &["retry", &run_id, "--db", &case.db],
-        )
-        .await;
+        case.retry(watch.run_id).await?;
         process = case.suite.env.spawn(&case.process_args(&case.db), &log)?;
     }
     let status = watch.wait_end(RUN_TIMEOUT).await;

@@ -2,6 +2,8 @@
 
 use std::time::{Duration, Instant};
 
+use idempipe_engine::RunStatus;
+
 use crate::env::{sigkill, sigterm};
 use crate::report::Row;
 
@@ -11,6 +13,8 @@ use super::{Backend, CONCURRENCY, Case, RUN_TIMEOUT, Suite};
 const PERIOD: Duration = Duration::from_secs(2);
 /// Workers serving the run.
 const WORKERS: usize = 3;
+/// Most `idempipe retry`s of a run failed by items killed out of attempts.
+const MAX_RETRIES: usize = 5;
 
 /// Runs the scenario on `backend`.
 pub(crate) async fn run(suite: &Suite, backend: Backend) -> anyhow::Result<Row> {
@@ -29,9 +33,18 @@ pub(crate) async fn run(suite: &Suite, backend: Backend) -> anyhow::Result<Row> 
     let started = Instant::now();
     let mut kills = 0;
     let mut last_kill = started;
+    let mut revived = Vec::new();
     let status = loop {
-        if let Some(status) = watch.wait_end(PERIOD).await {
-            break Some(status);
+        match watch.wait_end(PERIOD).await {
+            // An item killed as often as its stage allows attempts goes dead, with
+            // `lease_expired` as its reason, and fails the run: nothing is lost, and the
+            // documented remedy is `idempipe retry`. The storm goes on meanwhile.
+            Some(RunStatus::Failed) if revived.len() < MAX_RETRIES => {
+                revived.extend(watch.dead_items().await?);
+                case.retry(watch.run_id).await?;
+            }
+            Some(status) => break Some(status),
+            None => {}
         }
         if started.elapsed() > RUN_TIMEOUT {
             break None;
@@ -50,12 +63,13 @@ pub(crate) async fn run(suite: &Suite, backend: Backend) -> anyhow::Result<Row> 
     // A killed worker loses at most the frames it held: its running handlers and the
     // outcomes waiting for their batched commit.
     let bound = kills as u64 * 2 * CONCURRENCY;
-    case.finish(
-        Some(&watch),
-        status,
-        format!("{kills} SIGKILLs"),
-        recover,
-        bound,
-    )
-    .await
+    let mut faults = format!("{kills} SIGKILLs");
+    if !revived.is_empty() {
+        faults.push_str(&format!(
+            "; killed out of attempts, then `retry`: {}",
+            revived.join(", ")
+        ));
+    }
+    case.finish(Some(&watch), status, faults, recover, bound)
+        .await
 }

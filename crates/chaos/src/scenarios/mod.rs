@@ -185,6 +185,14 @@ impl<'a> Case<'a> {
         args
     }
 
+    /// `idempipe retry RUN`: makes the run's failed and dead items due again.
+    pub(crate) async fn retry(&self, run_id: i64) -> anyhow::Result<()> {
+        let bin = self.suite.env.bin.to_string_lossy();
+        crate::env::run_checked(&bin, &["retry", &run_id.to_string(), "--db", &self.db])
+            .await
+            .map(drop)
+    }
+
     /// Submits the run and returns a watch on it.
     pub(crate) async fn submit(&self) -> anyhow::Result<Watch> {
         let mut child = self

@@ -13,6 +13,9 @@ use crate::report::Row;
 use super::pg_restart::wait_progress;
 use super::{Backend, CONCURRENCY, Case, LEASE_SECS, RUN_TIMEOUT, Suite, refused_writes};
 
+/// Longest partition: the other worker must have redone the cut-off worker's items by then.
+const MAX_PARTITION: Duration = Duration::from_secs(60);
+
 /// Runs the scenario on `backend` (PostgreSQL only).
 pub(crate) async fn run(suite: &Suite, backend: Backend) -> anyhow::Result<Row> {
     let ns = Netns::create().await?;
@@ -44,19 +47,23 @@ pub(crate) async fn run(suite: &Suite, backend: Backend) -> anyhow::Result<Row> 
     let frames = suite.reference.frame_hashes.len() as i64;
     let mut held = Vec::new();
     let mut taken_over = None;
+    let mut cut_for = Duration::ZERO;
     if wait_progress(&watch, frames / 5).await {
         held = wait_held(&watch).await?;
         ns.set_link(false).await?;
         let cut = Instant::now();
-        // Past the lease, and long enough for the other worker to redo the items.
-        let heal_at = cut + Duration::from_secs_f64(LEASE_SECS * 3.0);
-        while Instant::now() < heal_at {
+        // Healed once its leases expired (3 leases at least) and the other worker redid
+        // its items, so that everything it writes afterwards is late.
+        let at_least = cut + Duration::from_secs_f64(LEASE_SECS * 3.0);
+        let at_most = cut + MAX_PARTITION;
+        while Instant::now() < at_most && (taken_over.is_none() || Instant::now() < at_least) {
             if taken_over.is_none() && watch.completed_among(&held).await? {
                 taken_over = Some(cut.elapsed());
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         ns.set_link(true).await?;
+        cut_for = cut.elapsed();
     }
     let status = watch.wait_end(RUN_TIMEOUT).await;
     // Give the healed worker time to try its late writes, then stop it cleanly.
@@ -66,7 +73,7 @@ pub(crate) async fn run(suite: &Suite, backend: Backend) -> anyhow::Result<Row> 
     let refused = refused_writes(&std::fs::read_to_string(&inside_log).unwrap_or_default());
     let faults = format!(
         "partitioned {:.0} s holding {} item(s)",
-        LEASE_SECS * 3.0,
+        cut_for.as_secs_f64(),
         held.len()
     );
     let mut row = case
