@@ -1,4 +1,5 @@
-//! Kill storm: three workers, one SIGKILLed and restarted every 2 s for the whole run.
+//! Kill storm: three workers, one (picked at random) SIGKILLed and restarted every 2 s for
+//! the whole run.
 
 use std::time::{Duration, Instant};
 
@@ -49,7 +50,7 @@ pub(crate) async fn run(suite: &Suite, backend: Backend) -> anyhow::Result<Row> 
         if started.elapsed() > RUN_TIMEOUT {
             break None;
         }
-        let victim = kills % WORKERS;
+        let victim = fastrand::usize(..WORKERS);
         sigkill(&mut workers[victim]).await;
         kills += 1;
         last_kill = Instant::now();

@@ -30,6 +30,21 @@ fn targets(kills: usize) -> Vec<Target> {
     all
 }
 
+/// Most `idempipe retry`s of a run failed by items killed out of attempts.
+const MAX_RETRIES: usize = 5;
+
+/// The faults column: the kills, and the items they killed out of attempts.
+fn faults(kills: usize, revived: &[String]) -> String {
+    let mut text = format!("{kills} SIGKILLs of process");
+    if !revived.is_empty() {
+        text.push_str(&format!(
+            "; killed out of attempts, then `retry`: {}",
+            revived.join(", ")
+        ));
+    }
+    text
+}
+
 /// Runs the scenario on `backend`.
 pub(crate) async fn run(suite: &Suite, backend: Backend) -> anyhow::Result<Row> {
     let case = Case::new(suite, "process-kills", backend, &["--latency-ms", "20"]).await?;
@@ -51,13 +66,30 @@ pub(crate) async fn run(suite: &Suite, backend: Backend) -> anyhow::Result<Row> 
             break;
         }
     }
-    let mut last = case.suite.env.spawn(&case.process_args(&case.db), &log)?;
-    let exit = tokio::time::timeout(RUN_TIMEOUT, last.wait()).await;
-    let ended = Instant::now();
-    if exit.is_err() {
-        sigkill(&mut last).await;
-    }
     let watch = watch.expect("attached");
+    let mut revived = Vec::new();
+    let ended = loop {
+        let mut last = case.suite.env.spawn(&case.process_args(&case.db), &log)?;
+        let exit = tokio::time::timeout(RUN_TIMEOUT, last.wait()).await;
+        let ended = Instant::now();
+        match exit {
+            Err(_) => {
+                sigkill(&mut last).await;
+                break ended;
+            }
+            // An item killed in each of its attempts is dead (`lease_expired`) and the
+            // run failed: nothing is lost, and `idempipe retry` is the remedy.
+            Ok(Ok(code)) if !code.success() && revived.len() < MAX_RETRIES => {
+                let dead = watch.dead_items().await?;
+                if dead.is_empty() {
+                    break ended;
+                }
+                revived.extend(dead);
+                case.retry(watch.run_id).await?;
+            }
+            Ok(_) => break ended,
+        }
+    };
     let status = watch.wait_end(Duration::from_secs(5)).await;
     let recover = watch.recovery(last_kill, Some(ended));
     let runs = watch.run_count().await?;
@@ -66,7 +98,7 @@ pub(crate) async fn run(suite: &Suite, backend: Backend) -> anyhow::Result<Row> 
         .finish(
             Some(&watch),
             status,
-            format!("{kills} SIGKILLs of process"),
+            faults(kills, &revived),
             recover,
             kills as u64 * 2 * CONCURRENCY,
         )
