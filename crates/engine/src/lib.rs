@@ -12,9 +12,11 @@
 //! - [`handler`]: what stage code implements ([`Handler`], [`BatchHandler`]) and receives ([`Job`]).
 //! - [`policy`]: per-stage retries, backoff, outcome-unknown policy, batching, limiter.
 //! - [`limiter`]: the shared rate/concurrency budget and its adaptation rules.
-//! - [`model`]: runs, items, attempts; [`clock`]: injectable time.
+//! - [`model`]: runs, items, attempts; [`clock`]: injectable time; [`DatabaseClock`]:
+//!   the database's time, which every process's leases follow.
 
 pub mod clock;
+mod db_clock;
 pub mod error;
 pub mod handler;
 pub mod limiter;
@@ -25,6 +27,7 @@ pub mod store;
 pub mod worker;
 
 pub use clock::{Clock, ManualClock, Millis, SharedClock, SystemClock, format_utc};
+pub use db_clock::DatabaseClock;
 pub use error::{StoreError, StoreResult};
 pub use handler::{BatchHandler, Handler, HandlerError, ItemResult, Job};
 pub use limiter::{LimiterConfig, LimiterFeedback, LimiterState, Permit};

@@ -57,6 +57,25 @@ pub(crate) struct EnhanceServerArgs {
     /// Demo: Retry-After seconds sent with burst 429s.
     #[arg(long, default_value_t = 1)]
     pub(crate) burst_429_retry_after: u64,
+
+    /// Chaos tests: fraction (0.0 to 1.0) of enhanced requests whose answer is held for
+    /// --hang-ms first (past the client's timeout: the work is done, the answer lost).
+    #[arg(long, default_value_t = 0.0)]
+    pub(crate) hang_rate: f64,
+
+    /// Chaos tests: milliseconds a held answer waits.
+    #[arg(long, default_value_t = 60_000)]
+    pub(crate) hang_ms: u64,
+
+    /// Chaos tests: fraction (0.0 to 1.0) of enhanced requests answered 200 with a body
+    /// that is not an image.
+    #[arg(long, default_value_t = 0.0)]
+    pub(crate) garbage_rate: f64,
+
+    /// Chaos tests: count enhancements and 200 answers per idempotency key, served at
+    /// GET /stats/keys (memory grows with the keys seen).
+    #[arg(long)]
+    pub(crate) key_ledger: bool,
 }
 
 impl EnhanceServerArgs {
@@ -75,6 +94,10 @@ impl EnhanceServerArgs {
             failure_rate: self.failure_rate,
             failure_seed: self.failure_seed,
             burst_429,
+            hang_rate: self.hang_rate,
+            hang: Duration::from_millis(self.hang_ms),
+            garbage_rate: self.garbage_rate,
+            key_ledger: self.key_ledger,
             ..ServerConfig::default()
         }
     }

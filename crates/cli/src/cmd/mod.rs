@@ -11,4 +11,5 @@ pub(crate) mod runs;
 pub(crate) mod serve;
 pub(crate) mod status;
 pub(crate) mod submit;
+pub(crate) mod tuning;
 pub(crate) mod worker;

@@ -49,6 +49,9 @@ pub(crate) struct ProcessArgs {
     /// Settings of the run.
     #[command(flatten)]
     pub(crate) settings: SettingsArgs,
+    /// Lease and API timeout of this process's handlers.
+    #[command(flatten)]
+    pub(crate) tuning: super::tuning::TuningArgs,
 }
 
 /// The settings shared by `process` and `submit`.
@@ -219,10 +222,10 @@ pub(crate) async fn run(args: ProcessArgs) -> anyhow::Result<i32> {
                 concurrency: args.workers.unwrap_or(DriveOptions::default().concurrency),
                 serve_all_runs: args.serve_all_runs,
                 progress: ProgressStyle::Quiet,
-                pipeline: pipeline::PipelineOptions {
+                pipeline: args.tuning.apply(pipeline::PipelineOptions {
                     storage: Some(std::sync::Arc::new(storage)),
                     ..Default::default()
-                },
+                }),
                 ..DriveOptions::default()
             };
             let (stop_display, stopped) = tokio::sync::watch::channel(false);

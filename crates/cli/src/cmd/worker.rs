@@ -39,6 +39,9 @@ pub(crate) struct WorkerArgs {
     /// system temporary directory]
     #[arg(long, value_name = "DIR")]
     pub(crate) scratch: Option<std::path::PathBuf>,
+    /// Lease and API timeout of this worker's handlers.
+    #[command(flatten)]
+    pub(crate) tuning: super::tuning::TuningArgs,
 }
 
 /// Runs `idempipe worker` until a signal; returns the exit code.
@@ -64,14 +67,16 @@ pub(crate) async fn run(args: WorkerArgs) -> anyhow::Result<i32> {
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
+    // Leases follow the database's clock, not this machine's (which may jump).
+    let clock = idempipe_engine::DatabaseClock::start(store.clone()).await?;
     let worker = pipeline::register(
-        Worker::new(store.clone(), config),
+        Worker::new(store.clone(), config).with_clock(clock.clone()),
         store.clone(),
-        &PipelineOptions {
+        &args.tuning.apply(PipelineOptions {
             whisper_model: args.whisper_model,
             storage: Some(storage.clone()),
             ..PipelineOptions::default()
-        },
+        }),
     );
     let maintenance = Maintenance::new(
         store.clone(),
@@ -79,7 +84,8 @@ pub(crate) async fn run(args: WorkerArgs) -> anyhow::Result<i32> {
             interval: Duration::from_millis(500),
             retain: None,
         },
-    );
+    )
+    .with_clock(clock);
     if let Some((addr, handle)) = metrics {
         let listener = tokio::net::TcpListener::bind(addr)
             .await

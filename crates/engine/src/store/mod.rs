@@ -190,6 +190,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Applies the embedded migrations that are not applied yet.
     async fn migrate(&self) -> StoreResult<()>;
 
+    /// The database's clock in ms since the epoch (PostgreSQL: the server's; SQLite, which
+    /// has no server, the local clock). See [`crate::DatabaseClock`].
+    async fn db_now(&self) -> StoreResult<Millis>;
+
     /// Records the stages' policies so that maintenance in any process can apply them.
     async fn stage_register(&self, policies: &[StagePolicy], now: Millis) -> StoreResult<()>;
 

@@ -512,9 +512,22 @@ macro_rules! impl_store {
                 BACKEND
             }
 
+            async fn db_now(&self) -> StoreResult<Millis> {
+                match QUERIES.find("db_now") {
+                    Some(sql) => Ok(sqlx::query_scalar(sql).fetch_one(&self.pool).await?),
+                    None => Ok(crate::clock::Clock::now(&crate::clock::SystemClock)),
+                }
+            }
+
             async fn migrate(&self) -> StoreResult<()> {
-                sqlx::raw_sql(migrate::CREATE_TABLE).execute(&self.pool).await?;
                 let mut tx = self.begin_write().await?;
+                // Processes starting together on a fresh database must not race to create
+                // the same tables (PostgreSQL: a duplicate key in pg_type); SQLite's write
+                // transaction already serialises them.
+                if let Some(sql) = QUERIES.find("migrate_lock") {
+                    sqlx::query(sql).execute(&mut *tx).await?;
+                }
+                sqlx::raw_sql(migrate::CREATE_TABLE).execute(&mut *tx).await?;
                 let applied: Vec<(i64, String, i64)> = sqlx::query_as(migrate::SELECT_APPLIED)
                     .fetch_all(&mut *tx)
                     .await?;

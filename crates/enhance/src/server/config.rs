@@ -30,6 +30,17 @@ pub struct ServerConfig {
     pub failure_seed: u64,
     /// Demo/test: periodic bursts of 429 responses.
     pub burst_429: Option<Burst429>,
+    /// Chaos tests: fraction of enhanced requests whose answer is held for `hang` first
+    /// (past a client's timeout: the work is done, the answer lost), in 0.0..=1.0.
+    pub hang_rate: f64,
+    /// Chaos tests: how long a hanging answer is held.
+    pub hang: Duration,
+    /// Chaos tests: fraction of enhanced requests answered 200 with a body that is not
+    /// an image, in 0.0..=1.0.
+    pub garbage_rate: f64,
+    /// Chaos tests: count enhancements and 200 answers per idempotency key, served at
+    /// `GET /stats/keys` (memory grows with the keys seen, so off by default).
+    pub key_ledger: bool,
     /// How many recent idempotency keys are remembered (0 turns the cache off).
     pub idempotency_capacity: usize,
     /// Byte budget of remembered results; the oldest are forgotten first.
@@ -47,6 +58,10 @@ impl Default for ServerConfig {
             failure_rate: 0.0,
             failure_seed: 0,
             burst_429: None,
+            hang_rate: 0.0,
+            hang: Duration::ZERO,
+            garbage_rate: 0.0,
+            key_ledger: false,
             idempotency_capacity: DEFAULT_IDEMPOTENCY_CAPACITY,
             idempotency_max_bytes: DEFAULT_IDEMPOTENCY_MAX_BYTES,
         }
@@ -94,6 +109,12 @@ impl ServerConfig {
         }
         if !(0.0..=1.0).contains(&self.failure_rate) {
             return err("failure_rate", "must be within 0.0..=1.0");
+        }
+        if !(0.0..=1.0).contains(&self.hang_rate) {
+            return err("hang_rate", "must be within 0.0..=1.0");
+        }
+        if !(0.0..=1.0).contains(&self.garbage_rate) {
+            return err("garbage_rate", "must be within 0.0..=1.0");
         }
         if let Some(b) = self.burst_429
             && (b.every == 0 || b.length > b.every)

@@ -1,5 +1,6 @@
-//! Deterministic fault injection for demos and tests: 503s at a given rate and
-//! periodic bursts of 429, both a fixed sequence given the configuration.
+//! Deterministic fault injection for demos and tests: 503s at a given rate, periodic
+//! bursts of 429, answers held past a client's timeout and 200s with a garbage body, each
+//! a fixed sequence given the configuration.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -14,6 +15,46 @@ pub(crate) struct Faults {
     failures_seen: AtomicU64,
     burst: Option<Burst429>,
     burst_seen: AtomicU64,
+    hang: RateDraw,
+    garbage: RateDraw,
+}
+
+/// What happens to the answer of a request that was enhanced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AnswerFault {
+    /// Answer normally.
+    None,
+    /// Hold the answer for the configured hang first.
+    Hang,
+    /// Answer 200 with a body that is not an image.
+    Garbage,
+}
+
+/// A reproducible yes/no sequence with a given rate: draw n is yes when a hash of
+/// (seed, n) falls below the rate.
+#[derive(Debug)]
+struct RateDraw {
+    rate: f64,
+    seed: u64,
+    seen: AtomicU64,
+}
+
+impl RateDraw {
+    fn new(rate: f64, seed: u64) -> Self {
+        Self {
+            rate,
+            seed,
+            seen: AtomicU64::new(0),
+        }
+    }
+
+    fn draw(&self) -> bool {
+        if self.rate <= 0.0 {
+            return false;
+        }
+        let n = self.seen.fetch_add(1, Ordering::Relaxed);
+        unit(self.seed, n) < self.rate
+    }
 }
 
 impl Faults {
@@ -24,6 +65,27 @@ impl Faults {
             failures_seen: AtomicU64::new(0),
             burst,
             burst_seen: AtomicU64::new(0),
+            hang: RateDraw::new(0.0, 0),
+            garbage: RateDraw::new(0.0, 0),
+        }
+    }
+
+    /// Also holds a fraction `hang_rate` of answers and garbles a fraction
+    /// `garbage_rate` (sequences independent of the 503s').
+    pub(crate) fn with_answer_faults(mut self, hang_rate: f64, garbage_rate: f64) -> Self {
+        self.hang = RateDraw::new(hang_rate, self.seed ^ 0x6861_6e67);
+        self.garbage = RateDraw::new(garbage_rate, self.seed ^ 0x6761_7262);
+        self
+    }
+
+    /// What to do with the answer of a request that was enhanced.
+    pub(crate) fn answer_fault(&self) -> AnswerFault {
+        if self.hang.draw() {
+            AnswerFault::Hang
+        } else if self.garbage.draw() {
+            AnswerFault::Garbage
+        } else {
+            AnswerFault::None
         }
     }
 
@@ -41,10 +103,13 @@ impl Faults {
             return false;
         }
         let n = self.failures_seen.fetch_add(1, Ordering::Relaxed);
-        let unit = (splitmix64(self.seed ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15)) >> 11) as f64
-            / (1u64 << 53) as f64;
-        unit < self.failure_rate
+        unit(self.seed, n) < self.failure_rate
     }
+}
+
+/// A number in 0.0..1.0 from (seed, n), evenly spread.
+fn unit(seed: u64, n: u64) -> f64 {
+    (splitmix64(seed ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15)) >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// SplitMix64's output function: a cheap, well-mixed hash of a counter.
@@ -69,6 +134,19 @@ mod tests {
         assert_eq!(a, run());
         let fails = a.iter().filter(|x| **x).count();
         assert!((800..1200).contains(&fails), "{fails}");
+    }
+
+    #[test]
+    fn answer_faults_follow_their_rates() {
+        let f = Faults::new(0.0, 3, None).with_answer_faults(0.1, 0.05);
+        let draws: Vec<AnswerFault> = (0..10_000).map(|_| f.answer_fault()).collect();
+        let hangs = draws.iter().filter(|d| **d == AnswerFault::Hang).count();
+        let garbage = draws.iter().filter(|d| **d == AnswerFault::Garbage).count();
+        assert!((800..1200).contains(&hangs), "{hangs}");
+        // 5% of the 90% not held.
+        assert!((350..550).contains(&garbage), "{garbage}");
+        let none = Faults::new(0.5, 3, None);
+        assert!((0..1000).all(|_| none.answer_fault() == AnswerFault::None));
     }
 
     #[test]

@@ -12,6 +12,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use super::ServerState;
 use super::cache::fingerprint;
 use super::error::ApiError;
+use super::faults::AnswerFault;
 use crate::codec::{self, CodecError, ImageFormat};
 use crate::idempotency::validate_key;
 use crate::params::EnhanceParams;
@@ -63,6 +64,9 @@ async fn process(
     })?;
 
     admit(state)?;
+    if let (Some(ledger), Some(key)) = (&state.inner.ledger, &key) {
+        ledger.admitted(key);
+    }
     if !config.latency.is_zero() {
         tokio::time::sleep(config.latency).await;
     }
@@ -79,7 +83,7 @@ async fn process(
             let output = slot
                 .get_or_try_init(|| {
                     ran = true;
-                    run_enhancement(state, body, format, params)
+                    run_enhancement(state, body, format, params, Some(key))
                 })
                 .await?
                 .clone();
@@ -91,7 +95,24 @@ async fn process(
             }
             output
         }
-        None => run_enhancement(state, body, format, params).await?,
+        None => run_enhancement(state, body, format, params, key.as_deref()).await?,
+    };
+    let fault = state.inner.faults.answer_fault();
+    let ledger = state.inner.ledger.as_ref();
+    if let Some(ledger) = ledger {
+        ledger.injected(fault);
+    }
+    let output = match fault {
+        AnswerFault::Garbage => Bytes::from_static(b"injected garbage: not an image"),
+        AnswerFault::Hang | AnswerFault::None => {
+            if fault == AnswerFault::Hang {
+                tokio::time::sleep(config.hang).await;
+            }
+            if let (Some(ledger), Some(key)) = (ledger, &key) {
+                ledger.answered_ok(key);
+            }
+            output
+        }
     };
     let mut response = (StatusCode::OK, output).into_response();
     response.headers_mut().insert(
@@ -143,8 +164,10 @@ async fn run_enhancement(
     body: Bytes,
     format: ImageFormat,
     params: EnhanceParams,
+    key: Option<&str>,
 ) -> Result<Bytes, ApiError> {
     let inner = state.inner.clone();
+    let key = key.map(str::to_string);
     let task = tokio::task::spawn_blocking(move || {
         let frame =
             codec::decode_limited(&body, format, inner.config.max_pixels).map_err(|e| match e {
@@ -152,6 +175,9 @@ async fn run_enhancement(
                 other => ApiError::BadImage(other.to_string()),
             })?;
         inner.stats.enhanced();
+        if let (Some(ledger), Some(key)) = (&inner.ledger, &key) {
+            ledger.enhanced(key);
+        }
         let enhanced = crate::algorithm::enhance(&frame, &params);
         let bytes =
             codec::encode(&enhanced, format).map_err(|e| ApiError::Internal(e.to_string()))?;

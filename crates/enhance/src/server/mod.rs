@@ -1,12 +1,14 @@
 //! The enhancement API server (contract: `docs/enhance-api.md`).
 //!
-//! Routes: `POST /v1/enhance`, `GET /healthz`, `GET /stats` (JSON [`StatsSnapshot`]).
+//! Routes: `POST /v1/enhance`, `GET /healthz`, `GET /stats` (JSON [`StatsSnapshot`]) and,
+//! with a key ledger, `GET /stats/keys` (JSON [`KeyLedgerSnapshot`]).
 
 mod cache;
 mod config;
 mod error;
 mod faults;
 mod handler;
+mod ledger;
 mod limiter;
 mod stats;
 
@@ -25,10 +27,12 @@ pub use config::{
     DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_PIXELS, ServerConfig,
 };
 pub use error::{ApiError, ErrorBody};
+pub use ledger::{KeyCount, KeyLedgerSnapshot};
 pub use stats::{ServerStats, StatsSnapshot};
 
 use cache::IdempotencyCache;
 use faults::Faults;
+use ledger::KeyLedger;
 use limiter::TokenBucket;
 
 /// The server's shared state: configuration, counters, rate limiter and caches.
@@ -45,6 +49,7 @@ struct Inner {
     limiter: Option<TokenBucket>,
     faults: Faults,
     cache: IdempotencyCache,
+    ledger: Option<KeyLedger>,
 }
 
 impl ServerState {
@@ -53,7 +58,9 @@ impl ServerState {
         config.validate()?;
         let limiter = (config.rate_limit > 0.0)
             .then(|| TokenBucket::new(config.rate_limit, config.rate_burst, Instant::now()));
-        let faults = Faults::new(config.failure_rate, config.failure_seed, config.burst_429);
+        let faults = Faults::new(config.failure_rate, config.failure_seed, config.burst_429)
+            .with_answer_faults(config.hang_rate, config.garbage_rate);
+        let ledger = config.key_ledger.then(KeyLedger::default);
         let cache =
             IdempotencyCache::new(config.idempotency_capacity, config.idempotency_max_bytes);
         let inner = Inner {
@@ -62,6 +69,7 @@ impl ServerState {
             limiter,
             faults,
             cache,
+            ledger,
         };
         Ok(Self {
             inner: Arc::new(inner),
@@ -85,6 +93,7 @@ pub fn router(state: ServerState) -> Router {
         .route("/v1/enhance", post(handler::enhance))
         .route("/healthz", get(|| async { "ok" }))
         .route("/stats", get(stats_json))
+        .route("/stats/keys", get(key_ledger_json))
         .fallback(|| async {
             let body = ErrorBody {
                 error: "not_found".into(),
@@ -97,6 +106,20 @@ pub fn router(state: ServerState) -> Router {
 
 async fn stats_json(State(state): State<ServerState>) -> Json<StatsSnapshot> {
     Json(state.inner.stats.snapshot())
+}
+
+async fn key_ledger_json(State(state): State<ServerState>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match &state.inner.ledger {
+        Some(ledger) => Json(ledger.snapshot()).into_response(),
+        None => {
+            let body = ErrorBody {
+                error: "not_found".into(),
+                message: "no key ledger; start the server with --key-ledger".into(),
+            };
+            (StatusCode::NOT_FOUND, Json(body)).into_response()
+        }
+    }
 }
 
 /// Validates `config` and serves the API on `listener` until `shutdown` completes,

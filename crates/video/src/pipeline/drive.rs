@@ -5,7 +5,8 @@ use std::future::Future;
 use std::time::Duration;
 
 use idempipe_engine::{
-    Maintenance, MaintenanceConfig, Run, RunStatus, SharedStore, Worker, WorkerConfig,
+    DatabaseClock, Maintenance, MaintenanceConfig, Run, RunStatus, SharedStore, Worker,
+    WorkerConfig,
 };
 use tokio::sync::watch;
 
@@ -73,8 +74,10 @@ pub async fn drive(
     };
     // A bad setting must fail here, not in the spawned worker while we wait for the run.
     config.validate()?;
+    // Leases follow the database's clock, not this machine's (which may jump).
+    let clock = DatabaseClock::start(store.clone()).await?;
     let worker = register(
-        Worker::new(store.clone(), config),
+        Worker::new(store.clone(), config).with_clock(clock.clone()),
         store.clone(),
         &options.pipeline,
     );
@@ -85,7 +88,8 @@ pub async fn drive(
             interval: options.maintenance_interval,
             retain: None,
         },
-    );
+    )
+    .with_clock(clock);
     let maintenance = tokio::spawn(maintenance.run(stopped(stop_rx)));
     let outcome = tokio::select! {
         run = wait_for_run(&store, run_id, options.progress) => run.map(DriveOutcome::Finished),

@@ -52,6 +52,19 @@ const CHANNEL: &str = "idempipe_work";
 const LEADER_LOCK_KEY: i64 = 0x6964_656d_7069_7065;
 /// Connections per process: claims, completions, heartbeats and limiter calls in flight.
 const POOL_SIZE: u32 = 10;
+
+/// Server-side keepalives of every session. A process that crashes drops its connections,
+/// and the server releases what they held (row locks of an open transaction, the
+/// leader's advisory lock). One cut off by a network partition keeps its sessions open on
+/// the server until TCP gives up, hours by default, and with them its locks: every other
+/// worker waited on a limiter row it had locked, and nobody took over maintenance. With
+/// these the server drops such sessions about 5 s after the process stops answering.
+const SERVER_KEEPALIVE: [(&str, &str); 4] = [
+    ("tcp_keepalives_idle", "2"),
+    ("tcp_keepalives_interval", "1"),
+    ("tcp_keepalives_count", "3"),
+    ("tcp_user_timeout", "5000"),
+];
 /// How long the first connection may take before the server counts as unreachable.
 pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -69,7 +82,7 @@ impl PgStore {
     /// `verify-full`) and `sslrootcert` (a PEM file; else the system's roots). An
     /// unreachable server fails within [`CONNECT_TIMEOUT`] with its cause.
     pub async fn connect(url: &str) -> Result<Self, crate::error::StoreError> {
-        let options = PgConnectOptions::from_str(url)?;
+        let options = PgConnectOptions::from_str(url)?.options(SERVER_KEEPALIVE);
         probe(&options).await?;
         // No ping before each use: a round trip per statement; a connection that broke
         // fails its statement, and the pool replaces it.

@@ -293,6 +293,15 @@ ON CONFLICT (limiter, holder) DO UPDATE SET expires_at = excluded.expires_at;
 -- name: limiter_slot_give
 DELETE FROM limiter_slots WHERE limiter = $1 AND holder = $2;
 
+-- name: migrate_lock
+-- Held by the migrating transaction until it commits: one process migrates at a time.
+SELECT pg_advisory_xact_lock(7305986234117740411);
+
+-- name: db_now
+-- The server's clock in ms since the epoch: leases, backoff and limiters are reckoned by
+-- it, not by each worker's own clock (SQLite has no server: its stores use the local clock).
+SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint;
+
 -- name: notify
 -- Wakes LISTENing workers when the transaction commits (SQLite has no equivalent: its
 -- workers poll, and those in the same process are woken directly).
