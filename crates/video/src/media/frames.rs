@@ -91,12 +91,23 @@ impl FrameReader {
 
     /// The next frame, or `None` once ffmpeg finished successfully.
     pub async fn next_frame(&mut self) -> Result<Option<RgbImage>, MediaError> {
+        let mut frame = RgbImage::new(self.width, self.height);
+        Ok(self.next_frame_into(&mut frame).await?.then_some(frame))
+    }
+
+    /// Reads the next frame into `frame` (resized to the stream's size if it differs),
+    /// reusing its buffer; `false` once ffmpeg finished successfully. Streams of many
+    /// frames use this to avoid allocating (and page-faulting) a new buffer per frame.
+    pub async fn next_frame_into(&mut self, frame: &mut RgbImage) -> Result<bool, MediaError> {
         if self.done {
-            return Ok(None);
+            return Ok(false);
+        }
+        if frame.dimensions() != (self.width, self.height) {
+            *frame = RgbImage::new(self.width, self.height);
         }
         let frame_bytes = self.width as usize * self.height as usize * 3;
-        let mut buf = vec![0u8; frame_bytes];
-        let filled = read_full(&mut self.stdout, &mut buf)
+        let buf: &mut [u8] = frame;
+        let filled = read_full(&mut self.stdout, buf)
             .await
             .map_err(|source| MediaError::Io {
                 path: self.path.clone(),
@@ -105,9 +116,7 @@ impl FrameReader {
             })?;
         if filled == frame_bytes {
             self.frames_read += 1;
-            let image = RgbImage::from_raw(self.width, self.height, buf)
-                .expect("buffer has the frame's size");
-            return Ok(Some(image));
+            return Ok(true);
         }
         self.done = true;
         self.wait_success().await?;
@@ -120,7 +129,7 @@ impl FrameReader {
                 ),
             });
         }
-        Ok(None)
+        Ok(false)
     }
 
     async fn wait_success(&mut self) -> Result<(), MediaError> {

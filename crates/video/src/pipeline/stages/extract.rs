@@ -10,6 +10,7 @@ use super::SegmentWork;
 use crate::media::{FrameReader, write_frame_file};
 use crate::pipeline::context::{Ctx, payload, transient};
 use crate::pipeline::disk::check_manifest;
+use crate::pipeline::settings::RunParams;
 
 /// Decodes a segment with [`FrameReader`] and writes each frame atomically. A rerun
 /// overwrites the same files with the same pixels.
@@ -20,15 +21,7 @@ impl Handler for Extract {
     async fn handle(&self, job: &Job) -> ItemResult {
         let work: SegmentWork = payload(&job.payload)?;
         let (params, dir) = self.0.run(job.run_id).await?;
-        if !params.uid.is_empty() {
-            // The segment must be the one split wrote for this run, complete and unchanged.
-            check_manifest(&work.path, &params.uid).await.map_err(|why| {
-                HandlerError::permanent(format!(
-                    "{why}; the input segment is damaged or not this run's: `idempipe cancel {}`, then run process again to start afresh",
-                    job.run_id
-                ))
-            })?;
-        }
+        check_input_segment(&work, &params, job.run_id).await?;
         tokio::fs::create_dir_all(dir.frames(work.segment))
             .await
             .map_err(transient)?;
@@ -55,4 +48,21 @@ impl Handler for Extract {
         }
         Ok(json!({ "frames": n }))
     }
+}
+
+/// The input segment must be the one split wrote for this run, complete and unchanged
+/// (runs made before runs had a uid have no manifests).
+pub(crate) async fn check_input_segment(
+    work: &SegmentWork,
+    params: &RunParams,
+    run_id: i64,
+) -> Result<(), HandlerError> {
+    if params.uid.is_empty() {
+        return Ok(());
+    }
+    check_manifest(&work.path, &params.uid).await.map_err(|why| {
+        HandlerError::permanent(format!(
+            "{why}; the input segment is damaged or not this run's: `idempipe cancel {run_id}`, then run process again to start afresh"
+        ))
+    })
 }
