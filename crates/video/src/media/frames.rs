@@ -39,23 +39,41 @@ impl FrameReader {
     /// Opens `path` whose decoded frames are `width` x `height` (e.g. from
     /// [`MediaInfo::display_size`](super::MediaInfo::display_size)).
     pub async fn open_with_size(path: &Path, width: u32, height: u32) -> Result<Self, MediaError> {
+        Self::spawn(path, width, height, None).await
+    }
+
+    /// Opens `path` and skips its first `first` frames inside ffmpeg (they are decoded
+    /// but never converted or sent), so the first frame read is frame `first`.
+    pub async fn open_from(path: &Path, first: u64) -> Result<Self, MediaError> {
+        let (width, height) = probe_display_size(path).await?;
+        let select = format!("select=gte(n\\,{first})");
+        Self::spawn(path, width, height, Some(select)).await
+    }
+
+    async fn spawn(
+        path: &Path,
+        width: u32,
+        height: u32,
+        filter: Option<String>,
+    ) -> Result<Self, MediaError> {
         // passthrough: every decoded frame exactly once; the default for rawvideo
         // output is constant-rate, which may duplicate or drop frames.
         let mut cmd = tool::command(FFMPEG, ["-v", "error", "-nostdin", "-i"]);
-        cmd.arg(path)
-            .args([
-                "-map",
-                "0:v:0",
-                "-fps_mode",
-                "passthrough",
-                "-f",
-                "rawvideo",
-                "-pix_fmt",
-                "rgb24",
-                "-",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.arg(path).args(["-map", "0:v:0"]);
+        if let Some(filter) = filter {
+            cmd.args(["-vf", &filter]);
+        }
+        cmd.args([
+            "-fps_mode",
+            "passthrough",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "rgb24",
+            "-",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
         let mut child = cmd
             .spawn()
             .map_err(|e| tool::spawn_error(FFMPEG, path, e))?;

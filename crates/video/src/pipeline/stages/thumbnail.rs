@@ -34,11 +34,10 @@ impl Handler for Thumbnail {
             .ok_or_else(|| HandlerError::permanent(format!("frame {global} is in no segment")))?;
         let encoded = dir.encoded(seg.index);
         super::assemble::check_segments(std::slice::from_ref(&encoded), &params.uid).await?;
-        let mut reader = FrameReader::open(&encoded).await.map_err(transient)?;
-        let mut picked = None;
-        for _ in 0..=global - seg.first_frame {
-            picked = reader.next_frame().await.map_err(transient)?;
-        }
+        let mut reader = FrameReader::open_from(&encoded, global - seg.first_frame)
+            .await
+            .map_err(transient)?;
+        let picked = reader.next_frame().await.map_err(transient)?;
         drop(reader);
         let frame = picked.ok_or_else(|| {
             transient(format!(
