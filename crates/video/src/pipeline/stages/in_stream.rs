@@ -7,7 +7,7 @@
 //! bytes. Three stages run at once (the ffmpeg decoder feeding this process, the
 //! enhancement on a blocking thread, the ffmpeg encoder fed by this process), joined by
 //! two-frame channels; frame buffers go back to their producer, so a segment holds
-//! about six frames whatever its length.
+//! eight frames whatever its length.
 
 use std::path::Path;
 
@@ -25,6 +25,10 @@ use crate::pipeline::context::{media_failure, transient};
 
 /// Frames queued between two stages of the stream.
 const QUEUE: usize = 2;
+/// Frame buffers each producer owns: the queue, one in the consumer's hands, one being
+/// filled. A producer waits for a buffer to come back rather than allocating: a fresh
+/// multi-megabyte buffer costs page faults and zeroing on every frame.
+const POOL: usize = QUEUE + 2;
 
 /// What streaming one segment found: its frame count, its best frame for the thumbnail
 /// and the CPU time the enhancement itself took.
@@ -94,7 +98,14 @@ async fn decode(
 ) -> Result<u64, MediaError> {
     let mut sent = 0;
     while sent < count {
-        let mut frame = reuse.try_recv().unwrap_or_default();
+        let mut frame = if sent < POOL as u64 {
+            RgbImage::default()
+        } else {
+            match reuse.recv().await {
+                Some(frame) => frame,
+                None => break, // the enhancement ended; its outcome says why
+            }
+        };
         if !reader.next_frame_into(&mut frame).await? {
             break;
         }
@@ -120,7 +131,14 @@ fn enhance_frames(
     let mut best: Option<(u64, f64)> = None;
     let mut enhance_ns = 0;
     while let Some(frame) = decoded.blocking_recv() {
-        let mut enhanced = reuse.try_recv().unwrap_or_default();
+        let mut enhanced = if outcome.frames < POOL as u64 {
+            RgbImage::default()
+        } else {
+            match reuse.blocking_recv() {
+                Some(frame) => frame,
+                None => break, // the encoder failed; its error is the one reported
+            }
+        };
         let started = cpu.ns();
         idempipe_enhance::enhance_into(&frame, &params, &mut enhanced);
         enhance_ns += cpu.ns() - started;
