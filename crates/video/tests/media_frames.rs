@@ -29,6 +29,24 @@ async fn reads_every_frame_of_a_file() {
     assert_eq!(reader.frames_read(), 132);
 }
 
+/// `open_from` skips frames inside ffmpeg: its first frame is the whole stream's frame N,
+/// and it then reads to the end (the thumbnail stage picks one frame this way).
+#[tokio::test]
+async fn open_from_starts_at_the_given_frame() {
+    let path = sample("carphone_pristine.mp4");
+    let mut whole = FrameReader::open(&path).await.unwrap();
+    let mut frames = Vec::new();
+    while let Some(frame) = whole.next_frame().await.unwrap() {
+        frames.push(frame);
+    }
+    let mut from = FrameReader::open_from(&path, 37).await.unwrap();
+    let first = from.next_frame().await.unwrap().unwrap();
+    assert!(first == frames[37], "frame 37");
+    assert!(first != frames[36] && first != frames[38]);
+    while from.next_frame().await.unwrap().is_some() {}
+    assert_eq!(from.frames_read() as usize, frames.len() - 37);
+}
+
 #[tokio::test]
 async fn a_wrong_frame_size_is_an_error() {
     let mut reader = FrameReader::open_with_size(&sample("bikes.mp4"), 641, 272)

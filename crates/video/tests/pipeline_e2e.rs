@@ -10,7 +10,7 @@ use idempipe_engine::{RunStatus, connect};
 use idempipe_enhance::metrics;
 use idempipe_video::media::{FrameReader, probe};
 use image::RgbImage;
-use support::{TempDir, assert_each_frame_completed_once, process, request, sample, settings};
+use support::{TempDir, frame_attempts, process, request, sample, settings, stage_attempts};
 
 /// Frames `indices` (ascending) of `path`.
 async fn frames_at(path: &Path, indices: &[u64]) -> Vec<RgbImage> {
@@ -69,14 +69,25 @@ async fn end_to_end(name: &str) {
     }
 
     eprintln!("{name}: stages {}", report_stages(&start.params.report));
-    let frames = assert_each_frame_completed_once(&store, run.id).await;
-    assert_eq!(frames as u64, n);
+    // The local provider enhances inside each segment's encode: no frame items, and
+    // every segment encoded exactly once.
+    assert!(frame_attempts(&store, run.id).await.is_empty());
+    let encodes = stage_attempts(&store, run.id, "encode").await;
+    assert!(!encodes.is_empty());
+    for (key, done, _) in &encodes {
+        assert_eq!(*done, 1, "encode {key} completed {done} times");
+    }
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&start.params.report).unwrap()).unwrap();
     assert_eq!(report["frames"]["total"], n);
     assert_eq!(report["frames"]["enhanced"], n);
     assert_eq!(Some(&report), run.summary.as_ref());
-    assert!(report["stages"]["frame"]["busy_ms"].as_i64().unwrap() > 0);
+    assert!(report["stages"]["encode"]["busy_ms"].as_i64().unwrap() > 0);
+    assert!(report["enhance_cpu_ms"].as_f64().unwrap() > 0.0);
+    assert!(
+        report["stages"].get("extract").is_none(),
+        "nothing is extracted to disk"
+    );
     let thumb = image::open(&start.params.thumbnail).unwrap();
     assert_eq!(thumb.width(), inp.width.min(640));
     // Intermediate files are gone once the output is written.

@@ -1,7 +1,7 @@
 //! Resume after SIGKILL: a child process (this test binary re-run) processes a video
-//! through the enhancement server and is killed mid-run; a second child resumes the same
-//! run. No completed frame is enhanced again and the output is byte-identical to an
-//! uninterrupted run's.
+//! through the enhancement server (or the local provider) and is killed mid-run; a second
+//! child resumes the same run. No completed frame (or, locally, segment) is done again
+//! and the output is byte-identical to an uninterrupted run's.
 
 #[path = "support/pipeline.rs"]
 mod support;
@@ -13,10 +13,12 @@ use idempipe_engine::{RunStatus, SharedStore, connect};
 use idempipe_enhance::ServerConfig;
 use idempipe_video::pipeline::{PIPELINE, stage};
 use support::{
-    TempDir, assert_each_frame_completed_once, process, request, sample, settings, start_server,
+    TempDir, assert_each_frame_completed_once, process, request, sample, settings, stage_attempts,
+    start_server,
 };
 
-/// Set by the parent: `DB|DIR|API` for the child to process bikes.mp4.
+/// Set by the parent: `DB|DIR|API` for the child to process bikes.mp4 (`API` may be
+/// `local`).
 const CHILD_ENV: &str = "IDEMPIPE_PIPELINE_CHILD";
 
 /// The child: processes the video until done (or killed). A no-op in a normal test run.
@@ -51,6 +53,11 @@ fn spawn_child(db: &str, dir: &std::path::Path, api: &str) -> std::process::Chil
 
 /// Frame items completed and running now, once the run exists.
 async fn frame_counts(store: &SharedStore) -> (i64, i64) {
+    stage_counts(store, stage::FRAME).await
+}
+
+/// Items of `stage_name` completed and running now, once the run exists.
+async fn stage_counts(store: &SharedStore, stage_name: &str) -> (i64, i64) {
     let Ok(runs) = store.run_list(1).await else {
         return (0, 0);
     };
@@ -61,7 +68,7 @@ async fn frame_counts(store: &SharedStore) -> (i64, i64) {
     let get = |status: &str| {
         counts
             .iter()
-            .filter(|c| c.stage == stage::FRAME && c.status == status)
+            .filter(|c| c.stage == stage_name && c.status == status)
             .map(|c| c.count)
             .sum()
     };
@@ -124,6 +131,58 @@ async fn sigkill_mid_run_then_rerun_sends_no_completed_frame_twice() {
         .await
         .unwrap();
     let ref_req = request(&sample("bikes.mp4"), reference.path(), settings(&api2));
+    let (_, ref_run) = process(&ref_store, &ref_req, 3).await;
+    assert_eq!(ref_run.status, RunStatus::Completed);
+    let a = std::fs::read(dir.join("out.mp4")).unwrap();
+    let b = std::fs::read(&ref_req.output).unwrap();
+    assert!(a == b, "outputs differ ({} vs {} bytes)", a.len(), b.len());
+}
+
+/// The local provider enhances inside each segment's encode, frames only in memory: a
+/// run killed after some segments are encoded resumes without encoding them again, and
+/// its output is byte-identical to an uninterrupted run's (segment encodes are
+/// deterministic: fixed encoder threads, bitexact flags, a pure enhancement).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_local_run_then_rerun_encodes_no_segment_twice() {
+    let dir = TempDir::new("resume-local");
+    let db = dir.join("state.db").display().to_string();
+    let store = connect(&db).await.unwrap();
+
+    let mut child = spawn_child(&db, dir.path(), "local");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut progressed = false;
+    while Instant::now() < deadline {
+        if stage_counts(&store, stage::ENCODE).await.0 >= 1 {
+            progressed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(progressed, "child made no progress");
+    let (done_at_kill, _) = stage_counts(&store, stage::ENCODE).await;
+
+    let status = spawn_child(&db, dir.path(), "local").wait().unwrap();
+    assert!(status.success(), "rerun failed: {status}");
+    let run = store.run_list(1).await.unwrap().remove(0);
+    assert_eq!(run.status, RunStatus::Completed);
+    assert_eq!(run.id, 1, "the rerun resumed the same run");
+    let encodes = stage_attempts(&store, run.id, stage::ENCODE).await;
+    assert!(
+        (done_at_kill as usize) < encodes.len(),
+        "killed too late: {done_at_kill} of {} segments done",
+        encodes.len()
+    );
+    for (key, done, _) in &encodes {
+        assert_eq!(*done, 1, "encode {key} completed {done} times");
+    }
+
+    let reference = TempDir::new("resume-local-ref");
+    let ref_store = connect(&reference.join("state.db").display().to_string())
+        .await
+        .unwrap();
+    let ref_req = request(&sample("bikes.mp4"), reference.path(), settings("local"));
     let (_, ref_run) = process(&ref_store, &ref_req, 3).await;
     assert_eq!(ref_run.status, RunStatus::Completed);
     let a = std::fs::read(dir.join("out.mp4")).unwrap();

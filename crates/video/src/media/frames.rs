@@ -39,23 +39,41 @@ impl FrameReader {
     /// Opens `path` whose decoded frames are `width` x `height` (e.g. from
     /// [`MediaInfo::display_size`](super::MediaInfo::display_size)).
     pub async fn open_with_size(path: &Path, width: u32, height: u32) -> Result<Self, MediaError> {
+        Self::spawn(path, width, height, None).await
+    }
+
+    /// Opens `path` and skips its first `first` frames inside ffmpeg (they are decoded
+    /// but never converted or sent), so the first frame read is frame `first`.
+    pub async fn open_from(path: &Path, first: u64) -> Result<Self, MediaError> {
+        let (width, height) = probe_display_size(path).await?;
+        let select = format!("select=gte(n\\,{first})");
+        Self::spawn(path, width, height, Some(select)).await
+    }
+
+    async fn spawn(
+        path: &Path,
+        width: u32,
+        height: u32,
+        filter: Option<String>,
+    ) -> Result<Self, MediaError> {
         // passthrough: every decoded frame exactly once; the default for rawvideo
         // output is constant-rate, which may duplicate or drop frames.
         let mut cmd = tool::command(FFMPEG, ["-v", "error", "-nostdin", "-i"]);
-        cmd.arg(path)
-            .args([
-                "-map",
-                "0:v:0",
-                "-fps_mode",
-                "passthrough",
-                "-f",
-                "rawvideo",
-                "-pix_fmt",
-                "rgb24",
-                "-",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.arg(path).args(["-map", "0:v:0"]);
+        if let Some(filter) = filter {
+            cmd.args(["-vf", &filter]);
+        }
+        cmd.args([
+            "-fps_mode",
+            "passthrough",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "rgb24",
+            "-",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
         let mut child = cmd
             .spawn()
             .map_err(|e| tool::spawn_error(FFMPEG, path, e))?;
@@ -91,12 +109,23 @@ impl FrameReader {
 
     /// The next frame, or `None` once ffmpeg finished successfully.
     pub async fn next_frame(&mut self) -> Result<Option<RgbImage>, MediaError> {
+        let mut frame = RgbImage::new(self.width, self.height);
+        Ok(self.next_frame_into(&mut frame).await?.then_some(frame))
+    }
+
+    /// Reads the next frame into `frame` (resized to the stream's size if it differs),
+    /// reusing its buffer; `false` once ffmpeg finished successfully. Streams of many
+    /// frames use this to avoid allocating (and page-faulting) a new buffer per frame.
+    pub async fn next_frame_into(&mut self, frame: &mut RgbImage) -> Result<bool, MediaError> {
         if self.done {
-            return Ok(None);
+            return Ok(false);
+        }
+        if frame.dimensions() != (self.width, self.height) {
+            *frame = RgbImage::new(self.width, self.height);
         }
         let frame_bytes = self.width as usize * self.height as usize * 3;
-        let mut buf = vec![0u8; frame_bytes];
-        let filled = read_full(&mut self.stdout, &mut buf)
+        let buf: &mut [u8] = frame;
+        let filled = read_full(&mut self.stdout, buf)
             .await
             .map_err(|source| MediaError::Io {
                 path: self.path.clone(),
@@ -105,9 +134,7 @@ impl FrameReader {
             })?;
         if filled == frame_bytes {
             self.frames_read += 1;
-            let image = RgbImage::from_raw(self.width, self.height, buf)
-                .expect("buffer has the frame's size");
-            return Ok(Some(image));
+            return Ok(true);
         }
         self.done = true;
         self.wait_success().await?;
@@ -120,7 +147,7 @@ impl FrameReader {
                 ),
             });
         }
-        Ok(None)
+        Ok(false)
     }
 
     async fn wait_success(&mut self) -> Result<(), MediaError> {

@@ -11,7 +11,8 @@
 //! those frames again, which is refused (or, for a completed run, done by a new run, as
 //! the caller decides). The API and its rate can change any time: frames not yet
 //! enhanced go to the new address with the same idempotency keys (a key is the run, the
-//! stage and the frame, never the URL).
+//! stage and the frame, never the URL). A run cannot move between the local provider
+//! (which enhances inside the encoder's stream) and an API (frame items).
 
 use idempipe_engine::store::RetryParams;
 use idempipe_engine::{Clock, ItemStatus, Run, RunStatus, SharedStore, SystemClock};
@@ -78,6 +79,14 @@ pub async fn change_settings(
             )));
         }
         RunStatus::Running | RunStatus::Failed => {}
+    }
+    if stored.settings.is_local() != new.is_local() {
+        return Err(PipelineError::Config(format!(
+            "run {}: {listed} refused: the local provider enhances frames inside the \
+             encoder's stream and an API through frame items, so a run cannot move between \
+             them; cancel it (`idempipe cancel {}`) and start a new run",
+            run.id, run.id
+        )));
     }
     if encoder {
         let encoded = completed(store, run.id, stage::ENCODE).await?;

@@ -100,6 +100,9 @@ async fn frames_of(
     counts: &[idempipe_engine::StageCount],
 ) -> Result<FrameProgress, StoreError> {
     let mut p = FrameProgress::default();
+    if !counts.iter().any(|c| c.stage == stage::FRAME) {
+        return in_stream_frames(store, run_id, counts).await;
+    }
     for c in counts.iter().filter(|c| c.stage == stage::FRAME) {
         p.total += c.count;
         match c.status.as_str() {
@@ -113,6 +116,37 @@ async fn frames_of(
         .stage_throughput(run_id, stage::FRAME, RATE_WINDOW_MS, SystemClock.now())
         .await?;
     p.rate = t.per_second;
+    p.eta_secs = t.eta_seconds;
+    Ok(p)
+}
+
+/// Frame counts of a run whose frames are enhanced inside the encoder's stream (the
+/// local provider; also any run before its split): every frame of a segment is done when
+/// the segment's `encode` item is, and the rate follows the segments.
+async fn in_stream_frames(
+    store: &SharedStore,
+    run_id: i64,
+    counts: &[idempipe_engine::StageCount],
+) -> Result<FrameProgress, StoreError> {
+    let mut p = FrameProgress::default();
+    if !counts.iter().any(|c| c.stage == stage::ENCODE) {
+        return Ok(p);
+    }
+    let encodes = super::report::list(store, run_id, Some(stage::ENCODE), Vec::new()).await?;
+    for item in &encodes {
+        let frames = item.payload["frame_count"].as_i64().unwrap_or(0);
+        p.total += frames;
+        match item.status {
+            ItemStatus::Completed => p.done += frames,
+            ItemStatus::Failed => p.failed += frames,
+            ItemStatus::Dead | ItemStatus::Unknown => p.dead += frames,
+            _ => {}
+        }
+    }
+    let t = store
+        .stage_throughput(run_id, stage::ENCODE, RATE_WINDOW_MS, SystemClock.now())
+        .await?;
+    p.rate = t.per_second * p.total as f64 / encodes.len().max(1) as f64;
     p.eta_secs = t.eta_seconds;
     Ok(p)
 }

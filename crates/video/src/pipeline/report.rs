@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::settings::RunParams;
 use super::stage;
-use super::stages::SCORE_CRITERION;
+use super::stages::{SCORE_CRITERION, stream_outcome};
 use crate::media::MediaInfo;
 
 /// Rows read per page.
@@ -142,6 +142,7 @@ pub(crate) async fn build(
     let mut failures = Vec::new();
     let mut kept = Vec::new();
     let (mut frames, mut enhanced, mut api_calls, mut provider_calls) = (0u64, 0u64, 0u64, 0u64);
+    let mut enhance_cpu_ms = 0.0;
     for item in &items {
         let attempts = store.attempt_list(item.id).await?;
         let t = timings.entry(item.stage.clone()).or_default();
@@ -157,6 +158,13 @@ pub(crate) async fn build(
                     "outcome": a.outcome, "error": a.error,
                 }));
             }
+        }
+        if item.stage == stage::ENCODE
+            && let Some(stream) = stream_outcome(item.result.as_ref())
+        {
+            frames += stream.frames;
+            enhanced += stream.frames;
+            enhance_cpu_ms += stream.enhance_cpu_ms;
         }
         if item.stage == stage::FRAME {
             frames += 1;
@@ -198,6 +206,9 @@ pub(crate) async fn build(
             "audio": info.has_audio, "audio_codec": info.audio_codec,
         },
         "frames": { "total": frames, "enhanced": enhanced, "kept_original": kept.len() },
+        // CPU spent inside the enhancement algorithm, for frames enhanced in process in
+        // the encoder's stream (0 when an API enhanced them).
+        "enhance_cpu_ms": enhance_cpu_ms,
         "captions": captions,
         "kept_original": kept,
         "provider_calls": provider_calls,

@@ -133,7 +133,7 @@ impl Settings {
         self.provider == LOCAL_PROVIDER
     }
 
-    /// The encoder settings (one thread per encoder: segments encode in parallel).
+    /// The encoder settings (one thread; each segment's encode sets its own count).
     pub fn encode_settings(&self) -> EncodeSettings {
         EncodeSettings {
             crf: self.crf,

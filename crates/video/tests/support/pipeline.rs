@@ -104,10 +104,19 @@ pub async fn process(
 
 /// Per frame item: (key, completed attempts, all attempts).
 pub async fn frame_attempts(store: &SharedStore, run_id: i64) -> Vec<(String, usize, usize)> {
+    stage_attempts(store, run_id, "frame").await
+}
+
+/// Per item of `stage`: (key, completed attempts, all attempts).
+pub async fn stage_attempts(
+    store: &SharedStore,
+    run_id: i64,
+    stage: &str,
+) -> Vec<(String, usize, usize)> {
     let items = store
         .item_list(&ItemFilter {
             run_id,
-            stage: Some("frame".into()),
+            stage: Some(stage.into()),
             limit: 100_000,
             ..ItemFilter::default()
         })

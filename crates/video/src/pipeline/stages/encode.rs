@@ -1,16 +1,23 @@
-//! `encode/N`: encode segment N from its enhanced frames, then delete its frame files.
+//! `encode/N`: encode segment N, then delete its frame files.
+//!
+//! Runs on an API enhance through `frame` items and encode from the enhanced frame
+//! files; runs on the local provider enhance in the encoder's stream
+//! ([`in_stream`](super::in_stream)), with no frame file at all.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use idempipe_engine::{Handler, HandlerError, ItemResult, Job};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::SegmentWork;
-use crate::media::{SegmentEncoder, read_frame_file};
+use super::in_stream::{StreamOutcome, enhance_and_encode, outcome_path};
+use crate::media::{EncodeSettings, SegmentEncoder, read_frame_file};
+use crate::pipeline::artifacts::RunDir;
 use crate::pipeline::context::{Ctx, media_failure, payload, storage_failure, transient};
 use crate::pipeline::disk::{check_manifest, remove_with_manifest, write_manifest};
+use crate::pipeline::settings::RunParams;
 use crate::storage::Storage;
 
 /// Encodes with [`SegmentEncoder`] (deterministic), keeping the input's exact frame rate.
@@ -22,10 +29,10 @@ impl Handler for Encode {
         let work: SegmentWork = payload(&job.payload)?;
         let (params, dir) = self.0.run_fresh(job.run_id).await?;
         let out = dir.encoded(work.segment);
-        let storage = &self.0.storage;
         // A previous attempt may have finished the file and its manifest and deleted the
         // frames, then died before its completion committed. Only a file whose manifest
         // matches (this run's, complete, unchanged) is kept; anything else is redone.
+        let storage = &self.0.storage;
         let trusted = match trust_encoded(storage, &out, &params.uid).await? {
             Ok(()) => true,
             Err(why) => {
@@ -38,47 +45,111 @@ impl Handler for Encode {
                 false
             }
         };
-        if trusted {
+        let stream = if trusted {
             tracing::info!(
                 run = job.run_id,
                 segment = work.segment,
                 "segment already encoded"
             );
+            kept_outcome(storage, &work, &out).await?
         } else {
             let staged = storage.stage(&out).await.map_err(storage_failure)?;
-            let settings = params.settings.encode_settings();
-            let mut encoder =
-                SegmentEncoder::create(staged.path(), work.width, work.height, work.fps, &settings)
-                    .await
-                    .map_err(media_failure)?;
-            // Read the next frame file while the current one is being encoded.
-            let path = |i: u64| dir.enhanced(work.segment, work.first_frame + i);
-            let read = |i: u64| tokio::spawn(read_owned(storage.clone(), path(i)));
-            let mut next = Some(read(0));
-            for i in 0..work.frame_count {
-                let frame = next
-                    .take()
-                    .expect("a read is in flight")
-                    .await
-                    .map_err(transient)?
-                    .map_err(transient)?;
-                if i + 1 < work.frame_count {
-                    next = Some(read(i + 1));
-                }
-                encoder.push(&frame).await.map_err(media_failure)?;
-            }
-            encoder.finish().await.map_err(media_failure)?;
+            let stream =
+                encode_segment(storage, &work, &params, &dir, staged.path(), job.run_id).await?;
             storage.publish(&staged).await.map_err(storage_failure)?;
+            if let Some(stream) = &stream {
+                let text = serde_json::to_vec(stream).expect("outcome serialises");
+                storage
+                    .put_bytes(&outcome_path(&out), text)
+                    .await
+                    .map_err(storage_failure)?;
+            }
             write_manifest(storage, staged.path(), &out, &params.uid)
                 .await
                 .map_err(storage_failure)?;
-        }
+            stream
+        };
         storage
             .delete_tree(&dir.frames(work.segment))
             .await
             .map_err(storage_failure)?;
-        Ok(json!({ "path": out, "frames": work.frame_count }))
+        let mut result = json!({ "path": out, "frames": work.frame_count });
+        if let Some(stream) = stream {
+            result["in_stream"] = json!(stream);
+        }
+        Ok(result)
     }
+}
+
+/// What is known of an already encoded segment: nothing more for segments encoded from
+/// frame files; for segments enhanced in the stream, the outcome its attempt recorded
+/// next to it, or, if that is lost, the frame count alone (its frames then do not
+/// compete for the thumbnail).
+async fn kept_outcome(
+    storage: &Storage,
+    work: &SegmentWork,
+    out: &Path,
+) -> Result<Option<StreamOutcome>, HandlerError> {
+    if !work.in_stream {
+        return Ok(None);
+    }
+    let recorded = storage
+        .get_bytes(&outcome_path(out))
+        .await
+        .map_err(storage_failure)?;
+    Ok(Some(
+        recorded
+            .and_then(|text| serde_json::from_slice(&text).ok())
+            .unwrap_or(StreamOutcome {
+                frames: work.frame_count,
+                best_frame: work.first_frame,
+                best_score: 0.0,
+                enhance_cpu_ms: 0.0,
+            }),
+    ))
+}
+
+/// Encodes the segment into the local file `out` (staged by the caller); the stream
+/// outcome when it was enhanced in the stream.
+async fn encode_segment(
+    storage: &Arc<Storage>,
+    work: &SegmentWork,
+    params: &RunParams,
+    dir: &RunDir,
+    out: &Path,
+    run_id: i64,
+) -> Result<Option<StreamOutcome>, HandlerError> {
+    let settings = EncodeSettings {
+        threads: work.encoder_threads,
+        ..params.settings.encode_settings()
+    };
+    let mut encoder = SegmentEncoder::create(out, work.width, work.height, work.fps, &settings)
+        .await
+        .map_err(media_failure)?;
+    if work.in_stream {
+        let segment = super::extract::fetch_input_segment(storage, work, params, run_id).await?;
+        let outcome =
+            enhance_and_encode(work, segment.path(), params.settings.enhance, encoder).await?;
+        return Ok(Some(outcome));
+    }
+    // Read the next frame file while the current one is being encoded.
+    let path = |i: u64| dir.enhanced(work.segment, work.first_frame + i);
+    let read = |i: u64| tokio::spawn(read_owned(storage.clone(), path(i)));
+    let mut next = Some(read(0));
+    for i in 0..work.frame_count {
+        let frame = next
+            .take()
+            .expect("a read is in flight")
+            .await
+            .map_err(transient)?
+            .map_err(transient)?;
+        if i + 1 < work.frame_count {
+            next = Some(read(i + 1));
+        }
+        encoder.push(&frame).await.map_err(media_failure)?;
+    }
+    encoder.finish().await.map_err(media_failure)?;
+    Ok(None)
 }
 
 /// Reads an enhanced frame (a local copy first when it is in object storage).
@@ -102,4 +173,9 @@ async fn trust_encoded(
         Err(e) => return Err(storage_failure(e)),
     };
     Ok(check_manifest(storage, file.path(), out, uid).await)
+}
+
+/// The in-stream outcome recorded in an `encode` item's result, if any.
+pub(crate) fn stream_outcome(result: Option<&Value>) -> Option<StreamOutcome> {
+    serde_json::from_value(result?.get("in_stream")?.clone()).ok()
 }

@@ -10,6 +10,8 @@ use super::SegmentWork;
 use crate::media::{FrameReader, write_frame_file};
 use crate::pipeline::context::{Ctx, payload, storage_failure, transient};
 use crate::pipeline::disk::check_manifest;
+use crate::pipeline::settings::RunParams;
+use crate::storage::{Fetched, Storage};
 
 /// Decodes a segment with [`FrameReader`] and writes each frame atomically. A rerun
 /// overwrites the same files with the same pixels.
@@ -21,25 +23,7 @@ impl Handler for Extract {
         let work: SegmentWork = payload(&job.payload)?;
         let (params, dir) = self.0.run(job.run_id).await?;
         let storage = &self.0.storage;
-        let segment = storage.fetch(&work.path).await.map_err(|e| {
-            if e.is_not_found() {
-                HandlerError::permanent(format!(
-                    "{e}; the input segment is gone: `idempipe cancel {}`, then run process again to start afresh",
-                    job.run_id
-                ))
-            } else {
-                storage_failure(e)
-            }
-        })?;
-        if !params.uid.is_empty() {
-            // The segment must be the one split wrote for this run, complete and unchanged.
-            check_manifest(storage, segment.path(), &work.path, &params.uid).await.map_err(|why| {
-                HandlerError::permanent(format!(
-                    "{why}; the input segment is damaged or not this run's: `idempipe cancel {}`, then run process again to start afresh",
-                    job.run_id
-                ))
-            })?;
-        }
+        let segment = fetch_input_segment(storage, &work, &params, job.run_id).await?;
         // Frames are written here (the frames directory itself when local), then published.
         let staged = storage
             .stage_dir(&dir.frames(work.segment))
@@ -77,4 +61,34 @@ impl Handler for Extract {
         }
         Ok(json!({ "frames": n }))
     }
+}
+
+/// The input segment, fetched from the store (a local copy when it is in object storage):
+/// it must be the one split wrote for this run, complete and unchanged (runs made before
+/// runs had a uid have no manifests).
+pub(crate) async fn fetch_input_segment(
+    storage: &Storage,
+    work: &SegmentWork,
+    params: &RunParams,
+    run_id: i64,
+) -> Result<Fetched, HandlerError> {
+    let segment = storage.fetch(&work.path).await.map_err(|e| {
+        if e.is_not_found() {
+            HandlerError::permanent(format!(
+                "{e}; the input segment is gone: `idempipe cancel {run_id}`, then run process again to start afresh"
+            ))
+        } else {
+            storage_failure(e)
+        }
+    })?;
+    if !params.uid.is_empty() {
+        check_manifest(storage, segment.path(), &work.path, &params.uid)
+            .await
+            .map_err(|why| {
+                HandlerError::permanent(format!(
+                    "{why}; the input segment is damaged or not this run's: `idempipe cancel {run_id}`, then run process again to start afresh"
+                ))
+            })?;
+    }
+    Ok(segment)
 }

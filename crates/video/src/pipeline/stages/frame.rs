@@ -4,18 +4,18 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use idempipe_engine::{Handler, HandlerError, ItemResult, Job};
-use idempipe_enhance::metrics;
 use idempipe_enhance::provider::ProviderError;
 use image::RgbImage;
 use serde_json::{Value, json};
 
 use super::FrameWork;
+use super::score::Score;
 use crate::media::{MediaError, read_frame_file, write_frame_file};
 use crate::pipeline::context::{Ctx, payload, storage_failure, transient};
 use crate::pipeline::settings::OnFrameFailure;
 
 /// How the thumbnail is chosen, stated in results and the report.
-pub(crate) const SCORE_CRITERION: &str = "score = contrast x sharpness of the enhanced frame's luma (standard deviation x mean absolute Laplacian): favours frames that are both well exposed and in focus over fades, black frames and motion blur; ties go to the earliest frame";
+pub(crate) const SCORE_CRITERION: &str = "score = contrast x sharpness of the enhanced frame's luma (standard deviation x mean absolute Laplacian), sampled on a grid at most 320 pixels wide: favours frames that are both well exposed and in focus over fades, black frames and motion blur; ties go to the earliest frame";
 
 /// Reads the original, calls the provider with the item's idempotency key, writes the
 /// enhanced frame atomically and returns its metrics.
@@ -98,12 +98,9 @@ async fn write_enhanced(ctx: &Ctx, work: &FrameWork, frame: &RgbImage) -> Result
 
 /// Metrics of the enhanced frame, computed off the async threads.
 async fn scores(frame: RgbImage) -> Value {
-    let (sharpness, contrast) = tokio::task::spawn_blocking(move || {
-        (metrics::sharpness(&frame), metrics::contrast(&frame))
-    })
-    .await
-    .unwrap_or((0.0, 0.0));
-    json!({ "sharpness": sharpness, "contrast": contrast, "score": sharpness * contrast })
+    tokio::task::spawn_blocking(move || Score::of(&frame).to_json())
+        .await
+        .unwrap_or_else(|_| json!({ "sharpness": 0.0, "contrast": 0.0, "score": 0.0 }))
 }
 
 /// 429 with Retry-After waits as asked (pausing the shared limiter), other retryable

@@ -5,8 +5,11 @@ mod captions;
 mod encode;
 mod extract;
 mod frame;
+mod in_stream;
 mod ingest;
+mod score;
 mod split;
+mod thread_cpu;
 mod thumbnail;
 mod transcribe;
 
@@ -18,7 +21,7 @@ use crate::media::Rational;
 
 pub(crate) use assemble::Assemble;
 pub(crate) use captions::Captions;
-pub(crate) use encode::Encode;
+pub(crate) use encode::{Encode, stream_outcome};
 pub(crate) use extract::Extract;
 pub(crate) use frame::{Frame, SCORE_CRITERION};
 pub(crate) use ingest::Ingest;
@@ -43,6 +46,23 @@ pub(crate) struct SegmentWork {
     pub(crate) height: u32,
     /// Frame rate of the input, kept exactly.
     pub(crate) fps: Rational,
+    /// Whether `encode/N` enhances the frames itself, in its stream (runs on the local
+    /// provider: no `extract` or `frame` items, no frame files).
+    #[serde(default)]
+    pub(crate) in_stream: bool,
+    /// libx264 threads of the segment's encoder (1 in runs made before it was recorded).
+    #[serde(default = "one_thread")]
+    pub(crate) encoder_threads: u32,
+}
+
+/// libx264 threads per segment encoder in new runs. A constant, not the machine's core
+/// count: x264's output depends on its thread count, and a resumed run (on any machine)
+/// must give the same bytes. Two threads keep two cores busy even when the input's
+/// keyframes allow a single segment (or leave the last one alone at the end).
+pub(crate) const ENCODER_THREADS: u32 = 2;
+
+fn one_thread() -> u32 {
+    1
 }
 
 /// Payload of a `transcribe` item: one window of the extracted audio.

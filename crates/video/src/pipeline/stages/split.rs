@@ -65,7 +65,15 @@ impl Handler for Split {
             CaptionPlan::Windows(w) => w.len(),
             CaptionPlan::Skip(_) => 0,
         };
-        for item in spawns(&info, &segments, &dir, params.settings.window, captions) {
+        let in_stream = params.settings.is_local();
+        for item in spawns(
+            &info,
+            &segments,
+            &dir,
+            params.settings.window,
+            in_stream,
+            captions,
+        ) {
             job.spawn(item);
         }
         Ok(json!({ "segments": segments, "frames": info.frame_count, "audio_windows": windows }))
@@ -137,6 +145,7 @@ fn spawns(
     segments: &[Segment],
     dir: &RunDir,
     window: u32,
+    in_stream: bool,
     captions: CaptionPlan,
 ) -> Vec<NewItem> {
     let (width, height) = info.display_size();
@@ -152,8 +161,16 @@ fn spawns(
             width,
             height,
             fps: info.fps,
+            in_stream,
+            encoder_threads: super::ENCODER_THREADS,
         };
         let work = serde_json::to_value(&work).expect("segment work serialises");
+        if in_stream {
+            // Frames live only inside the encoder's stream: nothing to extract, no frame
+            // items, no frame files to bound.
+            items.push(NewItem::new(stage::ENCODE, &key, work).in_group(ENCODES_GROUP));
+            continue;
+        }
         let mut extract = NewItem::new(stage::EXTRACT, &key, work.clone());
         if n >= window {
             // Disk stays bounded: segment N's frames are decoded only once segment N-K

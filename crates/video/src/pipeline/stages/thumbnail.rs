@@ -8,7 +8,7 @@ use idempipe_engine::{Handler, SharedStore, StoreError};
 use idempipe_engine::{HandlerError, ItemResult, ItemStatus, Job};
 use serde_json::json;
 
-use super::SCORE_CRITERION;
+use super::{SCORE_CRITERION, stream_outcome};
 use crate::media::{FrameReader, Segment, write_thumbnail};
 use crate::pipeline::context::{Ctx, storage_failure, transient};
 use crate::pipeline::stage;
@@ -37,13 +37,10 @@ impl Handler for Thumbnail {
         let local =
             super::assemble::fetch_segments(storage, std::slice::from_ref(&encoded), &params.uid)
                 .await?;
-        let mut reader = FrameReader::open(local[0].path())
+        let mut reader = FrameReader::open_from(local[0].path(), global - seg.first_frame)
             .await
             .map_err(transient)?;
-        let mut picked = None;
-        for _ in 0..=global - seg.first_frame {
-            picked = reader.next_frame().await.map_err(transient)?;
-        }
+        let picked = reader.next_frame().await.map_err(transient)?;
         drop(reader);
         let frame = picked.ok_or_else(|| {
             transient(format!(
@@ -80,36 +77,45 @@ pub(crate) async fn segments(
 }
 
 /// Highest score among completed, really enhanced frames; ties go to the lowest index.
-/// Frame 0 when none has a score (every frame kept its original).
+/// Frames enhanced in the encoder's stream count by their segment's best frame. Frame 0
+/// when none has a score (every frame kept its original).
 async fn best_frame(store: &SharedStore, run_id: i64) -> Result<(u64, f64), StoreError> {
     let mut best: Option<(u64, f64)> = None;
-    let mut after_id = 0;
-    loop {
-        let filter = ItemFilter {
-            run_id,
-            stage: Some(stage::FRAME.into()),
-            statuses: vec![ItemStatus::Completed],
-            limit: PAGE,
-            after_id,
+    let mut consider = |global: u64, score: f64| {
+        let better = match best {
+            None => true,
+            Some((g, s)) => score > s || (score == s && global < g),
         };
-        let page = store.item_list(&filter).await?;
-        for item in &page {
-            let result = item.result.as_ref();
-            let score = result.and_then(|r| r["score"].as_f64());
-            let global = item.payload["global"].as_u64();
-            if let (Some(score), Some(global)) = (score, global) {
-                let better = match best {
-                    None => true,
-                    Some((g, s)) => score > s || (score == s && global < g),
-                };
-                if better {
-                    best = Some((global, score));
+        if better {
+            best = Some((global, score));
+        }
+    };
+    for stage in [stage::FRAME, stage::ENCODE] {
+        let mut after_id = 0;
+        loop {
+            let filter = ItemFilter {
+                run_id,
+                stage: Some(stage.into()),
+                statuses: vec![ItemStatus::Completed],
+                limit: PAGE,
+                after_id,
+            };
+            let page = store.item_list(&filter).await?;
+            for item in &page {
+                let result = item.result.as_ref();
+                if let Some(stream) = stream_outcome(result) {
+                    consider(stream.best_frame, stream.best_score);
+                    continue;
+                }
+                let score = result.and_then(|r| r["score"].as_f64());
+                if let (Some(score), Some(global)) = (score, item.payload["global"].as_u64()) {
+                    consider(global, score);
                 }
             }
-        }
-        match page.last() {
-            Some(last) if page.len() as i64 == PAGE => after_id = last.id,
-            _ => break,
+            match page.last() {
+                Some(last) if page.len() as i64 == PAGE => after_id = last.id,
+                _ => break,
+            }
         }
     }
     Ok(best.unwrap_or((0, 0.0)))
