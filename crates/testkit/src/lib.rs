@@ -7,8 +7,12 @@
 //!
 //! [`media`] finds the sample videos (`$IDEMPIPE_MEDIA`, else the repository's `media/`);
 //! [`speech`] measures transcripts (word error rate) for the captions tests; [`tls`]
-//! makes a throwaway CA and server certificate and a TLS-terminating proxy.
+//! makes a throwaway CA and server certificate and a TLS-terminating proxy; [`raw_http`]
+//! speaks HTTP/1 by hand over TCP for the abuse tests; [`scripted`] is a server that
+//! answers whatever a test sets, for fuzzing clients.
 
+pub mod raw_http;
+pub mod scripted;
 pub mod speech;
 pub mod tls;
 
