@@ -195,7 +195,7 @@ async fn invalid_settings_exit_2_before_any_work_or_call() {
         ),
         ("--crf", "99", &["--crf", "0..=51"]),
         ("--segment-seconds", "0", &["--segment-seconds 0", "> 0"]),
-        ("--api-rate", "0", &["--api-rate 0", "> 0"]),
+        ("--api-rate", "0.05", &["--api-rate 0.05", ">= 0.1"]),
         (
             "--segments-in-flight",
             "0",

@@ -100,6 +100,15 @@ pub enum CodecError {
         /// The limit that was exceeded.
         max_pixels: u64,
     },
+    /// The decoder refused the image as too large for its memory limits (a header
+    /// declaring an absurd size, e.g. 2147483647x2), before allocating it.
+    #[error("{format} image is too large to decode: {source}")]
+    OverLimits {
+        /// The format the bytes were read as.
+        format: ImageFormat,
+        /// The decoder's limit error.
+        source: image::ImageError,
+    },
     /// Encoding failed (only on I/O-like failures of the encoder).
     #[error("could not encode {format}: {source}")]
     Encode {
@@ -122,7 +131,10 @@ pub fn decode_limited(
     format: ImageFormat,
     max_pixels: u64,
 ) -> Result<RgbImage, CodecError> {
-    let undecodable = |source| CodecError::Undecodable { format, source };
+    let undecodable = |source| match source {
+        image::ImageError::Limits(_) => CodecError::OverLimits { format, source },
+        source => CodecError::Undecodable { format, source },
+    };
     let reader = || ImageReader::with_format(Cursor::new(bytes), format.to_image());
     let (width, height) = reader().into_dimensions().map_err(undecodable)?;
     if width as u64 * height as u64 > max_pixels {

@@ -9,10 +9,14 @@
 //! [`speech`] measures transcripts (word error rate) for the captions tests; [`tls`]
 //! makes a throwaway CA and server certificate and a TLS-terminating proxy. [`s3`]
 //! runs a real S3-compatible server process; [`netns`] makes hosts out of network
-//! namespaces (root only) for tests of workers on separate machines.
+//! namespaces (root only) for tests of workers on separate machines; [`raw_http`]
+//! speaks HTTP/1 by hand over TCP for the abuse tests; [`scripted`] is a server that
+//! answers whatever a test sets, for fuzzing clients.
 
 pub mod netns;
+pub mod raw_http;
 pub mod s3;
+pub mod scripted;
 pub mod speech;
 pub mod tls;
 

@@ -25,6 +25,9 @@ pub enum WebError {
     /// The access token is unusable.
     #[error("access token: {0}")]
     BadToken(String),
+    /// A connection or time limit is unusable.
+    #[error("{0}")]
+    BadLimits(String),
     /// Binding or serving failed.
     #[error("dashboard on {addr}: {source}")]
     Io {
@@ -108,3 +111,39 @@ impl IntoResponse for ApiError {
 
 /// Result of an API handler.
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// Middleware: an `/api` error that axum produced itself (no such route, wrong method,
+/// a path or query that does not parse) becomes the API's JSON error, with axum's text
+/// as the message, like every error the handlers return.
+pub(crate) async fn json_rejections(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let api = request.uri().path().starts_with("/api/");
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !api || !status.is_client_error() || is_json {
+        return response;
+    }
+    // axum's rejections are one short line; never read more than this of any body.
+    const MAX_REJECTION_BYTES: usize = 4096;
+    let text = axum::body::to_bytes(response.into_body(), MAX_REJECTION_BYTES)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let code = match status {
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        _ => "bad_request",
+    };
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_string()
+    } else {
+        text
+    };
+    ApiError::new(status, code, message).into_response()
+}

@@ -12,6 +12,8 @@
 //! - `api/`: one file per group of `/api` routes; `pages/`: one file per page.
 //! - [`artifacts`]: files served only from inside the artifact roots; frames as PNG.
 //! - [`metrics`]: the Prometheus recorder and `/metrics`.
+//! - `timeout`: the per-request time limit; connection limits are
+//!   [`idempipe_http::serve`]'s.
 
 pub mod artifacts;
 mod assets;
@@ -24,6 +26,7 @@ pub mod view;
 
 mod api;
 mod pages;
+mod timeout;
 
 use std::future::Future;
 
@@ -48,6 +51,11 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             security::guard,
         ))
+        .layer(middleware::from_fn(error::json_rejections))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            timeout::limit,
+        ))
         .with_state(state)
 }
 
@@ -69,8 +77,8 @@ pub async fn serve(
         shutdown.await;
         closing.close();
     };
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
+    let limits = state.limits();
+    idempipe_http::serve(listener, router(state), limits, shutdown)
         .await
         .map_err(|source| WebError::Io {
             addr: addr.to_string(),

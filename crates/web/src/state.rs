@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use idempipe_engine::SharedStore;
+use idempipe_http::ServeLimits;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::watch;
 
@@ -14,6 +15,11 @@ use crate::error::WebError;
 /// How often live updates look for changes: often enough to feel live, rare enough
 /// that a dashboard left open costs the database a few queries a second.
 pub const DEFAULT_TICK: Duration = Duration::from_secs(1);
+
+/// Longest time a request may take to produce its response head (a live stream or a
+/// video download then streams for as long as it needs): every page and API call
+/// answers in milliseconds, so this only ends one stuck on a wedged database.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Shortest accepted access token: long enough that guessing it over HTTP is hopeless.
 pub const MIN_TOKEN_LEN: usize = 16;
@@ -30,6 +36,8 @@ struct Inner {
     artifact_roots: Vec<PathBuf>,
     metrics: Option<PrometheusHandle>,
     tick: Duration,
+    limits: ServeLimits,
+    request_timeout: Duration,
     /// Set when the server shuts down, so that live streams end.
     closing: watch::Sender<bool>,
 }
@@ -53,6 +61,8 @@ pub struct AppStateBuilder {
     artifact_roots: Vec<PathBuf>,
     metrics: Option<PrometheusHandle>,
     tick: Duration,
+    limits: ServeLimits,
+    request_timeout: Duration,
 }
 
 impl AppState {
@@ -65,6 +75,8 @@ impl AppState {
             artifact_roots: Vec::new(),
             metrics: None,
             tick: DEFAULT_TICK,
+            limits: ServeLimits::default(),
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
         }
     }
 
@@ -92,6 +104,16 @@ impl AppState {
     /// Interval of live updates.
     pub fn tick(&self) -> Duration {
         self.inner.tick
+    }
+
+    /// Connection limits the server runs with.
+    pub fn limits(&self) -> ServeLimits {
+        self.inner.limits
+    }
+
+    /// Longest time for a request's response head.
+    pub fn request_timeout(&self) -> Duration {
+        self.inner.request_timeout
     }
 
     /// Ends every live stream (the server is shutting down).
@@ -130,7 +152,20 @@ impl AppStateBuilder {
         self
     }
 
-    /// Checks the token and builds the state.
+    /// Sets the connection limits (see [`ServeLimits`]).
+    pub fn limits(mut self, limits: ServeLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Sets the longest time for a request's response head (default
+    /// [`DEFAULT_REQUEST_TIMEOUT`]).
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Checks the token and limits, and builds the state.
     pub fn build(self) -> Result<AppState, WebError> {
         if let Some(t) = &self.token {
             if t.len() < MIN_TOKEN_LEN {
@@ -145,6 +180,12 @@ impl AppStateBuilder {
                 ));
             }
         }
+        self.limits
+            .validate()
+            .map_err(|e| WebError::BadLimits(e.to_string()))?;
+        if self.request_timeout.is_zero() {
+            return Err(WebError::BadLimits("request_timeout must be > 0".into()));
+        }
         Ok(AppState {
             inner: Arc::new(Inner {
                 store: self.store,
@@ -152,6 +193,8 @@ impl AppStateBuilder {
                 artifact_roots: self.artifact_roots,
                 metrics: self.metrics,
                 tick: self.tick,
+                limits: self.limits,
+                request_timeout: self.request_timeout,
                 closing: watch::channel(false).0,
             }),
         })

@@ -102,6 +102,21 @@ fn config(file: &Ct2File, suppress_tokens: Vec<u32>) -> Result<Config, ModelErro
         decoder_layers: layers("decoder"),
         suppress_tokens,
     };
+    // candle's Whisper computes sinusoids over d_model / 2 - 1 and splits d_model into
+    // heads: a d_model below 4, odd, or not a multiple of the head counts is no
+    // Whisper (the smallest has 384) and would panic or fail deep inside candle.
+    let splits = |heads: usize| config.d_model.is_multiple_of(heads);
+    if config.d_model < 4
+        || !config.d_model.is_multiple_of(2)
+        || !splits(config.encoder_attention_heads)
+        || !splits(config.decoder_attention_heads)
+    {
+        return Err(ModelError::Format(format!(
+            "d_model {} (from encoder/conv1/weight) must be even, at least 4 and a multiple \
+             of the head counts ({} encoder, {} decoder)",
+            config.d_model, config.encoder_attention_heads, config.decoder_attention_heads
+        )));
+    }
     if config.encoder_layers == 0 || config.decoder_layers == 0 {
         return Err(ModelError::Format(
             "the model has no encoder or decoder layers".into(),

@@ -26,6 +26,10 @@ use crate::windows::SAMPLE_RATE;
 /// A segment may end this far past the audio sent (services round up).
 const END_SLACK_SECS: f64 = 1.0;
 
+/// Largest answer read: a 30 s window's `verbose_json` (with per-token detail) is a
+/// few tens of KiB; anything far larger is not a transcript of it.
+const MAX_ANSWER_BYTES: usize = 4 << 20;
+
 /// Calls a transcription service over HTTP.
 #[derive(Debug, Clone)]
 pub struct HttpTranscriber {
@@ -110,7 +114,7 @@ impl Transcriber for HttpTranscriber {
             .send()
             .await
             .map_err(|e| transport_error(url, self.timeout, &e))?;
-        let (_, body) = ok_body(response, url, self.timeout).await?;
+        let (_, body) = ok_body(response, url, self.timeout, MAX_ANSWER_BYTES).await?;
         let segments = parse_answer(&body, secs).map_err(|what| garbled(url, &what))?;
         Ok(Transcript {
             segments,

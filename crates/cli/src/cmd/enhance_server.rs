@@ -5,12 +5,14 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use idempipe_enhance::ServerConfig;
-use idempipe_enhance::server::{Burst429, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_PIXELS};
+use idempipe_enhance::server::{
+    Burst429, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_PIXELS, DEFAULT_REQUEST_TIMEOUT, ServeLimits,
+};
 
 /// Options of `enhance-server`.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct EnhanceServerArgs {
-    /// Address to listen on. Non-loopback addresses need --allow-remote.
+    /// Address to listen on. Non-loopback addresses need --token (or --allow-remote).
     #[arg(
         long,
         env = "IDEMPIPE_ENHANCE_LISTEN",
@@ -18,9 +20,23 @@ pub(crate) struct EnhanceServerArgs {
     )]
     pub(crate) listen: SocketAddr,
 
-    /// Allow listening on a non-loopback address (the API has no authentication).
+    /// Access token every request but GET /healthz must carry (`Authorization: Bearer
+    /// TOKEN`); clients read it from the same variable. At least 16 characters.
+    #[arg(long, env = "IDEMPIPE_API_TOKEN", hide_env_values = true)]
+    pub(crate) token: Option<String>,
+
+    /// Allow listening on a non-loopback address without --token (anyone who can reach
+    /// it can use it).
     #[arg(long)]
     pub(crate) allow_remote: bool,
+
+    /// Open connections at once; more are answered 503 with Retry-After.
+    #[arg(long, default_value_t = ServeLimits::default().max_connections)]
+    pub(crate) max_connections: usize,
+
+    /// Longest time for one request, body upload included, in seconds (408 after it).
+    #[arg(long, default_value_t = DEFAULT_REQUEST_TIMEOUT.as_secs())]
+    pub(crate) request_timeout_secs: u64,
 
     /// Largest accepted request body in bytes; larger requests get 413.
     #[arg(long, default_value_t = DEFAULT_MAX_BODY_BYTES)]
@@ -98,6 +114,12 @@ impl EnhanceServerArgs {
             hang: Duration::from_millis(self.hang_ms),
             garbage_rate: self.garbage_rate,
             key_ledger: self.key_ledger,
+            request_timeout: Duration::from_secs(self.request_timeout_secs),
+            limits: ServeLimits {
+                max_connections: self.max_connections,
+                ..ServeLimits::default()
+            },
+            token: self.token.clone(),
             ..ServerConfig::default()
         }
     }
@@ -105,10 +127,10 @@ impl EnhanceServerArgs {
 
 /// Serves the enhancement API until Ctrl-C or SIGTERM, then drains in-flight requests.
 pub(crate) async fn run(args: EnhanceServerArgs) -> anyhow::Result<()> {
-    if !args.listen.ip().is_loopback() && !args.allow_remote {
+    if !args.listen.ip().is_loopback() && args.token.is_none() && !args.allow_remote {
         bail!(
-            "refusing to listen on {} (not loopback): the enhancement API has no authentication; \
-             pass --allow-remote to do it anyway",
+            "refusing to listen on {} (not loopback) without an access token: set --token \
+             (or IDEMPIPE_API_TOKEN), or pass --allow-remote to serve anyone who can reach it",
             args.listen
         );
     }

@@ -5,8 +5,13 @@ use std::time::Duration;
 use super::ProviderError;
 use crate::server::ErrorBody;
 
-/// Longest excerpt of a non-JSON error body quoted in a message.
+/// Longest excerpt of an error body (or of the message in it) quoted in a message.
 const BODY_EXCERPT: usize = 200;
+
+/// Longest `Retry-After` honoured: a larger value (a misconfigured or hostile server
+/// asking for days) would stall every worker of the run, since the limiter pauses them
+/// all until then. The engine's own backoff takes over after it.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 /// Classifies a non-200 answer: 408, 429 and 5xx except 501 are retryable (with
 /// `Retry-After` when sent), every other status is permanent.
@@ -37,29 +42,40 @@ pub fn classify_status(
 /// `{"error": {"message": ...}}`), else a printable excerpt of the body.
 fn error_detail(body: &[u8]) -> String {
     if let Ok(err) = serde_json::from_slice::<ErrorBody>(body) {
-        return format!("{} ({})", err.message, err.error);
+        return format!("{} ({})", excerpt(&err.message), excerpt(&err.error));
     }
     let json: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
     if let Some(message) = json["error"]["message"].as_str() {
-        return message.to_string();
+        return excerpt(message);
     }
     let text = String::from_utf8_lossy(body);
-    let text = text.trim();
-    if text.is_empty() {
+    if text.trim().is_empty() {
         return "empty body".into();
     }
-    let excerpt: String = text.chars().take(BODY_EXCERPT).collect();
-    if excerpt.len() < text.len() {
-        format!("{excerpt}...")
-    } else {
-        excerpt
-    }
+    excerpt(&text)
 }
 
-/// `Retry-After` in delay-seconds form. The HTTP-date form is ignored (treated as
-/// absent): the contract specifies seconds, and the caller's backoff still applies.
+/// At most [`BODY_EXCERPT`] characters of `text`, trimmed, with control characters
+/// (which could forge log lines) replaced, marked `...` when cut.
+fn excerpt(text: &str) -> String {
+    let text = text.trim();
+    let mut out: String = text
+        .chars()
+        .take(BODY_EXCERPT)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if text.chars().nth(BODY_EXCERPT).is_some() {
+        out.push_str("...");
+    }
+    out
+}
+
+/// `Retry-After` in delay-seconds form, at most [`MAX_RETRY_AFTER`]. The HTTP-date
+/// form is ignored (treated as absent): the contract specifies seconds, and the
+/// caller's backoff still applies.
 pub fn parse_retry_after(value: Option<&str>) -> Option<Duration> {
-    value?.trim().parse::<u64>().ok().map(Duration::from_secs)
+    let secs = value?.trim().parse::<u64>().ok()?;
+    Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER))
 }
 
 #[cfg(test)]
@@ -90,6 +106,10 @@ mod tests {
             None
         );
         assert_eq!(parse_retry_after(None), None);
+        assert_eq!(
+            parse_retry_after(Some("18446744073709551615")),
+            Some(MAX_RETRY_AFTER)
+        );
     }
 
     #[test]
@@ -105,5 +125,8 @@ mod tests {
     fn long_bodies_are_cut() {
         let long = "x".repeat(1000);
         assert!(error_detail(long.as_bytes()).len() < 210);
+        let body = format!(r#"{{"error":"x","message":"{}"}}"#, "m".repeat(100_000));
+        assert!(error_detail(body.as_bytes()).len() < 220);
+        assert_eq!(error_detail(b"line\nforged"), "line forged");
     }
 }

@@ -27,6 +27,17 @@ pub struct HttpProviderConfig {
     pub connect_timeout: Duration,
     /// Format frames are sent in: PNG keeps results deterministic, JPEG is smaller.
     pub format: ImageFormat,
+    /// Access token sent as `Authorization: Bearer TOKEN` (for a server started with
+    /// one; see [`api_token_from_env`]).
+    pub token: Option<String>,
+}
+
+/// Environment variable holding the enhancement API's access token.
+pub const API_TOKEN_ENV: &str = "IDEMPIPE_API_TOKEN";
+
+/// The access token in `$IDEMPIPE_API_TOKEN`, if set and not empty.
+pub fn api_token_from_env() -> Option<String> {
+    std::env::var(API_TOKEN_ENV).ok().filter(|t| !t.is_empty())
 }
 
 impl Default for HttpProviderConfig {
@@ -35,6 +46,7 @@ impl Default for HttpProviderConfig {
             timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(5),
             format: ImageFormat::Png,
+            token: None,
         }
     }
 }
@@ -95,23 +107,33 @@ impl HttpProvider {
             .map_err(|e| ProviderError::permanent(format!("could not encode the frame: {e}")))?;
 
         let url = self.endpoint.as_str();
-        let response = self
+        let mut request = self
             .client
             .post(self.url_with_params(params))
             .header(CONTENT_TYPE, format.content_type())
             .header("Idempotency-Key", key)
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| self.transport_error(&e))?;
-        let (headers, bytes) = ok_body(response, url, self.config.timeout).await?;
+            .body(body);
+        if let Some(token) = &self.config.token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.map_err(|e| self.transport_error(&e))?;
+        let (headers, bytes) = ok_body(
+            response,
+            url,
+            self.config.timeout,
+            max_answer_bytes(width, height),
+        )
+        .await?;
         let answered_format = headers
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .and_then(ImageFormat::from_content_type)
             .unwrap_or(format);
         let garbled = |what: String| garbled(url, &what);
-        let image = blocking(move || codec::decode(&bytes, answered_format))
+        // The answer must be the frame's size: refuse a larger one from its header,
+        // before allocating its pixels (a small PNG can declare gigapixels).
+        let max_pixels = u64::from(width) * u64::from(height);
+        let image = blocking(move || codec::decode_limited(&bytes, answered_format, max_pixels))
             .await?
             .map_err(|e| garbled(format!("a body that is not an image: {e}")))?;
         if image.dimensions() != (width, height) {
@@ -160,6 +182,14 @@ impl Provider for HttpProvider {
     fn name(&self) -> &str {
         &self.name
     }
+}
+
+/// The most bytes read of an answer for a `width`x`height` frame: twice its raw RGB
+/// size plus 1 MiB, well above any PNG or JPEG of it (incompressible PNG adds well under
+/// 1% to the raw size).
+fn max_answer_bytes(width: u32, height: u32) -> usize {
+    let raw = u64::from(width) * u64::from(height) * 3;
+    usize::try_from(raw * 2 + (1 << 20)).unwrap_or(usize::MAX)
 }
 
 /// Runs CPU-bound codec work off the async threads.

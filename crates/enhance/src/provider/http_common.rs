@@ -46,6 +46,11 @@ pub fn endpoint(base_url: &str, path: &str) -> Result<(Url, String), ProviderCon
     Ok((url, name))
 }
 
+/// How long an idle pooled connection is kept: less than the servers' header read
+/// timeout (`idempipe_http`'s default is 10 s), so the client drops an idle connection
+/// before the server closes it, instead of racing its close with a new request.
+const POOL_IDLE: Duration = Duration::from_secs(5);
+
 /// A pooled HTTP/1 client with a whole-request `timeout` and a `connect_timeout`, that
 /// follows no redirects (an API answering with one is misconfigured). HTTPS trusts the
 /// system's roots and the CAs of [`super::tls::trust_ca_file`].
@@ -53,6 +58,7 @@ pub fn client(timeout: Duration, connect_timeout: Duration) -> Result<Client, Pr
     super::tls::configure(Client::builder())
         .timeout(timeout)
         .connect_timeout(connect_timeout)
+        .pool_idle_timeout(POOL_IDLE)
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(ProviderConfigError::Client)
@@ -73,24 +79,42 @@ pub fn transport_error(url: &str, timeout: Duration, e: &reqwest::Error) -> Prov
     ProviderError::retryable(format!("{what}: {chain}{hint}"))
 }
 
-/// The headers and body of a 200 answer. Any other status becomes the classified error
-/// (with `Retry-After` when sent); a body that cannot be read is a transport error.
+/// The headers and body of a 200 answer of at most `max_bytes`. Any other status
+/// becomes the classified error (with `Retry-After` when sent, quoting at most the
+/// first `max_bytes` of its body); a larger 200 body is [`garbled`] (nothing past the
+/// limit is read, so a hostile or broken server cannot exhaust memory); a body that
+/// cannot be read is a transport error.
 pub async fn ok_body(
-    response: reqwest::Response,
+    mut response: reqwest::Response,
     url: &str,
     timeout: Duration,
+    max_bytes: usize,
 ) -> Result<(HeaderMap, axum::body::Bytes), ProviderError> {
     let status = response.status().as_u16();
     let headers = response.headers().clone();
-    let body = response
-        .bytes()
-        .await
-        .map_err(|e| transport_error(url, timeout, &e))?;
+    let mut body = Vec::new();
+    let mut complete = true;
+    while complete {
+        let chunk = response
+            .chunk()
+            .await
+            .map_err(|e| transport_error(url, timeout, &e))?;
+        let Some(chunk) = chunk else { break };
+        let room = max_bytes - body.len();
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        complete = chunk.len() <= room;
+    }
     if status != 200 {
         let retry_after = parse_retry_after(headers.get(RETRY_AFTER).and_then(|v| v.to_str().ok()));
         return Err(classify_status(url, status, retry_after, &body));
     }
-    Ok((headers, body))
+    if !complete {
+        return Err(garbled(
+            url,
+            &format!("a body of more than {max_bytes} bytes, the most expected"),
+        ));
+    }
+    Ok((headers, body.into()))
 }
 
 /// A 200 answer whose body breaks the contract (`what` it held): retryable, since it

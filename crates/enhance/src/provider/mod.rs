@@ -18,7 +18,7 @@ use image::RgbImage;
 use crate::params::EnhanceParams;
 
 pub use error::{ProviderConfigError, ProviderError};
-pub use http::{HttpProvider, HttpProviderConfig};
+pub use http::{API_TOKEN_ENV, HttpProvider, HttpProviderConfig, api_token_from_env};
 pub use local::LocalProvider;
 
 /// Something that enhances one frame per call.

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+pub use idempipe_http::ServeLimits;
+
 /// Default body limit: a 4K RGB PNG at fast compression stays well under 32 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 /// Default pixel limit: 4K UHD (3840x2160), the largest frame the pipeline targets.
@@ -10,6 +12,11 @@ pub const DEFAULT_MAX_PIXELS: u64 = 3840 * 2160;
 pub const DEFAULT_IDEMPOTENCY_CAPACITY: usize = 1024;
 /// Default byte budget for remembered results: about 100 encoded 720p PNG frames.
 pub const DEFAULT_IDEMPOTENCY_MAX_BYTES: usize = 256 * 1024 * 1024;
+/// Default time for a whole request (receiving the body, enhancing, encoding): a 4K
+/// frame takes about a second on one core, so a minute only ends a stalled upload.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Shortest access token accepted: guessing 16 random characters is out of reach.
+pub const MIN_TOKEN_LEN: usize = 16;
 
 /// How the enhancement server behaves; build with `..Default::default()`.
 #[derive(Debug, Clone)]
@@ -45,6 +52,13 @@ pub struct ServerConfig {
     pub idempotency_capacity: usize,
     /// Byte budget of remembered results; the oldest are forgotten first.
     pub idempotency_max_bytes: usize,
+    /// Longest time for one request, body upload included (408 after it).
+    pub request_timeout: Duration,
+    /// Connections in total and per client address, header size and header read time.
+    pub limits: ServeLimits,
+    /// Access token: when set, every route but `GET /healthz` needs
+    /// `Authorization: Bearer TOKEN` (401 otherwise).
+    pub token: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -64,6 +78,9 @@ impl Default for ServerConfig {
             key_ledger: false,
             idempotency_capacity: DEFAULT_IDEMPOTENCY_CAPACITY,
             idempotency_max_bytes: DEFAULT_IDEMPOTENCY_MAX_BYTES,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            limits: ServeLimits::default(),
+            token: None,
         }
     }
 }
@@ -121,7 +138,21 @@ impl ServerConfig {
         {
             return err("burst_429", "needs every >= 1 and length <= every");
         }
-        Ok(())
+        if self.request_timeout.is_zero() {
+            return err("request_timeout", "must be > 0");
+        }
+        if let Some(token) = &self.token
+            && (token.len() < MIN_TOKEN_LEN || !token.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return err(
+                "token",
+                "must be at least 16 visible ASCII characters (no spaces)",
+            );
+        }
+        self.limits.validate().map_err(|e| ConfigError {
+            field: e.field,
+            message: e.message.to_string(),
+        })
     }
 }
 

@@ -33,6 +33,12 @@ pub enum ApiError {
     /// 400: the body could not be read.
     #[error("{0}")]
     BadBody(String),
+    /// 401: the server has an access token and the request does not carry it.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 408: the request (body upload included) took longer than the server allows.
+    #[error("{0}")]
+    Timeout(String),
     /// 413: body or image larger than the server accepts.
     #[error("{0}")]
     TooLarge(String),
@@ -59,6 +65,8 @@ impl ApiError {
             ApiError::BadParams(_) => (StatusCode::BAD_REQUEST, "bad_params"),
             ApiError::BadIdempotencyKey(_) => (StatusCode::BAD_REQUEST, "bad_idempotency_key"),
             ApiError::BadBody(_) => (StatusCode::BAD_REQUEST, "bad_body"),
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Timeout(_) => (StatusCode::REQUEST_TIMEOUT, "timeout"),
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
@@ -88,6 +96,11 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
     }

@@ -27,7 +27,16 @@ pub(crate) async fn enhance(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let response = match process(&state, query.as_deref(), &headers, body).await {
+    let limit = state.inner.config.request_timeout;
+    let processed = tokio::time::timeout(limit, process(&state, query.as_deref(), &headers, body))
+        .await
+        .unwrap_or_else(|_| {
+            Err(ApiError::Timeout(format!(
+                "the request was not completed within {} s (body upload included)",
+                limit.as_secs_f64()
+            )))
+        });
+    let response = match processed {
         Ok(response) => response,
         Err(err) => err.into_response(),
     };
@@ -42,6 +51,7 @@ async fn process(
     body: Body,
 ) -> Result<Response, ApiError> {
     let config = &state.inner.config;
+    refuse_declared_oversize(headers, config.max_body_bytes)?;
     let body = read_body(body, config.max_body_bytes).await?;
     let key = match headers.get(IDEMPOTENCY_KEY) {
         Some(value) => {
@@ -59,7 +69,8 @@ async fn process(
         .unwrap_or("");
     let format = ImageFormat::from_content_type(content_type).ok_or_else(|| {
         ApiError::UnsupportedFormat(format!(
-            "Content-Type {content_type:?} is not supported; send image/png or image/jpeg"
+            "Content-Type {:?} is not supported; send image/png or image/jpeg",
+            excerpt(content_type)
         ))
     })?;
 
@@ -122,6 +133,20 @@ async fn process(
     Ok(response)
 }
 
+/// Refuses at once a body whose declared length is over `limit`, before reading any of it.
+fn refuse_declared_oversize(headers: &HeaderMap, limit: usize) -> Result<(), ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(len) if len > limit as u64 => Err(ApiError::TooLarge(format!(
+            "request body of {len} bytes is larger than the limit of {limit} bytes"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Reads the whole body, refusing more than `limit` bytes.
 async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
     match Limited::new(body, limit).collect().await {
@@ -171,7 +196,9 @@ async fn run_enhancement(
     let task = tokio::task::spawn_blocking(move || {
         let frame =
             codec::decode_limited(&body, format, inner.config.max_pixels).map_err(|e| match e {
-                CodecError::TooLarge { .. } => ApiError::TooLarge(e.to_string()),
+                CodecError::TooLarge { .. } | CodecError::OverLimits { .. } => {
+                    ApiError::TooLarge(e.to_string())
+                }
                 other => ApiError::BadImage(other.to_string()),
             })?;
         inner.stats.enhanced();
@@ -187,30 +214,48 @@ async fn run_enhancement(
         .map_err(|e| ApiError::Internal(format!("enhancement task failed: {e}")))?
 }
 
-/// Parses `sharpness`, `contrast` and `brightness`; anything else is refused so a
-/// misspelt parameter does not silently fall back to its default.
+/// Longest excerpt of a client's text quoted back in an error message.
+const ECHO_CHARS: usize = 64;
+
+/// Parses `sharpness`, `contrast` and `brightness`, each at most once; anything else is
+/// refused so a misspelt or repeated parameter does not silently change the result.
 fn parse_params(query: &str) -> Result<EnhanceParams, ApiError> {
     let mut params = EnhanceParams::default();
+    let mut seen = [false; 3];
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let slot = match name {
-            "sharpness" => &mut params.sharpness,
-            "contrast" => &mut params.contrast,
-            "brightness" => &mut params.brightness,
+        let (index, slot) = match name {
+            "sharpness" => (0, &mut params.sharpness),
+            "contrast" => (1, &mut params.contrast),
+            "brightness" => (2, &mut params.brightness),
             other => {
                 return Err(ApiError::BadParams(format!(
-                    "unknown query parameter {other:?}; accepted: sharpness, contrast, brightness"
+                    "unknown query parameter {:?}; accepted: sharpness, contrast, brightness",
+                    excerpt(other)
                 )));
             }
         };
-        *slot = value
-            .parse()
-            .map_err(|_| ApiError::BadParams(format!("{name} must be a number, got {value:?}")))?;
+        if std::mem::replace(&mut seen[index], true) {
+            return Err(ApiError::BadParams(format!(
+                "{name} is given more than once"
+            )));
+        }
+        *slot = value.parse().map_err(|_| {
+            ApiError::BadParams(format!("{name} must be a number, got {:?}", excerpt(value)))
+        })?;
     }
     params
         .validate()
         .map_err(|e| ApiError::BadParams(e.to_string()))?;
     Ok(params)
+}
+
+/// The first [`ECHO_CHARS`] characters of `text`, marked when cut.
+fn excerpt(text: &str) -> String {
+    match text.char_indices().nth(ECHO_CHARS) {
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+        None => text.to_string(),
+    }
 }
 
 fn request_fingerprint(format: ImageFormat, params: &EnhanceParams, body: &[u8]) -> u64 {
@@ -234,5 +279,16 @@ mod tests {
         assert!(parse_params("sharpness=9").is_err());
         assert!(parse_params("sharpnes=1").is_err());
         assert!(parse_params("contrast=NaN").is_err());
+        let twice = parse_params("contrast=1&contrast=2")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            twice.contains("contrast is given more than once"),
+            "{twice}"
+        );
+        let long = parse_params(&format!("x{}=1", "y".repeat(10_000)))
+            .unwrap_err()
+            .to_string();
+        assert!(long.len() < 200, "{long}");
     }
 }

@@ -1,8 +1,11 @@
 //! The enhancement API server (contract: `docs/enhance-api.md`).
 //!
 //! Routes: `POST /v1/enhance`, `GET /healthz`, `GET /stats` (JSON [`StatsSnapshot`]) and,
-//! with a key ledger, `GET /stats/keys` (JSON [`KeyLedgerSnapshot`]).
+//! with a key ledger, `GET /stats/keys` (JSON [`KeyLedgerSnapshot`]). Served by
+//! [`idempipe_http::serve`] within [`ServerConfig::limits`]; with a
+//! [`ServerConfig::token`] every route but `/healthz` needs it.
 
+mod auth;
 mod cache;
 mod config;
 mod error;
@@ -24,7 +27,8 @@ use axum::{Json, http::StatusCode};
 
 pub use config::{
     Burst429, ConfigError, DEFAULT_IDEMPOTENCY_CAPACITY, DEFAULT_IDEMPOTENCY_MAX_BYTES,
-    DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_PIXELS, ServerConfig,
+    DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_PIXELS, DEFAULT_REQUEST_TIMEOUT, MIN_TOKEN_LEN,
+    ServeLimits, ServerConfig,
 };
 pub use error::{ApiError, ErrorBody};
 pub use ledger::{KeyCount, KeyLedgerSnapshot};
@@ -87,10 +91,13 @@ impl ServerState {
     }
 }
 
+/// The enhancement route.
+const ENHANCE_PATH: &str = "/v1/enhance";
+
 /// The API's routes over `state`.
 pub fn router(state: ServerState) -> Router {
     Router::new()
-        .route("/v1/enhance", post(handler::enhance))
+        .route(ENHANCE_PATH, post(handler::enhance))
         .route("/healthz", get(|| async { "ok" }))
         .route("/stats", get(stats_json))
         .route("/stats/keys", get(key_ledger_json))
@@ -101,6 +108,10 @@ pub fn router(state: ServerState) -> Router {
             };
             (StatusCode::NOT_FOUND, Json(body))
         })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ))
         .with_state(state)
 }
 
@@ -141,9 +152,8 @@ pub async fn serve_with_state(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     tracing::info!(addr = ?listener.local_addr().ok(), "enhancement API serving");
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    let limits = state.inner.config.limits;
+    idempipe_http::serve(listener, router(state), limits, shutdown).await?;
     tracing::info!("enhancement API stopped");
     Ok(())
 }

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub(crate) mod craft;
 pub(crate) mod frames;
 
 use std::sync::Arc;
@@ -11,10 +12,12 @@ use idempipe_enhance::{ImageFormat, ServerConfig, codec};
 use image::RgbImage;
 use tokio::sync::oneshot;
 
-/// A server running on 127.0.0.1 with an ephemeral port; stops when dropped.
+/// A server running on an ephemeral port; stops when dropped.
 pub(crate) struct TestServer {
     /// `http://127.0.0.1:PORT`
     pub(crate) base: String,
+    /// Its address on 127.0.0.1.
+    pub(crate) addr: std::net::SocketAddr,
     /// Its live counters.
     pub(crate) stats: Arc<ServerStats>,
     _stop: oneshot::Sender<()>,
@@ -22,8 +25,16 @@ pub(crate) struct TestServer {
 
 /// Starts the API server with `config` on 127.0.0.1:0.
 pub(crate) async fn start_server(config: ServerConfig) -> TestServer {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
+    start_server_at("127.0.0.1:0", config).await
+}
+
+/// Starts the API server with `config` on `bind` (e.g. `0.0.0.0:0` to be reachable on
+/// every address of the machine).
+pub(crate) async fn start_server_at(bind: &str, config: ServerConfig) -> TestServer {
+    let listener = tokio::net::TcpListener::bind(bind).await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let base = format!("http://{addr}");
     let state = ServerState::new(config).unwrap();
     let stats = state.stats();
     let (stop, stopped) = oneshot::channel::<()>();
@@ -32,6 +43,7 @@ pub(crate) async fn start_server(config: ServerConfig) -> TestServer {
     }));
     TestServer {
         base,
+        addr,
         stats,
         _stop: stop,
     }

@@ -76,7 +76,19 @@ impl EncodeSettings {
     }
 }
 
-/// Encodes frames pushed one at a time into an MP4 (H.264, yuv420p) with `ffmpeg`.
+/// The pixel format of encoded segments: yuv420p, which every player decodes, when
+/// both sides are even; yuv444p otherwise, since 4:2:0 chroma needs even sizes and
+/// cropping or padding would change the frame.
+pub fn pixel_format(width: u32, height: u32) -> &'static str {
+    if width.is_multiple_of(2) && height.is_multiple_of(2) {
+        "yuv420p"
+    } else {
+        "yuv444p"
+    }
+}
+
+/// Encodes frames pushed one at a time into an MP4 (H.264, yuv420p, or yuv444p for odd
+/// sizes) with `ffmpeg`.
 ///
 /// Output is deterministic: the same frames and settings give a byte-identical file
 /// (fixed thread count, bitexact flags, no metadata). It is written under a temporary
@@ -106,11 +118,8 @@ impl SegmentEncoder {
         settings: &EncodeSettings,
     ) -> Result<Self, MediaError> {
         settings.validate(out_path)?;
-        let odd_or_zero = |v: u32| v == 0 || !v.is_multiple_of(2);
-        if odd_or_zero(width) || odd_or_zero(height) || fps.num == 0 || fps.den == 0 {
-            let what = format!(
-                "frame size {width}x{height} at {fps} fps: yuv420p needs even, non-zero sizes"
-            );
+        if width == 0 || height == 0 || fps.num == 0 || fps.den == 0 {
+            let what = format!("frame size {width}x{height} at {fps} fps: needs non-zero sizes");
             return Err(MediaError::InvalidArgument {
                 path: out_path.to_owned(),
                 what,
@@ -139,7 +148,7 @@ impl SegmentEncoder {
             "-threads",
             &settings.threads.to_string(),
             "-pix_fmt",
-            "yuv420p",
+            pixel_format(width, height),
         ])
         .args([
             "-fflags",

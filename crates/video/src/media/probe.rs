@@ -93,8 +93,14 @@ pub async fn probe(path: &Path) -> Result<MediaInfo, MediaError> {
     if !output.stderr.is_empty() {
         tracing::warn!(path = %path.display(), stderr = %tool::tidy_stderr(&output.stderr), "ffprobe reported problems");
     }
-    let raw: serde_json::Value = serde_json::from_slice(&output.stdout)
-        .map_err(|e| bad_probe(path, format!("invalid JSON: {e}")))?;
+    parse_probe(path, &output.stdout)
+}
+
+/// The [`MediaInfo`] of `path` from ffprobe's `-show_format -show_streams
+/// -count_packets` JSON answer, validated as a pipeline input.
+pub fn parse_probe(path: &Path, json: &[u8]) -> Result<MediaInfo, MediaError> {
+    let raw: serde_json::Value =
+        serde_json::from_slice(json).map_err(|e| bad_probe(path, format!("invalid JSON: {e}")))?;
     let parsed: ProbeOutput = serde_json::from_value(raw.clone())
         .map_err(|e| bad_probe(path, format!("unexpected JSON: {e}")))?;
     build_info(path, parsed, raw)
@@ -155,6 +161,17 @@ fn build_info(
     parsed: ProbeOutput,
     raw: serde_json::Value,
 ) -> Result<MediaInfo, MediaError> {
+    let format_name = parsed
+        .format
+        .as_ref()
+        .and_then(|f| f.format_name.as_deref());
+    if let Some(image) = format_name.filter(|f| f.ends_with("_pipe") || *f == "image2") {
+        // ffprobe reads a picture as a one-frame stream; it is not a video to enhance.
+        return Err(MediaError::NotMedia {
+            path: path.to_owned(),
+            detail: format!("a still image ({image}), not a video"),
+        });
+    }
     let video = parsed
         .streams
         .iter()

@@ -133,6 +133,7 @@ impl Ctx {
         } else {
             let config = HttpProviderConfig {
                 timeout: self.options.api_timeout,
+                token: idempipe_enhance::provider::api_token_from_env(),
                 ..HttpProviderConfig::default()
             };
             Arc::new(HttpProvider::new(name, config).map_err(HandlerError::permanent)?)

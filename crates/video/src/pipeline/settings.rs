@@ -38,6 +38,10 @@ impl FromStr for OnFrameFailure {
     }
 }
 
+/// Slowest accepted `--api-rate`: the engine's limiter never throttles below 0.1
+/// calls per second, so a lower ceiling is a configuration it refuses.
+pub const MIN_API_RATE: f64 = 0.1;
+
 /// The user's settings for a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Settings {
@@ -115,9 +119,9 @@ impl Settings {
                 self.crf
             ));
         }
-        if !(self.api_rate.is_finite() && self.api_rate > 0.0) {
+        if !(self.api_rate.is_finite() && self.api_rate >= MIN_API_RATE) {
             return bad(format!(
-                "--api-rate {}: must be a number of calls per second > 0, e.g. 50",
+                "--api-rate {}: must be a number of calls per second >= {MIN_API_RATE}, e.g. 50",
                 self.api_rate
             ));
         }

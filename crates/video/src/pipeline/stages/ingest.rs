@@ -50,12 +50,6 @@ impl Handler for Ingest {
             )));
         }
         let (w, h) = info.display_size();
-        if w % 2 != 0 || h % 2 != 0 {
-            return Err(HandlerError::permanent(format!(
-                "{}: frame size {w}x{h} is odd; H.264 in yuv420p needs even sizes",
-                params.input.display()
-            )));
-        }
         tracing::info!(run = job.run_id, input = %params.input.display(), frames = info.frame_count,
             fps = %info.fps, width = w, height = h, audio = info.has_audio, "probed input");
         let raw = std::mem::take(&mut info.raw);
