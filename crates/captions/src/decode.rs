@@ -269,8 +269,9 @@ impl WindowDecoder<'_> {
     }
 
     /// One beam search step, as the reference does it: each hypothesis proposes its
-    /// `beams + 1` likeliest continuations; the best `beams` that do not end become the
-    /// new hypotheses, the ending ones join `finished`. Returns the tokens fed next and,
+    /// `beams + 1` likeliest continuations; going down them best first, the ones that
+    /// end join `finished` and the others become the new hypotheses until there are
+    /// `beams`. Returns the tokens fed next and,
     /// for each new hypothesis, the row it continues.
     fn beam_step(
         &self,
@@ -308,9 +309,6 @@ impl WindowDecoder<'_> {
                 }
                 continue;
             }
-            if next_rows.len() == beams {
-                continue;
-            }
             tokens.push(token);
             next_rows.push(Hypothesis {
                 tokens,
@@ -319,6 +317,9 @@ impl WindowDecoder<'_> {
             });
             next.push(token);
             order.push(i as u32);
+            if next_rows.len() == beams {
+                break;
+            }
         }
         *rows = next_rows;
         (next, order)

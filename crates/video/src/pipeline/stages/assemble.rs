@@ -45,13 +45,12 @@ impl Handler for Assemble {
         }
         check_segments(&paths, &params.uid).await?;
         let subtitles = captions(store, job.run_id, &params).await?;
-        let language = params.settings.captions.track_language();
         media::assemble_verified(
             &paths,
             &params.input,
             subtitles
-                .as_deref()
-                .map(|path| Subtitles { path, language }),
+                .as_ref()
+                .map(|(path, language)| Subtitles { path, language }),
             &params.output,
             &Expected::of(&info),
         )
@@ -83,13 +82,13 @@ impl Handler for Assemble {
     }
 }
 
-/// The SRT file to mux, if the `captions` item wrote one. Runs made before captions
-/// existed have no such item and get none.
+/// The SRT file to mux and its track language (ISO 639-2), if the `captions` item wrote
+/// one. Runs made before captions existed have no such item and get none.
 async fn captions(
     store: &SharedStore,
     run_id: i64,
     params: &RunParams,
-) -> Result<Option<PathBuf>, HandlerError> {
+) -> Result<Option<(PathBuf, &'static str)>, HandlerError> {
     let item = match store.item_get(run_id, stage::CAPTIONS, "captions").await {
         Ok(item) => item,
         Err(StoreError::NotFound { .. }) => return Ok(None),
@@ -106,7 +105,13 @@ async fn captions(
             srt.display()
         )));
     }
-    Ok(Some(srt))
+    // The language the captions stage found (detected with `auto`), else the setting.
+    let language = item.result.as_ref().and_then(|r| r["language"].as_str());
+    let language = language.map_or_else(
+        || params.settings.captions.track_language(),
+        crate::pipeline::caption_settings::iso_639_2,
+    );
+    Ok(Some((srt, language)))
 }
 
 /// Checks every encoded segment against its manifest (runs made before runs had a uid
