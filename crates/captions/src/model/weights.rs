@@ -282,3 +282,49 @@ pub(crate) fn layer_norm(file: &Ct2File, prefix: &str) -> Result<LayerNorm, Mode
         1e-5,
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn var(shape: &[usize], dtype: Dtype, bytes: Vec<u8>) -> Variable {
+        Variable {
+            shape: shape.to_vec(),
+            dtype,
+            bytes,
+        }
+    }
+
+    fn file(vars: Vec<(&str, Variable)>) -> Ct2File {
+        Ct2File {
+            spec: SPEC.into(),
+            revision: 3,
+            variables: vars.into_iter().map(|(n, v)| (n.to_string(), v)).collect(),
+            aliases: HashMap::new(),
+        }
+    }
+
+    #[test]
+    fn int8_weights_are_divided_by_their_row_scales() {
+        // CTranslate2 stores round(w * scale) with scale = 127 / max|row|.
+        let q: Vec<u8> = [127i8, -64, 10, -127].iter().map(|&v| v as u8).collect();
+        let scales: Vec<u8> = [127.0f32 / 2.0, 127.0 / 0.5]
+            .iter()
+            .flat_map(|s| s.to_le_bytes())
+            .collect();
+        let f = file(vec![
+            ("x/weight", var(&[2, 2], Dtype::I8, q)),
+            ("x/weight_scale", var(&[2], Dtype::F32, scales)),
+        ]);
+        let w = tensor(&f, "x/weight").unwrap().to_vec2::<f32>().unwrap();
+        let expect = [[2.0, -64.0 * 2.0 / 127.0], [10.0 * 0.5 / 127.0, -0.5]];
+        for (row, want) in w.iter().zip(expect) {
+            for (a, b) in row.iter().zip(want) {
+                assert!((a - b).abs() < 1e-6, "{w:?}");
+            }
+        }
+        let missing = file(vec![("y/weight", var(&[1, 1], Dtype::I8, vec![1]))]);
+        let e = tensor(&missing, "y/weight").unwrap_err().to_string();
+        assert!(e.contains("y/weight_scale"), "{e}");
+    }
+}
