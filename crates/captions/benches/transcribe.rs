@@ -9,7 +9,8 @@
 //! threads candle uses. With `IDEMPIPE_BENCH_FASTER_WHISPER=1`, the same modes run in
 //! faster-whisper (`pip install faster-whisper`) with as many CPU threads, float32.
 //!
-//! Each mode prints the wall time and the CPU time of the runs (median), the real-time
+//! Both sides transcribe the audio once untimed first. Each mode prints the wall time and
+//! the CPU time of the runs (median), the real-time
 //! factor (audio seconds per wall second) and the WER. On a shared machine the CPU
 //! seconds per audio second are the steadier figure.
 
@@ -36,6 +37,7 @@ import json, sys, time
 from faster_whisper import WhisperModel
 model_dir, wav, runs, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 model = WhisperModel(model_dir, device="cpu", compute_type="float32", cpu_threads=threads)
+list(model.transcribe(wav, beam_size=1)[0])  # warm-up, not timed
 for beam, words in [(1, False), (5, False), (1, True)]:
     walls, cpus, text = [], [], ""
     for _ in range(runs):
@@ -172,6 +174,12 @@ fn main() {
         candle_core::utils::with_f16c(),
     );
 
+    // Warm-up, not timed (as for faster-whisper).
+    let warm_up = TranscribeOptions {
+        beam_size: 1,
+        ..TranscribeOptions::default()
+    };
+    transcribe(&mut model, &filters, &samples, &warm_up).expect("transcribes");
     let mut ours = Vec::new();
     for &(mode, beam_size, word_timestamps) in MODES {
         let options = TranscribeOptions {
