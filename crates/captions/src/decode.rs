@@ -1,13 +1,17 @@
-//! One decoding pass over one 30 s window, following OpenAI's reference decoder:
-//! blank and non-speech tokens suppressed, timestamp tokens in pairs and never going
+//! Decoding passes over one 30 s window, following OpenAI's reference decoder: blank
+//! and non-speech tokens suppressed, timestamp tokens in pairs and never going
 //! backwards, the first timestamp within 1 s, and the no-speech probability read at the
 //! start-of-transcript position.
+//!
+//! Greedy decoding, sampling (several samples decoded as one batch) and beam search all
+//! run on the decoder's key/value cache: the prompt is fed once, then one token per
+//! sequence per step.
 
 use std::io::Write;
 
-use candle_core::{D, IndexOp, Tensor};
+use candle_core::{IndexOp, Tensor};
 
-use crate::model::{SpecialTokens, WhisperModel};
+use crate::model::{DecoderCache, SpecialTokens, WhisperModel};
 
 /// Most tokens sampled per window (half the text context, as the reference does).
 const SAMPLE_LEN: usize = 224;
@@ -30,23 +34,40 @@ pub(crate) struct Decoded {
     pub(crate) compression_ratio: f64,
 }
 
+/// How the next tokens are chosen.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Search {
+    /// The likeliest token at every step.
+    Greedy,
+    /// `best_of` independent samples at `temperature`; the likeliest is kept.
+    Sample { temperature: f64, best_of: usize },
+    /// Beam search keeping `beams` hypotheses, done when as many have ended.
+    Beam { beams: usize },
+}
+
 /// Runs decoder passes against one window's encoded audio.
 pub(crate) struct WindowDecoder<'a> {
-    pub(crate) model: &'a mut WhisperModel,
+    pub(crate) model: &'a WhisperModel,
+    /// The window's cross-attention keys and values, nothing fed yet.
+    pub(crate) audio: DecoderCache,
     pub(crate) language: Option<u32>,
     pub(crate) rng: &'a mut fastrand::Rng,
 }
 
+/// One sequence being decoded.
+#[derive(Debug, Clone)]
+struct Hypothesis {
+    tokens: Vec<u32>,
+    sum_logprob: f64,
+    done: bool,
+}
+
 impl WindowDecoder<'_> {
-    /// One pass at `temperature` (0: greedy), conditioned on `prompt` (earlier text).
-    pub(crate) fn decode(
-        &mut self,
-        features: &Tensor,
-        prompt: &[u32],
-        temperature: f64,
-    ) -> candle_core::Result<Decoded> {
+    /// The start sequence: the prompt (earlier text) if any, start of transcript,
+    /// language and task; and the index of the start-of-transcript token.
+    fn start_sequence(&self, prompt: &[u32]) -> (Vec<u32>, usize) {
         let sp = self.model.vocab.special;
-        let n_ctx = self.model.config.max_target_positions;
+        let n_ctx = self.model.decoder.max_positions();
         let mut tokens = Vec::new();
         if !prompt.is_empty() {
             tokens.push(sp.sot_prev);
@@ -58,55 +79,265 @@ impl WindowDecoder<'_> {
         if let (Some(language), Some(transcribe)) = (self.language, sp.transcribe) {
             tokens.extend([language, transcribe]);
         }
-        let sample_begin = tokens.len();
-        let mut sum_logprob = 0.0;
-        let mut no_speech_prob = 0.0;
-        let decoder = &mut self.model.network.decoder;
-        for step in 0..SAMPLE_LEN {
-            if tokens.len() >= n_ctx {
-                break;
-            }
-            let input = Tensor::new(tokens.as_slice(), features.device())?.unsqueeze(0)?;
-            let hidden = decoder.forward(&input, features, step == 0)?;
-            if step == 0 {
-                let at_sot = hidden.i((.., sot_index..sot_index + 1))?;
-                let logits = decoder.final_linear(&at_sot)?.flatten_all()?;
-                let probs = candle_nn::ops::softmax(&logits, D::Minus1)?;
-                no_speech_prob = probs.i(sp.no_speech as usize)?.to_scalar::<f32>()? as f64;
-            }
-            let last = hidden.dim(1)? - 1;
-            let mut logits = decoder
-                .final_linear(&hidden.i((.., last..last + 1))?)?
-                .flatten_all()?
-                .to_vec1::<f32>()?;
-            let sampled = &tokens[sample_begin..];
-            suppress(&mut logits, &self.model.config.suppress_tokens);
-            if sampled.is_empty() {
-                suppress(&mut logits, &self.model.suppress_begin);
-            }
-            apply_timestamp_rules(&mut logits, sampled, &sp);
-            let logprobs = log_softmax(&logits);
-            let next = if temperature > 0.0 {
-                sample(&logits, temperature, self.rng)
-            } else {
-                argmax(&logits)
-            };
-            sum_logprob += logprobs[next as usize] as f64;
-            if next == sp.eot {
-                break;
-            }
-            tokens.push(next);
+        (tokens, sot_index)
+    }
+
+    /// The logits of the next token of every row, `rows` x vocabulary.
+    fn next_logits(&self, hidden: &Tensor) -> candle_core::Result<Vec<Vec<f32>>> {
+        let (b, n, d) = hidden.dims3()?;
+        let last = hidden.i((.., n - 1, ..))?.reshape((b, d))?;
+        self.model.decoder.logits(&last)?.to_vec2::<f32>()
+    }
+
+    /// The logits of a row after the suppression and timestamp rules.
+    fn filtered(&self, mut logits: Vec<f32>, sampled: &[u32]) -> Vec<f32> {
+        suppress(&mut logits, &self.model.config.suppress_tokens);
+        if sampled.is_empty() {
+            suppress(&mut logits, &self.model.suppress_begin);
         }
-        let sampled = tokens.split_off(sample_begin);
-        let text = self.model.vocab.text(&sampled);
+        apply_timestamp_rules(&mut logits, sampled, &self.model.vocab.special);
+        logits
+    }
+
+    /// One pass with `search`, conditioned on `prompt` (earlier text).
+    pub(crate) fn decode(
+        &mut self,
+        prompt: &[u32],
+        search: Search,
+    ) -> candle_core::Result<Decoded> {
+        let sp = self.model.vocab.special;
+        let decoder = &self.model.decoder;
+        let (start, sot_index) = self.start_sequence(prompt);
+        let mut cache = self.audio.clone();
+        let input = Tensor::new(start.as_slice(), &candle_core::Device::Cpu)?.unsqueeze(0)?;
+        let (hidden, _) = decoder.forward(&input, &mut cache, &[])?;
+        let at_sot = hidden.i((.., sot_index, ..))?;
+        let sot_logits = decoder.logits(&at_sot)?.flatten_all()?.to_vec1::<f32>()?;
+        let no_speech_prob = f64::from(log_softmax(&sot_logits)[sp.no_speech as usize]).exp();
+        let mut logits = self.next_logits(&hidden)?;
+        let width = match search {
+            Search::Greedy => 1,
+            Search::Sample { best_of, .. } => best_of.max(1),
+            Search::Beam { beams } => beams.max(1),
+        };
+        let mut rows = vec![
+            Hypothesis {
+                tokens: Vec::new(),
+                sum_logprob: 0.0,
+                done: false,
+            };
+            width
+        ];
+        logits.resize(width, logits[0].clone());
+        cache.select(&vec![0; width])?;
+        let max_steps = SAMPLE_LEN.min(decoder.max_positions().saturating_sub(start.len()));
+        let mut finished: Vec<Hypothesis> = Vec::new();
+        for step in 0..max_steps {
+            let next = match search {
+                Search::Beam { beams } => {
+                    let (next, order) =
+                        self.beam_step(&mut rows, &logits, step == 0, beams, &mut finished);
+                    if finished.len() >= beams || next.is_empty() {
+                        break;
+                    }
+                    cache.select(&order)?;
+                    next
+                }
+                _ => {
+                    let temperature = match search {
+                        Search::Sample { temperature, .. } => temperature,
+                        _ => 0.0,
+                    };
+                    let next = self.independent_step(&mut rows, &logits, temperature);
+                    if rows.iter().all(|r| r.done) {
+                        break;
+                    }
+                    next
+                }
+            };
+            let input = Tensor::new(next.as_slice(), &candle_core::Device::Cpu)?.unsqueeze(1)?;
+            let (hidden, _) = decoder.forward(&input, &mut cache, &[])?;
+            logits = self.next_logits(&hidden)?;
+        }
+        // Unfinished hypotheses compete too when too few ended (or the length ran out).
+        if let Search::Beam { beams } = search {
+            if finished.len() < beams {
+                finished.extend(rows.into_iter().take(beams - finished.len()));
+            }
+        } else {
+            finished = rows;
+        }
+        // The reference ranks by log-probability divided by length.
+        let score = |h: &Hypothesis| h.sum_logprob / h.tokens.len().max(1) as f64;
+        let best = finished
+            .into_iter()
+            .max_by(|a, b| score(a).total_cmp(&score(b)))
+            .expect("at least one hypothesis");
+        let text = self.model.vocab.text(&best.tokens);
         Ok(Decoded {
-            avg_logprob: sum_logprob / (sampled.len() + 1) as f64,
-            tokens: sampled,
+            avg_logprob: best.sum_logprob / (best.tokens.len() + 1) as f64,
+            tokens: best.tokens,
             no_speech_prob,
-            temperature,
+            temperature: match search {
+                Search::Sample { temperature, .. } => temperature,
+                _ => 0.0,
+            },
             compression_ratio: compression_ratio(&text),
         })
     }
+
+    /// The likeliest language of the window: its token, code and probability (among
+    /// the languages), from the token the model expects after start of transcript.
+    pub(crate) fn detect_language(&self) -> candle_core::Result<(u32, String, f64)> {
+        let sp = self.model.vocab.special;
+        let mut cache = self.audio.clone();
+        let input = Tensor::new(&[sp.sot], &candle_core::Device::Cpu)?.unsqueeze(0)?;
+        let (hidden, _) = self.model.decoder.forward(&input, &mut cache, &[])?;
+        let logits = &self.next_logits(&hidden)?[0];
+        let languages = &self.model.languages;
+        let scores: Vec<f32> = languages
+            .iter()
+            .map(|(id, _)| logits[*id as usize])
+            .collect();
+        let probs = log_softmax(&scores);
+        let best = argmax(&scores) as usize;
+        let (id, code) = languages[best].clone();
+        Ok((id, code, f64::from(probs[best]).exp()))
+    }
+
+    /// When each of `text` (text tokens, no timestamps) and then the end of text starts,
+    /// in encoder positions, from the alignment heads' attention over the first `used`
+    /// positions (the audio actually in the window).
+    pub(crate) fn token_starts(
+        &self,
+        text: &[u32],
+        used: usize,
+    ) -> candle_core::Result<Vec<usize>> {
+        let sp = self.model.vocab.special;
+        let (mut sequence, _) = self.start_sequence(&[]);
+        sequence.push(sp.no_timestamps);
+        // The position of <|notimestamps|> predicts the first text token.
+        let first = sequence.len() - 1;
+        sequence.extend_from_slice(text);
+        sequence.push(sp.eot);
+        let mut cache = self.audio.clone();
+        let input = Tensor::new(sequence.as_slice(), &candle_core::Device::Cpu)?.unsqueeze(0)?;
+        let heads = &self.model.alignment_heads;
+        let (_, captured) = self.model.decoder.forward(&input, &mut cache, heads)?;
+        let rows = text.len() + 1;
+        let mut frames = 0;
+        let scores = captured
+            .iter()
+            .map(|c| {
+                frames = c.dim(1)?;
+                c.narrow(0, first, rows)?.flatten_all()?.to_vec1::<f32>()
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        Ok(crate::align::row_starts(&scores, rows, frames, used))
+    }
+
+    /// Greedy or sampling: each row picks its own next token. Returns the tokens fed
+    /// next (a finished row keeps feeding end-of-text; its output is ignored).
+    fn independent_step(
+        &mut self,
+        rows: &mut [Hypothesis],
+        logits: &[Vec<f32>],
+        temperature: f64,
+    ) -> Vec<u32> {
+        let eot = self.model.vocab.special.eot;
+        let mut next = Vec::with_capacity(rows.len());
+        for (row, logits) in rows.iter_mut().zip(logits) {
+            if row.done {
+                next.push(eot);
+                continue;
+            }
+            let filtered = self.filtered(logits.clone(), &row.tokens);
+            let token = if temperature > 0.0 {
+                sample(&filtered, temperature, self.rng)
+            } else {
+                argmax(&filtered)
+            };
+            row.sum_logprob += f64::from(log_softmax(&filtered)[token as usize]);
+            if token == eot {
+                row.done = true;
+            } else {
+                row.tokens.push(token);
+            }
+            next.push(token);
+        }
+        next
+    }
+
+    /// One beam search step, as the reference does it: each hypothesis proposes its
+    /// `beams + 1` likeliest continuations; going down them best first, the ones that
+    /// end join `finished` and the others become the new hypotheses until there are
+    /// `beams`. Returns the tokens fed next and,
+    /// for each new hypothesis, the row it continues.
+    fn beam_step(
+        &self,
+        rows: &mut Vec<Hypothesis>,
+        logits: &[Vec<f32>],
+        first: bool,
+        beams: usize,
+        finished: &mut Vec<Hypothesis>,
+    ) -> (Vec<u32>, Vec<u32>) {
+        let eot = self.model.vocab.special.eot;
+        // At the first step every row is the same start: expand one.
+        let live = if first { 1 } else { rows.len() };
+        let mut candidates: Vec<(f64, usize, u32)> = Vec::new();
+        for (i, (row, logits)) in rows.iter().zip(logits).take(live).enumerate() {
+            let logprobs = log_softmax(&self.filtered(logits.clone(), &row.tokens));
+            for token in top_k(&logprobs, beams + 1) {
+                let lp = f64::from(logprobs[token as usize]);
+                if lp.is_finite() {
+                    candidates.push((row.sum_logprob + lp, i, token));
+                }
+            }
+        }
+        candidates.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let mut next_rows = Vec::with_capacity(beams);
+        let (mut next, mut order) = (Vec::new(), Vec::new());
+        for (score, i, token) in candidates {
+            let mut tokens = rows[i].tokens.clone();
+            if token == eot {
+                if finished.len() < beams {
+                    finished.push(Hypothesis {
+                        tokens,
+                        sum_logprob: score,
+                        done: true,
+                    });
+                }
+                continue;
+            }
+            tokens.push(token);
+            next_rows.push(Hypothesis {
+                tokens,
+                sum_logprob: score,
+                done: false,
+            });
+            next.push(token);
+            order.push(i as u32);
+            if next_rows.len() == beams {
+                break;
+            }
+        }
+        *rows = next_rows;
+        (next, order)
+    }
+}
+
+/// Indices of the `k` largest values.
+fn top_k(values: &[f32], k: usize) -> Vec<u32> {
+    let mut best: Vec<u32> = Vec::with_capacity(k + 1);
+    for (i, &v) in values.iter().enumerate() {
+        if best.len() == k && v <= values[best[k - 1] as usize] {
+            continue;
+        }
+        let at = best.partition_point(|&b| values[b as usize] >= v);
+        best.insert(at, i as u32);
+        best.truncate(k);
+    }
+    best
 }
 
 fn suppress(logits: &mut [f32], ids: &[u32]) {

@@ -14,6 +14,7 @@
 //! - [`cues`]: cues from window transcripts, as WebVTT and SRT.
 //! - [`provider`]: the [`Transcriber`] trait, local and HTTP.
 
+mod align;
 pub mod audio;
 pub mod cues;
 mod decode;
@@ -23,8 +24,9 @@ pub mod provider;
 pub mod transcribe;
 pub mod windows;
 
+pub use align::Word;
 pub use cues::{Cue, cues_from, to_srt, to_vtt};
 pub use model::{ModelError, WhisperModel, default_model_dir};
 pub use provider::{HttpTranscriber, LocalTranscriber, ProviderError, Transcriber};
-pub use transcribe::{Segment, TranscribeOptions, Transcript, transcribe};
+pub use transcribe::{AUTO_LANGUAGE, Segment, TranscribeOptions, Transcript, transcribe};
 pub use windows::{Window, WindowOptions, speech_windows, speech_windows_in_pcm};

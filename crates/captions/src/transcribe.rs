@@ -9,7 +9,8 @@
 use candle_core::{Device, Tensor};
 use candle_transformers::models::whisper as w;
 
-use crate::decode::{Decoded, WindowDecoder};
+use crate::align::{Word, snap_to_sound, timed_words};
+use crate::decode::{Decoded, Search, WindowDecoder};
 use crate::mel::log_mel;
 use crate::model::WhisperModel;
 
@@ -31,6 +32,9 @@ pub struct Segment {
     pub end: f64,
     /// The words, trimmed.
     pub text: String,
+    /// Each word with its own times (empty when word timing is off or unavailable).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub words: Vec<Word>,
 }
 
 /// How a transcription went, beyond its segments.
@@ -44,16 +48,28 @@ pub struct Transcript {
     pub fallbacks: u32,
     /// Passes skipped because the model heard no speech.
     pub no_speech_passes: u32,
+    /// The language transcribed (ISO 639-1): detected on the first pass with
+    /// `language: "auto"`, else the one asked for; `en` for English-only models.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
 }
+
+/// The language value that asks for detection.
+pub const AUTO_LANGUAGE: &str = "auto";
 
 /// Decoding settings.
 #[derive(Debug, Clone)]
 pub struct TranscribeOptions {
-    /// Language code for multilingual models (`en`, `de`, ...); English-only models
-    /// ignore it.
+    /// Language code for multilingual models (`en`, `de`, ...), or [`AUTO_LANGUAGE`]
+    /// to detect it from the first 30 s; English-only models ignore it.
     pub language: String,
     /// Give the previous pass's text as a prompt (keeps style and names consistent).
     pub condition_on_previous_text: bool,
+    /// Hypotheses kept by beam search at temperature 0; 1 decodes greedily.
+    pub beam_size: usize,
+    /// Time every word (cross-attention alignment); segments then start and end with
+    /// their words.
+    pub word_timestamps: bool,
 }
 
 impl Default for TranscribeOptions {
@@ -61,6 +77,8 @@ impl Default for TranscribeOptions {
         Self {
             language: "en".into(),
             condition_on_previous_text: true,
+            beam_size: 5,
+            word_timestamps: true,
         }
     }
 }
@@ -84,24 +102,25 @@ pub fn transcribe(
     samples: &[f32],
     options: &TranscribeOptions,
 ) -> Result<Transcript, TranscribeError> {
-    let language = if model.is_english_only() {
-        None
-    } else {
-        let token = format!("<|{}|>", options.language);
-        Some(
-            model
-                .vocab
-                .id(&token)
-                .ok_or_else(|| TranscribeError::UnknownLanguage(options.language.clone()))?,
-        )
-    };
+    let mut out = Transcript::default();
+    // The language token; None for English-only models, or until detected.
+    let mut language = None;
+    if model.is_english_only() {
+        out.language = Some("en".into());
+    } else if options.language != AUTO_LANGUAGE {
+        let known = model.languages.iter().find(|(_, c)| *c == options.language);
+        let (id, code) =
+            known.ok_or_else(|| TranscribeError::UnknownLanguage(options.language.clone()))?;
+        language = Some(*id);
+        out.language = Some(code.clone());
+    }
     let n_mels = model.config.num_mel_bins;
     let (mel, frames) = log_mel(&model.config, filters, samples);
     let mel = Tensor::from_vec(mel, (1, n_mels, frames), &Device::Cpu)?;
     let content_frames = samples.len() / w::HOP_LENGTH;
+    let sound = crate::windows::sound_of(samples);
     let ts_begin = model.vocab.special.timestamp_begin;
     let mut rng = fastrand::Rng::with_seed(0x1de3_919e);
-    let mut out = Transcript::default();
     let mut all_tokens: Vec<u32> = Vec::new();
     let mut prompt_from = 0;
     let mut seek = 0;
@@ -113,11 +132,19 @@ pub fn transcribe(
         let features = model.network.encoder.forward(&window, true)?;
         let prompt = &all_tokens[prompt_from..];
         let mut decoder = WindowDecoder {
-            model,
+            model: &*model,
+            audio: model.decoder.cache(&features)?,
             language,
             rng: &mut rng,
         };
-        let (result, fallbacks) = decode_with_fallback(&mut decoder, &features, prompt)?;
+        if out.language.is_none() {
+            let (id, code, probability) = decoder.detect_language()?;
+            tracing::debug!(language = %code, probability, "detected the language");
+            decoder.language = Some(id);
+            language = Some(id);
+            out.language = Some(code);
+        }
+        let (result, fallbacks) = decode_with_fallback(&mut decoder, prompt, options.beam_size)?;
         out.passes += 1;
         out.fallbacks += fallbacks;
         tracing::debug!(
@@ -137,12 +164,25 @@ pub fn transcribe(
             continue;
         }
         let (segments, advance) = split_segments(&result.tokens, ts_begin, segment_size);
-        for (start, end, tokens) in segments {
+        let words = if options.word_timestamps {
+            word_times(&decoder, &segments, segment_size, time_offset, &sound)?
+        } else {
+            vec![Vec::new(); segments.len()]
+        };
+        for ((start, end, tokens), words) in segments.into_iter().zip(words) {
             let text = model.vocab.text(tokens).trim().to_string();
-            let start = time_offset + start.min(segment_secs);
-            let end = time_offset + end.min(segment_secs);
+            let mut start = time_offset + start.min(segment_secs);
+            let mut end = time_offset + end.min(segment_secs);
+            if let (Some(first), Some(last)) = (words.first(), words.last()) {
+                (start, end) = (first.start, last.end.max(first.start));
+            }
             if !text.is_empty() && end > start {
-                out.segments.push(Segment { start, end, text });
+                out.segments.push(Segment {
+                    start,
+                    end,
+                    text,
+                    words,
+                });
             }
             all_tokens.extend_from_slice(tokens);
         }
@@ -154,28 +194,71 @@ pub fn transcribe(
     Ok(out)
 }
 
+/// The words of each segment, timed from the alignment heads over the `segment_size`
+/// mel frames of the pass, in seconds from the audio start (`time_offset` is the
+/// pass's start), snapped to the `sound` of the audio (one flag per 20 ms).
+fn word_times(
+    decoder: &WindowDecoder<'_>,
+    segments: &[TimedTokens<'_>],
+    segment_size: usize,
+    time_offset: f64,
+    sound: &[bool],
+) -> candle_core::Result<Vec<Vec<Word>>> {
+    let eot = decoder.model.vocab.special.eot;
+    let text_of =
+        |tokens: &[u32]| -> Vec<u32> { tokens.iter().copied().filter(|&t| t < eot).collect() };
+    let all: Vec<u32> = segments.iter().flat_map(|s| text_of(s.2)).collect();
+    if all.is_empty() {
+        return Ok(vec![Vec::new(); segments.len()]);
+    }
+    let starts = decoder.token_starts(&all, segment_size / INPUT_STRIDE)?;
+    let mut from = 0;
+    let per_segment: Vec<Vec<Word>> = segments
+        .iter()
+        .map(|s| {
+            let text = text_of(s.2);
+            let pieces: Vec<Vec<u8>> = text
+                .iter()
+                .map(|&t| decoder.model.vocab.token_bytes(t))
+                .collect();
+            let words = timed_words(&pieces, &starts[from..=from + text.len()], time_offset);
+            from += text.len();
+            words
+        })
+        .collect();
+    // Snapped together, so a boundary between two segments moves too.
+    let counts: Vec<usize> = per_segment.iter().map(Vec::len).collect();
+    let mut all_words: Vec<Word> = per_segment.into_iter().flatten().collect();
+    snap_to_sound(&mut all_words, sound, crate::windows::FRAME_SECS);
+    let mut rest = all_words.into_iter();
+    Ok(counts
+        .into_iter()
+        .map(|n| rest.by_ref().take(n).collect())
+        .collect())
+}
+
 /// Decodes at rising temperatures until a pass is neither repetitive nor improbable
 /// (or the model says there is no speech). When every temperature fails, the likeliest
 /// pass that is not repetitive is kept (as faster-whisper does; the reference keeps the
 /// last one). Returns the pass and how many were redone.
 fn decode_with_fallback(
     decoder: &mut WindowDecoder<'_>,
-    features: &Tensor,
     prompt: &[u32],
+    beam_size: usize,
 ) -> candle_core::Result<(Decoded, u32)> {
     let mut tried: Vec<Decoded> = Vec::new();
     for &t in w::TEMPERATURES.iter() {
-        // Greedy at 0; above it, the likeliest of several samples (the reference's
-        // `best_of`).
-        let mut result = decoder.decode(features, prompt, t)?;
-        if t > 0.0 {
-            for _ in 1..BEST_OF {
-                let other = decoder.decode(features, prompt, t)?;
-                if other.avg_logprob > result.avg_logprob {
-                    result = other;
-                }
-            }
-        }
+        // Beam search (or greedy) at 0; above it, the likeliest of several samples (the
+        // reference's `best_of`).
+        let search = match (t > 0.0, beam_size) {
+            (true, _) => Search::Sample {
+                temperature: t,
+                best_of: BEST_OF,
+            },
+            (false, 0 | 1) => Search::Greedy,
+            (false, beams) => Search::Beam { beams },
+        };
+        let result = decoder.decode(prompt, search)?;
         let repetitive = result.compression_ratio > w::COMPRESSION_RATIO_THRESHOLD;
         let improbable = result.avg_logprob < w::LOGPROB_THRESHOLD;
         let silent = result.no_speech_prob > w::NO_SPEECH_THRESHOLD;

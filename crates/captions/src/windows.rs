@@ -114,6 +114,14 @@ fn sound_frames(levels: &[f64], options: &WindowOptions) -> Vec<bool> {
     levels.iter().map(|&l| l > threshold).collect()
 }
 
+/// Seconds per loudness frame.
+pub(crate) const FRAME_SECS: f64 = FRAME as f64 / SAMPLE_RATE as f64;
+
+/// For each 20 ms frame of `samples`, whether it is sound (see [`WindowOptions`]).
+pub(crate) fn sound_of(samples: &[f32]) -> Vec<bool> {
+    sound_frames(&frame_levels(samples), &WindowOptions::default())
+}
+
 /// The windows of `samples` (16 kHz mono).
 pub fn speech_windows(samples: &[f32], options: &WindowOptions) -> Vec<Window> {
     windows_from_levels(&frame_levels(samples), samples.len(), options)

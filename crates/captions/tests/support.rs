@@ -1,6 +1,6 @@
 //! Test helpers: audio from real media files, and word error rate.
 
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, unused_imports)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -33,6 +33,20 @@ pub const SENTENCES: &[&str] = &[
     "The farmer drove his tractor slowly up the hill.",
     "Thank you for listening to these simple sentences.",
 ];
+
+/// Real recorded speech with a known transcript: `media/two-cities.opus`, 44 s of the
+/// opening of *A Tale of Two Cities* read aloud (from the moonshine-voice package).
+pub const TWO_CITIES_FILE: &str = "two-cities.opus";
+
+/// What `TWO_CITIES_FILE` says: Dickens's text (public domain), 119 words.
+pub const TWO_CITIES_TEXT: &str = "It was the best of times, it was the worst of times, it was the \
+    age of wisdom, it was the age of foolishness, it was the epoch of belief, it was the epoch \
+    of incredulity, it was the season of Light, it was the season of Darkness, it was the \
+    spring of hope, it was the winter of despair, we had everything before us, we had nothing \
+    before us, we were all going direct to Heaven, we were all going direct the other way - in \
+    short, the period was so far like the present period, that some of its noisiest \
+    authorities insisted on its being received, for good or for evil, in the superlative \
+    degree of comparison only.";
 
 /// The shared sample media directory (`IDEMPIPE_MEDIA` overrides).
 pub fn media(name: &str) -> PathBuf {
@@ -110,6 +124,75 @@ pub fn speak(lead_secs: f64, sentences: &[&str]) -> Speech {
     }
     let _ = std::fs::remove_file(&path);
     Speech { samples, spans }
+}
+
+/// A recording built from separately spoken words, and where each word is.
+pub struct SpokenWords {
+    /// 16 kHz mono samples.
+    pub samples: Vec<f32>,
+    /// Each word with the start and end of its sound, in seconds.
+    pub words: Vec<(String, f64, f64)>,
+}
+
+/// `phrases` of words, each word spoken alone by espeak-ng (at `voice`) and cut to its
+/// sound, `word_gap` seconds of silence between the words of a phrase and `phrase_gap`
+/// between phrases, after `lead_secs` of silence.
+pub fn speak_words(
+    voice: &str,
+    lead_secs: f64,
+    phrases: &[&[&str]],
+    word_gap: f64,
+    phrase_gap: f64,
+) -> SpokenWords {
+    let mut samples = vec![0.0; (lead_secs * RATE as f64) as usize];
+    let mut words = Vec::new();
+    for (p, phrase) in phrases.iter().enumerate() {
+        if p > 0 {
+            samples.resize(samples.len() + (phrase_gap * RATE as f64) as usize, 0.0);
+        }
+        for (w, word) in phrase.iter().enumerate() {
+            if w > 0 {
+                samples.resize(samples.len() + (word_gap * RATE as f64) as usize, 0.0);
+            }
+            let start = samples.len() as f64 / RATE as f64;
+            samples.extend(spoken(voice, word));
+            words.push((word.to_string(), start, samples.len() as f64 / RATE as f64));
+        }
+    }
+    samples.resize(samples.len() + RATE, 0.0);
+    SpokenWords { samples, words }
+}
+
+/// `text` spoken by espeak-ng with `voice` at 150 words per minute, cut to its sound
+/// (10 ms frames louder than -50 dBFS).
+pub fn spoken(voice: &str, text: &str) -> Vec<f32> {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let path = std::env::temp_dir().join(format!(
+        "idempipe-captions-word-{}-{}.wav",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let out = Command::new("espeak-ng")
+        .args(["-v", voice, "-s", "150", "-w"])
+        .arg(&path)
+        .arg(text)
+        .output()
+        .expect("espeak-ng runs");
+    assert!(
+        out.status.success(),
+        "espeak-ng: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let clip = audio_of(&path);
+    let _ = std::fs::remove_file(&path);
+    let loud: Vec<usize> = clip
+        .chunks(RATE / 100)
+        .enumerate()
+        .filter(|(_, f)| level_db(f) > -50.0)
+        .map(|(k, _)| k)
+        .collect();
+    let (first, last) = (loud[0], *loud.last().expect("espeak-ng spoke"));
+    clip[first * RATE / 100..((last + 1) * RATE / 100).min(clip.len())].to_vec()
 }
 
 /// Loudness of `frame` in dBFS.

@@ -5,6 +5,7 @@
 //! It has no mel filters: [`crate::mel`] computes them.
 
 pub mod ct2;
+pub mod decoder;
 mod vocab;
 mod weights;
 
@@ -15,6 +16,7 @@ use candle_nn::VarBuilder;
 use candle_transformers::models::whisper::{Config, model::Whisper};
 use serde::Deserialize;
 
+pub use decoder::{DecoderCache, TextDecoder};
 pub use vocab::{SpecialTokens, Vocabulary};
 
 /// Environment variable naming the model directory (overrides the default location).
@@ -98,20 +100,34 @@ struct ModelConfig {
     /// Tokens not sampled first (a blank, end of text).
     #[serde(default)]
     suppress_ids_begin: Vec<u32>,
+    /// Cross-attention heads (layer, head) that follow the speech in time.
+    #[serde(default)]
+    alignment_heads: Vec<(usize, usize)>,
+    /// Token ids of the languages (multilingual models).
+    #[serde(default)]
+    lang_ids: Vec<u32>,
 }
 
 /// A loaded Whisper model: network, vocabulary and decoding configuration. Cheap to
 /// clone (tensors are shared); each clone has its own attention cache.
 #[derive(Debug, Clone)]
 pub struct WhisperModel {
-    /// The network.
+    /// The network; its encoder is used (the decoder is [`Self::decoder`]).
     pub network: Whisper,
+    /// The text decoder with its key/value cache.
+    pub decoder: TextDecoder,
+    /// Cross-attention heads (layer, head) whose weights align tokens with audio
+    /// frames (from `config.json`, else the upper half of the layers).
+    pub alignment_heads: Vec<(usize, usize)>,
     /// Its dimensions.
     pub config: Config,
     /// Token texts and special tokens.
     pub vocab: Vocabulary,
     /// Tokens suppressed at the first sampled position.
     pub suppress_begin: Vec<u32>,
+    /// The languages a multilingual model knows: token id and code (`de`); empty for
+    /// English-only models.
+    pub languages: Vec<(u32, String)>,
 }
 
 impl WhisperModel {
@@ -136,10 +152,12 @@ impl WhisperModel {
             .map_err(in_file(&vocab_path))?;
         let model_path = dir.join("model.bin");
         let bytes = read(&model_path)?;
-        let (network, whisper_config) = (|| {
+        let (network, decoder, whisper_config) = (|| {
             let file = ct2::Ct2File::parse(&bytes)?;
             drop(bytes);
             let (cfg, tensors) = weights::whisper_tensors(&file, config.suppress_ids.clone())?;
+            let decoder =
+                TextDecoder::load(&file, cfg.decoder_layers, cfg.decoder_attention_heads)?;
             drop(file);
             if cfg.vocab_size != vocab.len() {
                 return Err(ModelError::Format(format!(
@@ -149,11 +167,39 @@ impl WhisperModel {
                 )));
             }
             let vb = VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);
-            Ok((Whisper::load(&vb, cfg.clone())?, cfg))
+            Ok((Whisper::load(&vb, cfg.clone())?, decoder, cfg))
         })()
         .map_err(in_file(&model_path))?;
+        let (layers, heads) = (
+            whisper_config.decoder_layers,
+            whisper_config.decoder_attention_heads,
+        );
+        let mut alignment_heads: Vec<(usize, usize)> = config
+            .alignment_heads
+            .into_iter()
+            .filter(|&(l, h)| l < layers && h < heads)
+            .collect();
+        if alignment_heads.is_empty() {
+            // Without a list, every head of the upper half of the layers (as the
+            // reference does).
+            alignment_heads = (layers / 2..layers)
+                .flat_map(|l| (0..heads).map(move |h| (l, h)))
+                .collect();
+        }
+        let languages = config
+            .lang_ids
+            .iter()
+            .filter_map(|&id| {
+                let token = vocab.token(id)?;
+                let code = token.strip_prefix("<|")?.strip_suffix("|>")?;
+                Some((id, code.to_string()))
+            })
+            .collect();
         Ok(Self {
             network,
+            decoder,
+            alignment_heads,
+            languages,
             config: whisper_config,
             vocab,
             suppress_begin: config.suppress_ids_begin,
@@ -164,7 +210,7 @@ impl WhisperModel {
     /// task tokens in their start sequence).
     pub fn is_english_only(&self) -> bool {
         // Multilingual vocabularies have one more token (`<|nospeech|>` era) or more.
-        self.config.vocab_size < 51865
+        self.config.vocab_size < 51865 || self.languages.is_empty()
     }
 }
 

@@ -76,14 +76,27 @@ impl Vocabulary {
             .map(|i| i as u32)
     }
 
+    /// The text of token `id` as the vocabulary spells it (`<|de|>`, `Ġthe`).
+    pub fn token(&self, id: u32) -> Option<&str> {
+        self.tokens.get(id as usize).map(String::as_str)
+    }
+
+    /// The bytes a text token stands for (empty for special and timestamp tokens).
+    pub fn token_bytes(&self, id: u32) -> Vec<u8> {
+        match self.tokens.get(id as usize) {
+            Some(token) if id < self.special.eot => {
+                token.chars().filter_map(unicode_to_byte).collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+
     /// The UTF-8 text of `ids`, skipping special and timestamp tokens. Bytes of a
     /// character split across tokens are joined before decoding.
     pub fn text(&self, ids: &[u32]) -> String {
         let mut bytes = Vec::new();
-        for &id in ids.iter().filter(|&&id| id < self.special.eot) {
-            if let Some(token) = self.tokens.get(id as usize) {
-                bytes.extend(token.chars().filter_map(unicode_to_byte));
-            }
+        for &id in ids {
+            bytes.extend(self.token_bytes(id));
         }
         String::from_utf8_lossy(&bytes).into_owned()
     }

@@ -156,6 +156,7 @@ fn parse_answer(body: &[u8], secs: f64) -> Result<Vec<Segment>, String> {
                 start: s.start,
                 end: s.end.min(secs),
                 text: s.text.trim().to_string(),
+                words: Vec::new(),
             })
         })
         .collect()

@@ -109,13 +109,17 @@ pub(crate) struct SettingsArgs {
     /// tiny.en) [default: ~/.cache/idempipe/models/whisper-tiny.en]
     #[arg(long, value_name = "DIR", env = "IDEMPIPE_WHISPER_MODEL")]
     pub(crate) whisper_model: Option<PathBuf>,
-    /// Spoken language as an ISO 639-1 code (English-only models ignore it; it tags the
-    /// subtitle track).
+    /// Spoken language as an ISO 639-1 code, or `auto` to detect it with a multilingual
+    /// model (English-only models ignore it); the subtitle track is tagged with it.
     #[arg(long, value_name = "CODE", default_value = "en")]
     pub(crate) captions_language: String,
     /// The `model` field sent to a transcription service (with --captions URL).
     #[arg(long, value_name = "NAME", default_value = "whisper-1")]
     pub(crate) captions_api_model: String,
+    /// Beam search width of local Whisper (1 decodes greedily, faster; 5 is
+    /// faster-whisper's default).
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub(crate) captions_beam: usize,
 }
 
 impl SettingsArgs {
@@ -164,6 +168,7 @@ impl SettingsArgs {
             model_dir,
             language: self.captions_language.clone(),
             api_model: self.captions_api_model.clone(),
+            beam_size: self.captions_beam,
         }
     }
 

@@ -25,7 +25,18 @@ pub struct CaptionSettings {
     pub language: String,
     /// The `model` field sent to a transcription service.
     pub api_model: String,
+    /// Beam search width of the local model (1: greedy).
+    #[serde(default = "default_beam_size")]
+    pub beam_size: usize,
 }
+
+/// faster-whisper's default beam width.
+fn default_beam_size() -> usize {
+    5
+}
+
+/// The widest beam accepted (wider only costs time).
+const MAX_BEAM_SIZE: usize = 16;
 
 impl Default for CaptionSettings {
     fn default() -> Self {
@@ -34,6 +45,7 @@ impl Default for CaptionSettings {
             model_dir: idempipe_captions::default_model_dir(),
             language: "en".into(),
             api_model: "whisper-1".into(),
+            beam_size: default_beam_size(),
         }
     }
 }
@@ -53,9 +65,17 @@ impl CaptionSettings {
     pub fn validate(&self) -> Result<(), PipelineError> {
         let bad = |m: String| Err(PipelineError::Config(m));
         let lang = &self.language;
-        if !(2..=3).contains(&lang.len()) || !lang.chars().all(|c| c.is_ascii_lowercase()) {
+        let code = (2..=3).contains(&lang.len()) && lang.chars().all(|c| c.is_ascii_lowercase());
+        if !code && lang != idempipe_captions::AUTO_LANGUAGE {
             return bad(format!(
-                "--captions-language {lang:?}: must be an ISO 639-1 code such as en or de"
+                "--captions-language {lang:?}: must be an ISO 639-1 code such as en or de, \
+                 or auto"
+            ));
+        }
+        if !(1..=MAX_BEAM_SIZE).contains(&self.beam_size) {
+            return bad(format!(
+                "--captions-beam {}: must be 1 (greedy) to {MAX_BEAM_SIZE}",
+                self.beam_size
             ));
         }
         match self.provider.as_str() {
@@ -69,7 +89,7 @@ impl CaptionSettings {
         }
     }
 
-    /// The subtitle track's language tag (ISO 639-2), `und` when unknown.
+    /// The subtitle track's language tag (ISO 639-2), `und` when unknown (or `auto`).
     pub fn track_language(&self) -> &'static str {
         iso_639_2(&self.language)
     }
@@ -89,7 +109,7 @@ pub fn model_installed(dir: &Path) -> Result<(), PipelineError> {
 }
 
 /// ISO 639-1 to 639-2 for the languages Whisper knows best; `und` otherwise.
-fn iso_639_2(code: &str) -> &'static str {
+pub fn iso_639_2(code: &str) -> &'static str {
     match code {
         "en" => "eng",
         "de" => "ger",
@@ -135,7 +155,14 @@ mod tests {
         assert!(s("http://127.0.0.1:9", "en").validate().is_ok());
         let e = s("off", "English").validate().unwrap_err().to_string();
         assert!(e.contains("English"), "{e}");
+        let wide = CaptionSettings {
+            beam_size: 0,
+            ..s("off", "en")
+        };
+        let e = wide.validate().unwrap_err().to_string();
+        assert!(e.contains("--captions-beam 0"), "{e}");
         assert_eq!(s("off", "en").track_language(), "eng");
         assert_eq!(s("off", "xx").track_language(), "und");
+        assert!(s("off", "auto").validate().is_ok());
     }
 }

@@ -160,6 +160,7 @@ impl Ctx {
                 (self.options.whisper_model.clone()).unwrap_or_else(|| settings.model_dir.clone());
             let options = TranscribeOptions {
                 language: settings.language.clone(),
+                beam_size: settings.beam_size,
                 ..TranscribeOptions::default()
             };
             let started = std::time::Instant::now();

@@ -46,7 +46,6 @@ impl Handler for Assemble {
         let local = fetch_segments(storage, &paths, &params.uid).await?;
         let local: Vec<PathBuf> = local.iter().map(|f| f.path().to_owned()).collect();
         let subtitles = captions(store, storage, job.run_id, &params).await?;
-        let language = params.settings.captions.track_language();
         let input = storage
             .fetch(&params.input)
             .await
@@ -58,7 +57,7 @@ impl Handler for Assemble {
         media::assemble_verified(
             &local,
             input.path(),
-            subtitles.as_ref().map(|file| Subtitles {
+            subtitles.as_ref().map(|(file, language)| Subtitles {
                 path: file.path(),
                 language,
             }),
@@ -102,14 +101,14 @@ impl Handler for Assemble {
     }
 }
 
-/// The SRT file to mux (a local copy), if the `captions` item wrote one. Runs made
-/// before captions existed have no such item and get none.
+/// The SRT file to mux and its track language (ISO 639-2), if the `captions` item wrote
+/// one. Runs made before captions existed have no such item and get none.
 async fn captions(
     store: &SharedStore,
     storage: &Storage,
     run_id: i64,
     params: &RunParams,
-) -> Result<Option<Fetched>, HandlerError> {
+) -> Result<Option<(Fetched, &'static str)>, HandlerError> {
     let item = match store.item_get(run_id, stage::CAPTIONS, "captions").await {
         Ok(item) => item,
         Err(StoreError::NotFound { .. }) => return Ok(None),
@@ -120,14 +119,23 @@ async fn captions(
         return Ok(None);
     }
     let srt = params.captions_srt();
-    match storage.fetch(&srt).await {
-        Ok(file) => Ok(Some(file)),
-        Err(e) if e.is_not_found() => Err(HandlerError::permanent(format!(
-            "{}: the captions file is gone; retry the captions item to write it again",
-            srt.display()
-        ))),
-        Err(e) => Err(storage_failure(e)),
-    }
+    let file = match storage.fetch(&srt).await {
+        Ok(file) => file,
+        Err(e) if e.is_not_found() => {
+            return Err(HandlerError::permanent(format!(
+                "{}: the captions file is gone; retry the captions item to write it again",
+                srt.display()
+            )));
+        }
+        Err(e) => return Err(storage_failure(e)),
+    };
+    // The language the captions stage found (detected with `auto`), else the setting.
+    let language = item.result.as_ref().and_then(|r| r["language"].as_str());
+    let language = language.map_or_else(
+        || params.settings.captions.track_language(),
+        crate::pipeline::caption_settings::iso_639_2,
+    );
+    Ok(Some((file, language)))
 }
 
 /// Local copies of the encoded segments, each checked against its manifest (runs made

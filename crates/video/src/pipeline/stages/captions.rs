@@ -33,8 +33,13 @@ impl Handler for Captions {
         if let Some(reason) = job.payload["skip"].as_str() {
             return Ok(json!({ "cues": 0, "reason": reason }));
         }
-        let windows = transcripts(&self.0, job.run_id).await?;
+        let (windows, languages) = transcripts(&self.0, job.run_id).await?;
         let cues = cues_from(&windows);
+        // The language most of the words were heard in (detected with `auto`).
+        let language = languages
+            .into_iter()
+            .max_by_key(|&(_, words)| words)
+            .map_or_else(|| params.settings.captions.language.clone(), |(l, _)| l);
         if cues.is_empty() {
             let reason = if windows.is_empty() {
                 reason::SILENT
@@ -65,13 +70,17 @@ impl Handler for Captions {
             "windows": windows.len(),
             "vtt": vtt,
             "srt": srt,
-            "language": params.settings.captions.language,
+            "language": language,
         }))
     }
 }
 
-/// Every window's start and segments, from the completed `transcribe` items.
-async fn transcripts(ctx: &Ctx, run_id: i64) -> Result<Vec<(f64, Vec<Segment>)>, HandlerError> {
+/// Every window's start and segments, from the completed `transcribe` items, and the
+/// languages they were transcribed in with the number of words in each.
+async fn transcripts(
+    ctx: &Ctx,
+    run_id: i64,
+) -> Result<(Vec<(f64, Vec<Segment>)>, Vec<(String, usize)>), HandlerError> {
     let items = report::list(
         &ctx.store,
         run_id,
@@ -80,7 +89,8 @@ async fn transcripts(ctx: &Ctx, run_id: i64) -> Result<Vec<(f64, Vec<Segment>)>,
     )
     .await
     .map_err(transient)?;
-    items
+    let mut languages: Vec<(String, usize)> = Vec::new();
+    let windows = items
         .into_iter()
         .map(|item| {
             let result = item.result.unwrap_or(Value::Null);
@@ -88,7 +98,18 @@ async fn transcripts(ctx: &Ctx, run_id: i64) -> Result<Vec<(f64, Vec<Segment>)>,
                 serde_json::from_value(result["transcript"]["segments"].clone()).map_err(|e| {
                     HandlerError::permanent(format!("{} result has no segments: {e}", item.key))
                 })?;
+            if let Some(language) = result["transcript"]["language"].as_str() {
+                let words: usize = segments
+                    .iter()
+                    .map(|s| s.text.split_whitespace().count())
+                    .sum();
+                match languages.iter_mut().find(|(l, _)| l == language) {
+                    Some((_, n)) => *n += words,
+                    None => languages.push((language.to_string(), words)),
+                }
+            }
             Ok((result["start_secs"].as_f64().unwrap_or(0.0), segments))
         })
-        .collect()
+        .collect::<Result<Vec<_>, HandlerError>>()?;
+    Ok((windows, languages))
 }
