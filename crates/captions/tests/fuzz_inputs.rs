@@ -357,7 +357,7 @@ proptest! {
             .map(|(offset, segs)| {
                 let segs = segs
                     .into_iter()
-                    .map(|(a, b, text)| Segment { start: a.min(b), end: a.max(b), text })
+                    .map(|(a, b, text)| Segment { start: a.min(b), end: a.max(b), text, words: Vec::new() })
                     .collect();
                 (offset, segs)
             })
