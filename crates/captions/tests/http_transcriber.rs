@@ -180,8 +180,10 @@ async fn transcribes_real_speech_through_an_openai_compatible_server() {
     let text = text.join(" ");
     let rate = wer(BECKETT, &text);
     assert!(rate <= 0.10, "WER {rate:.2}: {t:#?}");
+    // The server's own decoder may answer 9 s of speech as one segment (the local path
+    // times cues from words); what crosses HTTP must keep its times within the audio.
     assert!(
-        t.segments.len() >= 2
+        !t.segments.is_empty()
             && t.segments
                 .iter()
                 .all(|s| 0.0 <= s.start && s.start <= s.end && s.end <= secs),

@@ -382,10 +382,14 @@ async fn leadership_moves_when_the_leader_dies(db: TestDb) {
     let admin = sqlx::PgPool::connect(&common::pg_admin_url())
         .await
         .unwrap();
+    // Only the leader lock's holders (its 64-bit key is split into classid and objid):
+    // other tests' sessions, such as one migrating under its own advisory lock, live on.
     sqlx::query(
         "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted \
-         AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+         AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+         AND objsubid = 1 AND (classid::bigint << 32) | objid::bigint = $1",
     )
+    .bind(0x6964_656d_7069_7065_i64)
     .execute(&admin)
     .await
     .unwrap();
