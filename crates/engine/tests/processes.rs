@@ -131,14 +131,10 @@ async fn sigkill_mid_handler_loses_nothing(db: TestDb) {
     // "Completed" moves when an outcome batch commits, the moment the worker may hold
     // nothing until its next claim commits: wait until it holds items again (a handler
     // lasts 150 ms), so that the kill lands mid-handler.
-    eventually(
-        Duration::from_secs(60),
-        "first worker holds items",
-        || {
-            let store = store.clone();
-            async move { count(&*store, run, "running").await > 0 }
-        },
-    )
+    eventually(Duration::from_secs(60), "first worker holds items", || {
+        let store = store.clone();
+        async move { count(&*store, run, "running").await > 0 }
+    })
     .await;
     let held_before_kill = count(&*store, run, "running").await;
     first.0.kill().unwrap(); // SIGKILL
