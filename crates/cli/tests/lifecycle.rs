@@ -2,6 +2,9 @@
 //! run, runs nobody serves read `interrupted`, Ctrl-C stops cleanly without using an
 //! attempt (twice: at once), and the refusals (`--workers 0`, finished runs, unknown stages).
 
+#[path = "support/cluster.rs"]
+mod cluster;
+
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -19,31 +22,12 @@ fn db_url(dir: &TempDir) -> String {
 /// Runs the binary to completion, failing the test if it takes longer than `limit` (a
 /// hang must fail, not block the suite).
 fn idempipe(dir: &TempDir, args: &[&str], limit: Duration) -> (i32, String, String) {
-    let child = Command::new(BIN)
-        .args(args)
-        .args(["--db", &db_url(dir)])
-        .env("IDEMPIPE_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    let out = match rx.recv_timeout(limit) {
-        Ok(out) => out.unwrap(),
-        Err(_) => {
-            signal(&format!("{pid}"), "KILL");
-            panic!("idempipe {args:?} did not finish within {limit:?}");
-        }
-    };
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
+    cluster::run(
+        Command::new(BIN)
+            .args(args)
+            .args(["--db", &db_url(dir)])
+            .env("IDEMPIPE_LOG", "warn"),
+        limit,
     )
 }
 
