@@ -27,6 +27,18 @@ impl HandlerError {
         Self::Transient(json!({ "kind": "transient", "message": message.to_string() }))
     }
 
+    /// A transient failure of the worker's own machine (a full disk) after the outside
+    /// call succeeded: retried like any transient error, but not held against the stage's
+    /// limiter, whose circuit breaker counts only the resource's own failures.
+    pub fn local(message: impl std::fmt::Display) -> Self {
+        Self::Transient(json!({ "kind": "local", "message": message.to_string() }))
+    }
+
+    /// Whether this is a [`local`](Self::local) failure.
+    pub fn is_local(&self) -> bool {
+        matches!(self, Self::Transient(v) if v["kind"] == "local")
+    }
+
     /// A permanent error with a message.
     pub fn permanent(message: impl std::fmt::Display) -> Self {
         Self::Permanent(json!({ "kind": "permanent", "message": message.to_string() }))

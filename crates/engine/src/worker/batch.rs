@@ -342,10 +342,13 @@ fn feedback(results: &[ItemResult], now: i64) -> LimiterFeedback {
         LimiterFeedback::Throttled { until }
     } else if results
         .iter()
-        .any(|r| matches!(r, Err(HandlerError::Transient(_))))
+        .any(|r| matches!(r, Err(e @ HandlerError::Transient(_)) if !e.is_local()))
     {
         LimiterFeedback::Failure
-    } else if results.iter().any(|r| r.is_ok()) {
+    } else if results
+        .iter()
+        .any(|r| r.as_ref().map_or_else(HandlerError::is_local, |_| true))
+    {
         LimiterFeedback::Success
     } else {
         LimiterFeedback::Neutral
@@ -368,6 +371,9 @@ mod tests {
         );
         assert_eq!(feedback(&[ok.clone(), t], 0), LimiterFeedback::Failure);
         assert_eq!(feedback(&[ok], 0), LimiterFeedback::Success);
+        // A full disk after a good answer is not the resource's failure.
+        let local = Err(HandlerError::local("No space left on device"));
+        assert_eq!(feedback(&[local], 0), LimiterFeedback::Success);
         assert_eq!(
             feedback(&[Err(HandlerError::permanent("bad"))], 0),
             LimiterFeedback::Neutral

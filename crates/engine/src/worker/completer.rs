@@ -124,6 +124,9 @@ async fn run(sink: Sink, mut rx: mpsc::UnboundedReceiver<Submission>) {
             sizes.push(submission.outcomes.len());
             all.append(&mut submission.outcomes);
         }
+        for submission in &batch {
+            sink.leases.settling(submission.lease_entry);
+        }
         match sink.store.item_record(&all, sink.clock.now()).await {
             Ok(flags) => {
                 let mut flags = flags.into_iter().zip(kinds);

@@ -23,6 +23,8 @@ struct Entry {
     lease: Duration,
     due: Instant,
     cancel: watch::Sender<bool>,
+    /// Its outcomes are being committed: items that stop being held are settling, not lost.
+    settling: bool,
 }
 
 /// The batches in flight, by batch number.
@@ -48,6 +50,7 @@ impl Leases {
             lease,
             due: Instant::now() + lease / 3,
             cancel,
+            settling: false,
         };
         self.entries.lock().expect("lease map").insert(n, entry);
         (n, rx)
@@ -57,6 +60,15 @@ impl Leases {
     #[cfg(test)]
     pub(crate) fn contains(&self, n: u64) -> bool {
         self.entries.lock().expect("lease map").contains_key(&n)
+    }
+
+    /// Marks batch `n` as committing its outcomes: it is still renewed until
+    /// [`forget`](Self::forget), but its items leaving the running state is expected (a
+    /// lease lost meanwhile is counted by the commit as `lease_lost`).
+    pub(crate) fn settling(&self, n: u64) {
+        if let Some(e) = self.entries.lock().expect("lease map").get_mut(&n) {
+            e.settling = true;
+        }
     }
 
     /// Forgets a finished batch.
@@ -85,11 +97,14 @@ impl Leases {
                 match store.item_heartbeat(&ids, token, expires).await {
                     Ok(held) if held.len() == ids.len() => {}
                     Ok(held) => {
-                        tracing::warn!(
-                            lost = ids.len() - held.len(),
-                            "lease lost or run cancelled; stopping handler"
-                        );
-                        if let Some(e) = self.entries.lock().expect("lease map").get(&n) {
+                        let entries = self.entries.lock().expect("lease map");
+                        // Gone or settling: the outcomes committed between the snapshot
+                        // and the renewal; the handler has finished, nothing is lost.
+                        if let Some(e) = entries.get(&n).filter(|e| !e.settling) {
+                            tracing::warn!(
+                                lost = ids.len() - held.len(),
+                                "lease lost or run cancelled; stopping handler"
+                            );
                             let _ = e.cancel.send(true);
                         }
                     }
@@ -97,5 +112,88 @@ impl Leases {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::model::NewItem;
+    use crate::store::{ClaimParams, Outcome, OutcomeKind, RunCreate};
+
+    /// A batch whose items stopped being held because its own outcomes committed
+    /// (settling) is left alone; a batch whose items were taken from it is told to stop.
+    async fn settling_batch_is_not_a_lost_lease(db: idempipe_testkit::TestDb) {
+        let store = crate::connect(&db.url).await.unwrap();
+        let clock = crate::clock::system_clock();
+        let now = clock.now();
+        let items = ["a", "b"]
+            .map(|k| NewItem::new("s", k, json!(null)))
+            .to_vec();
+        let create = RunCreate {
+            pipeline: "t".into(),
+            fingerprint: "f".into(),
+            input: "-".into(),
+            params: json!({}),
+            items,
+        };
+        store.run_create(&create, now).await.unwrap();
+        let token = 7;
+        let claimed = store
+            .item_claim(&ClaimParams {
+                stage: "s".into(),
+                limit: 2,
+                worker: "w".into(),
+                lease_token: token,
+                lease_expires_at: now + 30_000,
+                now,
+                run_id: None,
+            })
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 2);
+        let leases = Arc::new(Leases::default());
+        let lease = Duration::from_millis(30);
+        let (settled, mut settled_rx) = leases.register(vec![claimed[0].id], token, lease);
+        let (_taken, mut taken_rx) = leases.register(vec![claimed[1].id], token, lease);
+        // Both items leave `running` under this token: both outcomes commit; only the
+        // first batch was committing them itself.
+        let done = |i: usize| Outcome {
+            item_id: claimed[i].id,
+            lease_token: token,
+            kind: OutcomeKind::Completed(json!("done")),
+            spawns: Vec::new(),
+        };
+        leases.settling(settled);
+        store.item_record(&[done(0), done(1)], now).await.unwrap();
+        let beat = {
+            let (leases, store) = (leases.clone(), store.clone());
+            tokio::spawn(async move { leases.run(store, clock, Duration::from_millis(5)).await })
+        };
+        tokio::time::timeout(Duration::from_secs(10), taken_rx.wait_for(|c| *c))
+            .await
+            .expect("the batch whose lease was taken is told to stop")
+            .unwrap();
+        // A few more ticks, so that the settling batch has been renewed since.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        beat.abort();
+        assert!(
+            !*settled_rx.borrow_and_update(),
+            "a batch committing its own outcomes is not stopped"
+        );
+    }
+
+    #[tokio::test]
+    async fn sqlite_settling_batch_is_not_a_lost_lease() {
+        settling_batch_is_not_a_lost_lease(idempipe_testkit::TestDb::sqlite()).await
+    }
+
+    #[tokio::test]
+    async fn postgres_settling_batch_is_not_a_lost_lease() {
+        settling_batch_is_not_a_lost_lease(idempipe_testkit::TestDb::postgres().await).await
     }
 }

@@ -12,6 +12,7 @@ use super::context::Ctx;
 use super::stage;
 use super::stages::{
     Assemble, Captions, Encode, Extract, Frame, Ingest, Split, Thumbnail, Transcribe,
+    WaitOutFullDisk,
 };
 
 /// The prefix of the enhancement limiters: each API origin has its own,
@@ -124,14 +125,14 @@ pub fn register(worker: Worker, store: SharedStore, options: &PipelineOptions) -
     let mut next = || policies.next().expect("one policy per stage");
     worker
         .handler(next(), Ingest(ctx.clone()))
-        .handler(next(), Split(ctx.clone()))
-        .handler(next(), Extract(ctx.clone()))
+        .handler(next(), WaitOutFullDisk(Split(ctx.clone())))
+        .handler(next(), WaitOutFullDisk(Extract(ctx.clone())))
         .handler(next(), Frame(ctx.clone()))
-        .handler(next(), Encode(ctx.clone()))
-        .handler(next(), Thumbnail(ctx.clone()))
+        .handler(next(), WaitOutFullDisk(Encode(ctx.clone())))
+        .handler(next(), WaitOutFullDisk(Thumbnail(ctx.clone())))
         .handler(next(), Transcribe(ctx.clone()))
-        .handler(next(), Captions(ctx.clone()))
-        .handler(next(), Assemble(ctx))
+        .handler(next(), WaitOutFullDisk(Captions(ctx.clone())))
+        .handler(next(), WaitOutFullDisk(Assemble(ctx)))
 }
 
 /// Defines the limiter of enhancement provider `provider` at `rate` calls/s (keeping what

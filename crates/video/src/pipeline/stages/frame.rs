@@ -9,6 +9,7 @@ use image::RgbImage;
 use serde_json::{Value, json};
 
 use super::FrameWork;
+use super::full_disk::wait_out_full_disk;
 use super::score::Score;
 use crate::media::{MediaError, read_frame_file, write_frame_file};
 use crate::pipeline::context::{Ctx, payload, storage_failure, transient};
@@ -35,7 +36,7 @@ impl Handler for Frame {
         let key = job.idempotency_key();
         match provider.enhance(original, &settings.enhance, &key).await {
             Ok(enhanced) => {
-                write_enhanced(&self.0, &work, &enhanced).await?;
+                write_paid_frame(&self.0, job, &work, &enhanced).await?;
                 Ok(scores(enhanced).await)
             }
             Err(e) => {
@@ -45,7 +46,7 @@ impl Handler for Frame {
                 if settings.on_frame_failure == OnFrameFailure::KeepOriginal && give_up {
                     tracing::warn!(run = job.run_id, key = %job.key, error = %e, "keeping the original frame");
                     let original = read_original(&self.0, &work).await?;
-                    write_enhanced(&self.0, &work, &original).await?;
+                    write_paid_frame(&self.0, job, &work, &original).await?;
                     return Ok(json!({
                         "kept_original": true,
                         "error": error.detail(),
@@ -80,6 +81,17 @@ async fn read_original(ctx: &Ctx, work: &FrameWork) -> Result<RgbImage, HandlerE
         MediaError::NotFound { .. } => gone(&e),
         other => transient(other),
     })
+}
+
+/// Writes a frame the provider answered. A full disk does not throw the answer away: the
+/// write waits for space with the frame held ([`wait_out_full_disk`]).
+async fn write_paid_frame(
+    ctx: &Ctx,
+    job: &Job,
+    work: &FrameWork,
+    frame: &RgbImage,
+) -> Result<(), HandlerError> {
+    wait_out_full_disk(job, || write_enhanced(ctx, work, frame)).await
 }
 
 /// Writes the enhanced frame where the encoder will read it (atomically: a local
