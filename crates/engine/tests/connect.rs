@@ -96,3 +96,41 @@ async fn unreachable_postgres_fails_fast_with_the_cause_once() {
         "{text}"
     );
 }
+
+/// A dropped store ends its PostgreSQL sessions, the LISTEN session included: a program
+/// that opens stores one after another does not pile up connections.
+#[tokio::test]
+async fn dropped_postgres_store_ends_its_sessions() {
+    let db = idempipe_testkit::TestDb::postgres().await;
+    let name = format!("idempipe-drop-{}", std::process::id());
+    let url = format!("{}&application_name={name}", db.url);
+    let admin = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let sessions = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+        )
+        .bind(&name)
+        .fetch_one(&admin)
+        .await
+        .unwrap()
+    };
+    for _ in 0..3 {
+        let store = connect(&url).await.unwrap();
+        store.run_list(1).await.unwrap();
+        // The LISTEN session is opened in the background: wait until it is there.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while sessions().await < 2 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(
+            sessions().await >= 2,
+            "the store and its LISTEN session are open"
+        );
+        drop(store);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while sessions().await > 0 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(sessions().await, 0, "a dropped store's sessions end");
+    }
+}

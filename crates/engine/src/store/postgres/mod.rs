@@ -74,6 +74,18 @@ pub struct PgStore {
     pool: PgPool,
     local_wake: Arc<Notify>,
     leader_conn: Arc<Mutex<Option<PoolConnection<Postgres>>>>,
+    _listener: Arc<ListenerTask>,
+}
+
+/// The LISTEN task, stopped when the last clone of its store is dropped (it holds a
+/// session and a handle on the pool: left running, a dropped store kept its sessions).
+#[derive(Debug)]
+struct ListenerTask(tokio::task::AbortHandle);
+
+impl Drop for ListenerTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl PgStore {
@@ -92,11 +104,12 @@ impl PgStore {
             .connect_with(options)
             .await?;
         let local_wake = Arc::new(Notify::new());
-        spawn_listener(pool.clone(), local_wake.clone());
+        let listener = spawn_listener(pool.clone(), local_wake.clone());
         Ok(Self {
             pool,
             local_wake,
             leader_conn: Arc::new(Mutex::new(None)),
+            _listener: Arc::new(ListenerTask(listener)),
         })
     }
 
@@ -187,7 +200,7 @@ fn connect_detail(e: &sqlx::Error) -> String {
 }
 
 /// Forwards NOTIFYs to this process's workers; reconnects after errors.
-fn spawn_listener(pool: PgPool, wake: Arc<Notify>) {
+fn spawn_listener(pool: PgPool, wake: Arc<Notify>) -> tokio::task::AbortHandle {
     tokio::spawn(async move {
         loop {
             match PgListener::connect_with(&pool).await {
@@ -214,7 +227,8 @@ fn spawn_listener(pool: PgPool, wake: Arc<Notify>) {
             }
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         }
-    });
+    })
+    .abort_handle()
 }
 
 /// Ids as one `bigint[]` parameter, joined on the primary key with `unnest`.
