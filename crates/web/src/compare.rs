@@ -5,8 +5,9 @@
 //! deletes them, `assemble` removes the whole artifact directory), so each side is taken
 //! from the first source that still exists:
 //!
-//! - before: the decoded original frame file; else the stream-copied input segment; else
-//!   the run's input video;
+//! - before: the decoded original frame file (runs through an API only: runs enhanced in
+//!   process have no frame files); else the stream-copied input segment; else the run's
+//!   input video;
 //! - after: the enhanced frame file; else the encoded segment; else the output video.
 //!
 //! Videos are decoded on demand by `ffmpeg` (one frame, seeking by time). Every path comes
@@ -62,22 +63,21 @@ pub(crate) async fn frame(
 ) -> Result<Vec<u8>, ApiError> {
     let store = state.store().as_ref();
     let mut roots = roots_for(state, run);
-    let item = store
-        .item_get(run.id, FRAME_STAGE, &frame_key(n))
-        .await
-        .map_err(|_| ApiError::not_found(format!("run {} has no frame {n}", run.id)))?;
-    // 1. The raw frame file, while its segment is in flight.
-    let field = if side == Side::Before {
-        "original"
-    } else {
-        "enhanced"
-    };
-    let raw = item.payload.get(field).and_then(Value::as_str);
-    if (side == Side::Before || item.status == ItemStatus::Completed)
-        && let Some(path) = raw.map(PathBuf::from)
-        && let Ok(real) = resolve_inside(&roots, &path).await
-    {
-        return frame_png(real).await;
+    // 1. The raw frame file, while its segment is in flight. Runs enhanced in process
+    // have no frame items: their frames exist only in the segments and videos.
+    if let Ok(item) = store.item_get(run.id, FRAME_STAGE, &frame_key(n)).await {
+        let field = if side == Side::Before {
+            "original"
+        } else {
+            "enhanced"
+        };
+        let raw = item.payload.get(field).and_then(Value::as_str);
+        if (side == Side::Before || item.status == ItemStatus::Completed)
+            && let Some(path) = raw.map(PathBuf::from)
+            && let Ok(real) = resolve_inside(&roots, &path).await
+        {
+            return frame_png(real).await;
+        }
     }
     let segment = segment_of(store, run.id, n).await?;
     let Some(segment) = segment else {
@@ -119,22 +119,28 @@ pub(crate) async fn frame(
     decode(&real, n, segment.fps).await
 }
 
-/// The segment holding frame `n`, with its encoded file if `encode` completed.
+/// The segment holding frame `n`, with its encoded file if `encode` completed. Its
+/// `extract` item describes it, or on runs enhanced in process (no extract items) its
+/// `encode` item, whose payload is the same.
 async fn segment_of(store: &dyn Store, run_id: i64, n: u64) -> Result<Option<Segment>, ApiError> {
     let extracts = items(store, run_id, "extract").await?;
-    let Some(extract) = extracts.iter().find(|i| covers(&i.payload, n)) else {
+    let encodes = items(store, run_id, "encode").await?;
+    let Some(described) = extracts
+        .iter()
+        .chain(&encodes)
+        .find(|i| covers(&i.payload, n))
+    else {
         return Ok(None);
     };
-    let p = &extract.payload;
+    let p = &described.payload;
     let fps = match (p["fps"]["num"].as_f64(), p["fps"]["den"].as_f64()) {
         (Some(num), Some(den)) if num > 0.0 && den > 0.0 => num / den,
         _ => return Err(ApiError::internal("the segment's frame rate is unknown")),
     };
-    let encoded = items(store, run_id, "encode")
-        .await?
-        .into_iter()
+    let encoded = encodes
+        .iter()
         .find(|i| i.status == ItemStatus::Completed && covers(&i.payload, n))
-        .and_then(|i| i.result?.get("path")?.as_str().map(PathBuf::from));
+        .and_then(|i| i.result.as_ref()?.get("path")?.as_str().map(PathBuf::from));
     Ok(Some(Segment {
         path: p["path"].as_str().map(PathBuf::from),
         first_frame: p["first_frame"].as_u64().unwrap_or(0),
