@@ -176,45 +176,15 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::model::{ItemStatus, NewItem};
-    use crate::store::{ClaimParams, RunCreate};
+    use crate::model::ItemStatus;
 
     /// An outcome handed to the completer keeps its lease renewed until it commits; then
     /// the completer counts it (a stale token as lease lost) and stops renewing.
     async fn outcome_keeps_its_lease_until_committed(db: idempipe_testkit::TestDb) {
-        let store = crate::connect(&db.url).await.unwrap();
-        let clock = crate::clock::system_clock();
-        let now = clock.now();
-        let items = ["a", "b"]
-            .map(|k| NewItem::new("s", k, json!(null)))
-            .to_vec();
-        let run = store
-            .run_create(
-                &RunCreate {
-                    pipeline: "t".into(),
-                    fingerprint: "f".into(),
-                    input: "-".into(),
-                    params: json!({}),
-                    items,
-                },
-                now,
-            )
-            .await
-            .unwrap();
         let token = 42;
-        let claimed = store
-            .item_claim(&ClaimParams {
-                stage: "s".into(),
-                limit: 2,
-                worker: "w".into(),
-                lease_token: token,
-                lease_expires_at: now + 30_000,
-                now,
-                run_id: None,
-            })
-            .await
-            .unwrap();
-        assert_eq!(claimed.len(), 2);
+        let (store, run, claimed) =
+            super::super::test_setup::claimed(&db, &["a", "b"], token).await;
+        let clock = crate::clock::system_clock();
         let leases = Arc::new(Leases::default());
         let stats = Arc::new(WorkerStats::default());
         let completer = Completer::start(Sink {

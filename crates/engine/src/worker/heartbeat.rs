@@ -122,40 +122,16 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::model::NewItem;
-    use crate::store::{ClaimParams, Outcome, OutcomeKind, RunCreate};
+    use crate::store::{Outcome, OutcomeKind};
 
     /// A batch whose items stopped being held because its own outcomes committed
     /// (settling) is left alone; a batch whose items were taken from it is told to stop.
     async fn settling_batch_is_not_a_lost_lease(db: idempipe_testkit::TestDb) {
-        let store = crate::connect(&db.url).await.unwrap();
+        let token = 7;
+        let (store, _run, claimed) =
+            super::super::test_setup::claimed(&db, &["a", "b"], token).await;
         let clock = crate::clock::system_clock();
         let now = clock.now();
-        let items = ["a", "b"]
-            .map(|k| NewItem::new("s", k, json!(null)))
-            .to_vec();
-        let create = RunCreate {
-            pipeline: "t".into(),
-            fingerprint: "f".into(),
-            input: "-".into(),
-            params: json!({}),
-            items,
-        };
-        store.run_create(&create, now).await.unwrap();
-        let token = 7;
-        let claimed = store
-            .item_claim(&ClaimParams {
-                stage: "s".into(),
-                limit: 2,
-                worker: "w".into(),
-                lease_token: token,
-                lease_expires_at: now + 30_000,
-                now,
-                run_id: None,
-            })
-            .await
-            .unwrap();
-        assert_eq!(claimed.len(), 2);
         let leases = Arc::new(Leases::default());
         let lease = Duration::from_millis(30);
         let (settled, mut settled_rx) = leases.register(vec![claimed[0].id], token, lease);

@@ -80,42 +80,15 @@ async fn run(store: SharedStore, clock: SharedClock, mut rx: mpsc::UnboundedRece
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
-
     use super::*;
-    use crate::model::NewItem;
-    use crate::store::{ClaimParams, RunCreate};
 
     /// Marks made at once are written together; each caller learns its own answer (a stale
     /// token is refused), and marked attempts are the ones a release leaves running.
     async fn concurrent_marks_each_get_their_answer(db: idempipe_testkit::TestDb) {
-        let store = crate::connect(&db.url).await.unwrap();
-        let clock = crate::clock::system_clock();
-        let now = clock.now();
-        let items = ["a", "b", "c"]
-            .map(|k| NewItem::new("s", k, json!(null)))
-            .to_vec();
-        let create = RunCreate {
-            pipeline: "t".into(),
-            fingerprint: "f".into(),
-            input: "-".into(),
-            params: json!({}),
-            items,
-        };
-        store.run_create(&create, now).await.unwrap();
         let token = 42;
-        let claimed = store
-            .item_claim(&ClaimParams {
-                stage: "s".into(),
-                limit: 3,
-                worker: "w".into(),
-                lease_token: token,
-                lease_expires_at: now + 30_000,
-                now,
-                run_id: None,
-            })
-            .await
-            .unwrap();
+        let (store, _run, claimed) =
+            super::super::test_setup::claimed(&db, &["a", "b", "c"], token).await;
+        let clock = crate::clock::system_clock();
         let ids: Vec<i64> = claimed.iter().map(|c| c.id).collect();
         let marks = Marks::start(store.clone(), clock);
         let (a, b, c) = tokio::join!(

@@ -29,6 +29,8 @@ mod limiter_pool;
 mod marks;
 mod permit;
 mod presence;
+#[cfg(test)]
+mod test_setup;
 
 use std::collections::HashMap;
 use std::future::Future;
