@@ -14,7 +14,11 @@
 //! Per row: frames/s and API calls/s over the frame phase (first frame claimed to last
 //! frame finished), the limit, 429s the API sent, frames enhanced more than once
 //! (real enhancements minus frames), and the workers' CPU per frame (user + system of
-//! the worker processes and their ffmpeg children, from /proc).
+//! the worker processes and their ffmpeg children, from /proc). Under the table, per
+//! row: API calls started in each second of the frame phase, the attempts that did not
+//! complete (429s) and when, the longest gaps between calls, the mean time from claim
+//! to call (limiter wait, reading the frame) and from call to end, and the limiter's
+//! state at the end. The first line is the machine's load average.
 
 #[path = "../tests/support/cluster.rs"]
 mod cluster;
