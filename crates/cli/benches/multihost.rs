@@ -14,7 +14,11 @@
 //! Per row: frames/s and API calls/s over the frame phase (first frame claimed to last
 //! frame finished), the limit, 429s the API sent, frames enhanced more than once
 //! (real enhancements minus frames), and the workers' CPU per frame (user + system of
-//! the worker processes and their ffmpeg children, from /proc).
+//! the worker processes and their ffmpeg children, from /proc). Under the table, per
+//! row: API calls started in each second of the frame phase, the attempts that did not
+//! complete (429s) and when, the longest gaps between calls, the mean time from claim
+//! to call (limiter wait, reading the frame) and from call to end, and the limiter's
+//! state at the end. The first line is the machine's load average.
 
 #[path = "../tests/support/cluster.rs"]
 mod cluster;
@@ -43,6 +47,8 @@ struct Row {
     throttled: u64,
     duplicates: i64,
     cpu_ms_per_frame: f64,
+    /// Where the frame phase's time went (printed under the table).
+    detail: String,
 }
 
 /// User + system + waited-for children's CPU of `pid`, in seconds.
@@ -114,6 +120,8 @@ async fn measure(
         .max()
         .unwrap_or(0);
     let stats = cluster.api_state.stats().snapshot();
+    let limiter = store.limiter_list().await.unwrap();
+    let detail = detail(hosts, &frame_tries, start, rate, &limiter);
     Row {
         hosts,
         frames,
@@ -122,7 +130,72 @@ async fn measure(
         throttled: stats.status(429),
         duplicates: stats.enhance_calls as i64 - frames as i64,
         cpu_ms_per_frame: cpu * 1000.0 / frames.max(1) as f64,
+        detail,
     }
+}
+
+/// Where the frame phase's time went: API calls per second of the phase (from each
+/// attempt's external-call mark), the attempts that did not complete (429s and the like)
+/// and when, the longest stretches without a call starting, the mean time from claim
+/// to call (limiter wait and reading the frame) and from call to end (the call, writing
+/// the result, recording), and the limiter's state at the end.
+fn detail(
+    hosts: usize,
+    tries: &[(String, idempipe_engine::Attempt)],
+    start: i64,
+    rate: f64,
+    limiters: &[idempipe_engine::LimiterState],
+) -> String {
+    let mut calls: Vec<i64> = tries
+        .iter()
+        .filter_map(|(_, a)| a.external_call_at)
+        .collect();
+    calls.sort_unstable();
+    let secs = calls.last().map_or(0, |l| (l - start) / 1000 + 1) as usize;
+    let mut per_sec = vec![0u32; secs];
+    for c in &calls {
+        per_sec[((c - start) / 1000) as usize] += 1;
+    }
+    let mut gaps: Vec<(i64, i64)> = calls
+        .windows(2)
+        .map(|w| (w[1] - w[0], w[0] - start))
+        .collect();
+    gaps.sort_unstable_by(|a, b| b.cmp(a));
+    let slow_gap = (1000.0 / rate) as i64 * 2;
+    let idle_ms: i64 = gaps.iter().filter(|g| g.0 > slow_gap).map(|g| g.0).sum();
+    let failed: Vec<String> = tries
+        .iter()
+        .filter(|(_, a)| a.outcome != "completed")
+        .map(|(_, a)| {
+            format!(
+                "{}@{:.1}s",
+                a.outcome,
+                (a.started_at - start) as f64 / 1000.0
+            )
+        })
+        .collect();
+    let mean = |f: &dyn Fn(&idempipe_engine::Attempt) -> Option<i64>| {
+        let v: Vec<i64> = tries.iter().filter_map(|(_, a)| f(a)).collect();
+        v.iter().sum::<i64>() as f64 / v.len().max(1) as f64
+    };
+    let to_call = mean(&|a| a.external_call_at.map(|c| c - a.started_at));
+    let after_call = mean(&|a| a.external_call_at.map(|c| a.ended_at - c));
+    let limiter: Vec<String> = limiters
+        .iter()
+        .filter(|l| l.config.name.starts_with("enhance-api"))
+        .map(|l| format!("rate now {:.1}, throttles {}", l.current_rate, l.throttles))
+        .collect();
+    format!(
+        "{hosts} hosts: calls per second {per_sec:?}\n  not completed: [{}]\n  \
+         longest gaps between calls (ms, at s): {:?}; gaps over {slow_gap} ms add up to {idle_ms} ms\n  \
+         claim to call {to_call:.0} ms, call to end {after_call:.0} ms (means); limiter: {}",
+        failed.join(", "),
+        gaps.iter()
+            .take(5)
+            .map(|(g, at)| (*g, format!("{:.1}", *at as f64 / 1000.0)))
+            .collect::<Vec<_>>(),
+        limiter.join("; ")
+    )
 }
 
 fn main() {
@@ -157,6 +230,14 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "load average (1, 5, 15 min): {}",
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
     println!(
         "API: {} ms per call, limit {rate} calls/s (429 above); {concurrency} calls at once per worker",
         latency.as_millis()
@@ -173,8 +254,10 @@ fn main() {
         "duplicates",
         "cpu ms/fr"
     );
+    let mut details = Vec::new();
     for h in hosts {
         let row = rt.block_on(measure(h, &input, rate, latency, concurrency));
+        details.push(row.detail.clone());
         println!(
             "{:>5} {:>7} {:>8.2} {:>9.1} {:>8.1} {:>7.0} {:>6} {:>11} {:>9.1}",
             row.hosts,
@@ -187,5 +270,8 @@ fn main() {
             row.duplicates,
             row.cpu_ms_per_frame
         );
+    }
+    for d in details {
+        println!("{d}");
     }
 }

@@ -30,7 +30,7 @@ pub use clock::{Clock, ManualClock, Millis, SharedClock, SystemClock, format_utc
 pub use db_clock::DatabaseClock;
 pub use error::{StoreError, StoreResult};
 pub use handler::{BatchHandler, Handler, HandlerError, ItemResult, Job};
-pub use limiter::{LimiterConfig, LimiterFeedback, LimiterState, Permit};
+pub use limiter::{LimiterConfig, LimiterFeedback, LimiterState, Permit, Unused};
 pub use maintenance::{Maintenance, MaintenanceConfig};
 pub use model::{Attempt, Dep, Item, ItemStatus, NewItem, Run, RunActivity, RunStatus, StageCount};
 pub use policy::{Backoff, OnUnknown, StagePolicy};

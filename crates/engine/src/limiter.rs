@@ -22,6 +22,9 @@ use serde::{Deserialize, Serialize};
 use crate::clock::Millis;
 use crate::error::StoreError;
 
+/// The burst of [`LimiterConfig::new`], in seconds of its rate.
+pub const DEFAULT_BURST_SECONDS: f64 = 0.25;
+
 /// Configuration of a limiter.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LimiterConfig {
@@ -53,15 +56,22 @@ fn default_max_cooldown() -> Duration {
 }
 
 impl LimiterConfig {
-    /// A limiter of `rate` units/s with a one-second burst, no concurrency cap, halving on
-    /// 429, regaining 5% of the ceiling per success, and a circuit that opens after 10
-    /// consecutive transient failures for 2 s, then 4 s, 8 s... up to 60 s while its
-    /// probes keep failing.
+    /// A limiter of `rate` units/s with a quarter-second burst (at least one unit), no
+    /// concurrency cap, halving on 429, regaining 5% of the ceiling per success, and a
+    /// circuit that opens after 10 consecutive transient failures for 2 s, then 4 s,
+    /// 8 s... up to 60 s while its probes keep failing.
+    ///
+    /// Why a quarter second: an API that enforces the same rate typically does so with a
+    /// bucket of about a second's calls. A limiter bursting that whole second drains the
+    /// API's bucket, and from then on any call that reaches the API a little sooner after
+    /// its predecessor than its permit did (network and scheduling jitter) is a 429, which
+    /// pauses every worker for the whole Retry-After (a second or more). Spending only a
+    /// quarter of it leaves the API three quarters of a second of slack for that jitter.
     pub fn new(name: impl Into<String>, rate: f64) -> Self {
         Self {
             name: name.into(),
             rate,
-            burst: rate.max(1.0),
+            burst: (rate * DEFAULT_BURST_SECONDS).max(1.0),
             max_concurrent: 0,
             min_rate: (rate / 20.0).max(0.1),
             increase: (rate / 20.0).max(0.01),
@@ -160,6 +170,16 @@ pub struct LimiterState {
     pub probe_holder: i64,
     /// Until when that probe holds its turn (a probe whose worker died frees it then).
     pub probe_until: Millis,
+}
+
+/// Units of an earlier chunk that expired unused in a worker's pool, given back with its
+/// next lease ([`LimiterState::give_back`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Unused {
+    /// How many.
+    pub units: f64,
+    /// When their chunk was leased.
+    pub leased_at: Millis,
 }
 
 /// Answer of an acquire.
@@ -310,6 +330,20 @@ impl LimiterState {
             ms: ms_until(-self.tokens),
             reason: WaitReason::Rate,
         }
+    }
+
+    /// Takes back units taken earlier and never used (a worker's leased units that
+    /// expired in its pool): the bucket gets them again, never above its burst, so the
+    /// rate lost to them is regained and the burst still bounds any window. Units leased
+    /// before a 429 or a circuit opening are not taken back: the resource refused calls
+    /// since, and the pause reset the bucket.
+    pub fn give_back(&mut self, unused: Unused, now: Millis) {
+        let blocked_since = self.paused_until.max(self.circuit_open_until) > unused.leased_at;
+        if unused.units <= 0.0 || blocked_since {
+            return;
+        }
+        self.refill(now);
+        self.tokens = (self.tokens + unused.units).min(self.config.burst);
     }
 
     fn refill(&mut self, now: Millis) {
@@ -531,6 +565,46 @@ mod tests {
         ));
         s.in_flight = 1;
         assert_eq!(s.try_take(1.0, 0), Permit::Granted);
+    }
+
+    #[test]
+    fn units_given_back_return_to_the_bucket_up_to_the_burst() {
+        let mut s = state(10.0, 4.0);
+        for _ in 0..4 {
+            assert_eq!(s.try_take(1.0, 0), Permit::Granted);
+        }
+        assert!(
+            matches!(s.try_take(1.0, 0), Permit::Reserved { .. }),
+            "in debt"
+        );
+        let unused = |units, leased_at| Unused { units, leased_at };
+        s.give_back(unused(2.0, 0), 0);
+        assert_eq!(
+            s.tokens, 1.0,
+            "the debt of one is paid and one unit is back"
+        );
+        assert_eq!(s.try_take(1.0, 0), Permit::Granted);
+        s.give_back(unused(10.0, 500), 1_000);
+        assert_eq!(s.tokens, 4.0, "never above the burst");
+        s.give_back(unused(-3.0, 500), 1_000);
+        assert_eq!(s.tokens, 4.0, "nothing to give back changes nothing");
+        s.apply(LimiterFeedback::Throttled { until: 3_000 }, 0, 2_000);
+        s.give_back(unused(2.0, 1_900), 3_500);
+        assert_eq!(
+            s.tokens, 0.0,
+            "units leased before a 429 are not given back after it"
+        );
+        s.give_back(unused(2.0, 3_100), 3_200);
+        assert_eq!(
+            s.tokens, 3.0,
+            "200 ms at the halved rate (one unit) and the two given back"
+        );
+    }
+
+    #[test]
+    fn default_burst_is_a_quarter_second_and_at_least_one_unit() {
+        assert_eq!(LimiterConfig::new("api", 40.0).burst, 10.0);
+        assert_eq!(LimiterConfig::new("api", 2.0).burst, 1.0);
     }
 
     #[test]

@@ -73,6 +73,43 @@ async fn exercise(storage: &Storage, root: &Path, scratch: &Path) {
 
     let listed = storage.list(&root.join("run-x")).await.unwrap();
     assert_eq!(listed, vec![b.clone(), a.clone()]);
+    assert_eq!(storage.tree_size(&root.join("run-x")).await.unwrap(), 13);
+    assert_eq!(storage.tree_size(&root.join("nothing")).await.unwrap(), 0);
+    // Directories with a file directly in them (s3rver, unlike S3, lists a prefix as a
+    // directory only when an object sits directly under it).
+    let marker = root.join("run-x/run.json");
+    storage.put_bytes(&marker, b"{}".to_vec()).await.unwrap();
+    let index = root.join("run-x/frames/index");
+    storage.put_bytes(&index, b"{}".to_vec()).await.unwrap();
+    assert_eq!(
+        storage.subdirs(root).await.unwrap(),
+        vec![root.join("run-x")]
+    );
+    assert_eq!(
+        storage.subdirs(&root.join("run-x")).await.unwrap(),
+        vec![root.join("run-x/frames"), root.join("run-x/segments")]
+    );
+    assert!(
+        storage
+            .subdirs(&root.join("nothing"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    storage.delete(&marker).await.unwrap();
+    storage.delete(&index).await.unwrap();
+    // An object's version changes when it is replaced; local files have none here.
+    let version = storage.version(&a).await.unwrap();
+    if idempipe_video::storage::is_remote(&a) {
+        let first = version.expect("the object's version");
+        assert_eq!(first.size, 5);
+        storage.put_bytes(&a, b"other".to_vec()).await.unwrap();
+        let second = storage.version(&a).await.unwrap().unwrap();
+        assert_eq!(second.size, 5);
+        assert_ne!(first.e_tag, second.e_tag, "same size, other contents");
+    } else {
+        assert_eq!(version, None);
+    }
 
     storage
         .delete_tree(&root.join("run-x/frames"))

@@ -54,13 +54,39 @@ struct Segment {
     encoded: Option<PathBuf>,
 }
 
+/// The object storage location (`s3://...`) of `run`'s artifacts or output, if it keeps
+/// either there: the comparison reads only local files, so it is not offered for it.
+pub(crate) fn in_object_storage(run: &Run) -> Option<String> {
+    ["artifacts", "output"]
+        .iter()
+        .filter_map(|k| run.params.get(*k)?.as_str())
+        .find(|p| p.starts_with("s3://"))
+        .map(str::to_owned)
+}
+
+/// Why runs in object storage have no before/after view (the page shows it too).
+pub(crate) fn object_storage_note(location: &str) -> String {
+    format!(
+        "the before/after view reads frames from local artifact directories only, and this \
+         run keeps its files in object storage ({location}); download the output to compare"
+    )
+}
+
 /// Frame `n` of `run` as PNG bytes, from the first source of `side` that exists.
+/// Refused (501, naming the limitation) for a run whose files are in object storage.
 pub(crate) async fn frame(
     state: &AppState,
     run: &Run,
     n: u64,
     side: Side,
 ) -> Result<Vec<u8>, ApiError> {
+    if let Some(location) = in_object_storage(run) {
+        return Err(ApiError::new(
+            axum::http::StatusCode::NOT_IMPLEMENTED,
+            "object_storage",
+            object_storage_note(&location),
+        ));
+    }
     let store = state.store().as_ref();
     let mut roots = roots_for(state, run);
     // 1. The raw frame file, while its segment is in flight. Runs enhanced in process

@@ -276,7 +276,53 @@ async fn events_stream_counts_and_cells(db: TestDb) {
     assert!(end.is_ok(), "the stream ends on close");
 }
 
+/// A run whose files are in object storage gets no before/after view: the page says
+/// why, and the image route answers 501 naming the limitation and the location.
+async fn compare_refuses_runs_in_object_storage(db: TestDb) {
+    let store = db.store().await;
+    let fx = fixture(&store, db.dir.path()).await;
+    let app = router(state(&store, db.dir.path(), None));
+    let (_, response) = send(&app, get(&format!("/runs/{}", fx.run))).await;
+    let html = text(response).await;
+    assert!(
+        html.contains("id=\"compare-before\""),
+        "a local run compares"
+    );
+
+    let mut params = store.run_get(fx.run).await.unwrap().params;
+    params["artifacts"] = "s3://media/jobs".into();
+    params["output"] = "s3://media/out/in.mp4".into();
+    store.run_set_params(fx.run, &params).await.unwrap();
+    let (status, response) = send(&app, get(&format!("/runs/{}", fx.run))).await;
+    assert_eq!(status, StatusCode::OK);
+    let html = text(response).await;
+    assert!(!html.contains("id=\"compare-before\""), "{html}");
+    assert!(
+        html.contains(
+            "Not available: the before/after view reads frames from local artifact directories only"
+        ) && html.contains("s3://media/jobs"),
+        "{html}"
+    );
+    for side in ["before", "after"] {
+        let (status, body) = json_of(
+            &app,
+            get(&format!("/api/runs/{}/compare/0/{side}.png", fx.run)),
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_IMPLEMENTED, "{body}");
+        assert_eq!(body["error"], "object_storage", "{body}");
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .contains("s3://media/jobs"),
+            "{body}"
+        );
+    }
+}
+
 backend_tests!(
+    compare_refuses_runs_in_object_storage,
     runs_and_run_view,
     items_and_attempts,
     failures_grouped_by_kind,

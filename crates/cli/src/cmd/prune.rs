@@ -1,6 +1,8 @@
 //! `idempipe prune`: delete finished runs with their artifacts (`--older-than`), the
 //! frame files of failed and cancelled runs (`--keep-failed`), and run directories no
-//! database knows (`--orphans`); prints the bytes freed.
+//! database knows (`--orphans`); prints the bytes freed. Artifact directories may be
+//! local or in S3-compatible object storage (`s3://bucket/prefix`, with the endpoint and
+//! credentials in the AWS environment): both are measured and removed the same way.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -8,6 +10,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use idempipe_engine::{Clock, Run, RunStatus, SystemClock};
 use idempipe_video::pipeline::disk;
+use idempipe_video::storage::{Scratch, Storage};
 use serde_json::json;
 
 use crate::db::{DbArgs, redact};
@@ -30,13 +33,13 @@ pub(crate) struct PruneArgs {
     /// run is pruned.
     #[arg(long, value_name = "DURATION")]
     keep_failed: Option<String>,
-    /// Remove orphaned run directories under --artifacts: `run-<uid>` directories with a
-    /// run.json marker whose run is in none of the databases given (--db, --also-db).
-    /// Nothing else there is touched.
+    /// Remove orphaned run directories under --artifacts (a directory or an s3://
+    /// prefix): `run-<uid>` directories with a run.json marker whose run is in none of
+    /// the databases given (--db, --also-db). Nothing else there is touched.
     #[arg(long)]
     orphans: bool,
-    /// The artifact root --orphans searches [default: artifacts/ in the state directory,
-    /// as for process]
+    /// The artifact root --orphans searches, a directory or s3://BUCKET/PREFIX
+    /// [default: artifacts/ in the state directory, as for process]
     #[arg(long, value_name = "DIR")]
     artifacts: Option<PathBuf>,
     /// Another database whose runs keep their directories in the same artifact root
@@ -59,11 +62,12 @@ struct Freed {
 }
 
 impl Freed {
-    fn remove(&mut self, dir: PathBuf) -> anyhow::Result<()> {
-        let existed = dir.exists();
-        let n =
-            disk::remove_dir(&dir).with_context(|| format!("cannot remove {}", dir.display()))?;
-        if existed {
+    /// Removes `dir`, a local directory or an `s3://` prefix, counting what it held.
+    async fn remove(&mut self, storage: &Storage, dir: PathBuf) -> anyhow::Result<()> {
+        let removed = disk::remove_tree(storage, &dir)
+            .await
+            .with_context(|| format!("cannot remove {}", dir.display()))?;
+        if let Some(n) = removed {
             self.bytes += n;
             self.removed.push(dir);
         }
@@ -83,6 +87,9 @@ pub(crate) async fn run(args: PruneArgs) -> anyhow::Result<i32> {
         .map(parse_duration)
         .transpose()?;
     let store = args.db.open().await?;
+    // Artifact directories may be local or in object storage (AWS_* environment);
+    // removing and measuring them needs no scratch space.
+    let storage = Storage::new(Scratch::unchecked(std::env::temp_dir()));
     let now = SystemClock.now();
     let mut pruned = 0;
     let (mut runs_freed, mut frames_freed, mut orphans_freed) =
@@ -104,7 +111,7 @@ pub(crate) async fn run(args: PruneArgs) -> anyhow::Result<i32> {
         // keeps its row, and its directory).
         let live = live_dirs(&store).await?;
         for dir in candidates.into_iter().filter(|d| !live.contains(d)) {
-            runs_freed.remove(dir)?;
+            runs_freed.remove(&storage, dir).await?;
         }
     }
     if let Some(keep) = keep_failed_ms {
@@ -114,7 +121,7 @@ pub(crate) async fn run(args: PruneArgs) -> anyhow::Result<i32> {
                 && run.finished_at.is_some_and(|f| f <= now - keep)
                 && let Some(dir) = disk::run_dir_of_params(&run.params)
             {
-                frames_freed.remove(dir.join("frames"))?;
+                frames_freed.remove(&storage, dir.join("frames")).await?;
             }
         }
     }
@@ -125,7 +132,8 @@ pub(crate) async fn run(args: PruneArgs) -> anyhow::Result<i32> {
             .unwrap_or_else(|| super::process::state_dir().join("artifacts"));
         // Directories first: a marker is written only after its run's row committed, so
         // every directory listed here has its run in the databases read next.
-        let dirs = disk::list_run_dirs(&root)
+        let dirs = disk::list_run_dirs_in(&storage, &root)
+            .await
             .with_context(|| format!("cannot list {}", root.display()))?;
         let mut uids = run_uids(&all_runs(&store).await?);
         for url in &args.also_db {
@@ -136,7 +144,7 @@ pub(crate) async fn run(args: PruneArgs) -> anyhow::Result<i32> {
         }
         for (dir, marker) in dirs {
             if !uids.contains(&marker.uid) {
-                orphans_freed.remove(dir)?;
+                orphans_freed.remove(&storage, dir).await?;
             }
         }
     }

@@ -1,4 +1,5 @@
-//! `idempipe runs`: recent runs with status, progress, start/end, artifact size and input.
+//! `idempipe runs`: recent runs with status, progress, start/end, artifact size (local
+//! or object storage) and input.
 //! A running run shows its activity instead: `running` (served), `interrupted` or `queued`
 //! (nobody serves it).
 
@@ -8,6 +9,7 @@ use serde::Serialize;
 use crate::db::DbArgs;
 use crate::output::{JsonArg, bytes, print_json, time};
 use idempipe_video::pipeline::disk;
+use idempipe_video::storage::{Scratch, Storage};
 
 /// List recent runs.
 #[derive(clap::Args, Debug)]
@@ -29,14 +31,16 @@ struct RunLine {
     activity: Option<RunActivity>,
     items_total: i64,
     items_completed: i64,
-    /// Bytes in the run's artifact directory (0 when it is gone; null for runs whose
-    /// directory is not known).
+    /// Bytes in the run's artifact directory, local or in object storage (0 when it is
+    /// gone; null for runs whose directory is not known or cannot be read now).
     artifacts_bytes: Option<u64>,
 }
 
 /// Prints the runs.
 pub(crate) async fn run(args: RunsArgs) -> anyhow::Result<i32> {
     let store = args.db.open().await?;
+    // Artifact directories may be local or in object storage (AWS_* environment).
+    let storage = Storage::new(Scratch::unchecked(std::env::temp_dir()));
     let mut lines = Vec::new();
     let runs = store.run_list(args.limit).await?;
     let ids: Vec<i64> = runs.iter().map(|r| r.id).collect();
@@ -53,7 +57,16 @@ pub(crate) async fn run(args: RunsArgs) -> anyhow::Result<i32> {
             .filter(|c| c.status == "completed")
             .map(|c: &StageCount| c.count)
             .sum();
-        let artifacts_bytes = disk::run_dir_of_params(&run.params).map(|d| disk::dir_size(&d));
+        let artifacts_bytes = match disk::run_dir_of_params(&run.params) {
+            Some(dir) => match storage.tree_size(&dir).await {
+                Ok(n) => Some(n),
+                Err(e) => {
+                    tracing::warn!(run = run.id, error = %e, "cannot measure the run's artifacts");
+                    None
+                }
+            },
+            None => None,
+        };
         lines.push(RunLine {
             artifacts_bytes,
             activity: activity.get(&run.id).copied(),

@@ -50,7 +50,7 @@ pub(crate) async fn run(args: SubmitArgs) -> anyhow::Result<i32> {
     };
     let store = open_store(&args.db).await?;
     if !args.overwrite
-        && let Err(e) = pipeline::check_output_owner(&store, &request).await
+        && let Err(e) = pipeline::check_output_owner(&store, &storage, &request).await
     {
         eprintln!("error: {e}");
         return Ok(EXIT_USAGE);

@@ -22,7 +22,7 @@ use serde_json::Value;
 
 use crate::clock::Millis;
 use crate::error::{StoreError, StoreResult};
-use crate::limiter::{LimiterConfig, LimiterFeedback, LimiterState, Permit};
+use crate::limiter::{LimiterConfig, LimiterFeedback, LimiterState, Permit, Unused};
 use crate::model::{Attempt, Item, ItemStatus, NewItem, Run, RunActivity, StageCount};
 use crate::policy::StagePolicy;
 
@@ -334,15 +334,17 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Takes a chunk of `cost` units of limiter `name` for a worker's local pool, in one
     /// transaction that first applies `successes` successful calls made with earlier
-    /// chunks. Returns the permit and the state after it. The permit is None (and nothing
-    /// is taken) when calls must take their permits one by one: the limiter caps
-    /// concurrency, or its circuit is half-open (one probe call at a time); with `cost` 0
-    /// it only applies the successes.
+    /// chunks and gives back `unused` units of the earlier chunk that expired in the pool
+    /// ([`LimiterState::give_back`]). Returns the permit and the state after it. The
+    /// permit is None (and nothing is taken) when calls must take their permits one by
+    /// one: the limiter caps concurrency, or its circuit is half-open (one probe call at
+    /// a time); with `cost` 0 it only applies the successes and the units given back.
     async fn limiter_lease(
         &self,
         name: &str,
         cost: f64,
         successes: u32,
+        unused: Unused,
         now: Millis,
     ) -> StoreResult<(Option<Permit>, LimiterState)>;
 

@@ -1196,13 +1196,14 @@ macro_rules! impl_store {
                     .collect())
             }
 
-            async fn limiter_lease(&self, name: &str, cost: f64, successes: u32, now: Millis) -> StoreResult<(Option<Permit>, LimiterState)> {
+            async fn limiter_lease(&self, name: &str, cost: f64, successes: u32, unused: crate::limiter::Unused, now: Millis) -> StoreResult<(Option<Permit>, LimiterState)> {
                 let mut tx = self.begin_write().await?;
                 let mut state = self.limiter_load_tx(&mut tx, name, now).await?;
                 let before = state.clone();
                 for _ in 0..successes {
                     state.apply(LimiterFeedback::Success, 0, now);
                 }
+                state.give_back(unused, now);
                 let half_open = state.circuit_tripped() && state.blocked_until(now).is_none();
                 let permit = (cost > 0.0 && state.config.max_concurrent == 0 && !half_open)
                     .then(|| state.take(cost, 0, now, now));

@@ -8,7 +8,11 @@
 //! acquire and a release per call. The chunk is sized from the demand seen during the
 //! previous chunk (twice it, to grow), never more than the limiter's burst or what its
 //! current rate yields in [`LOCAL_TTL_MS`], so the rate holds across processes as
-//! exactly as per-call permits do (a slow limiter leases one unit at a time).
+//! exactly as per-call permits do (a slow limiter leases one unit at a time). Units a
+//! chunk leaves unused (they expired, or are too few for the next call) go back to the
+//! limiter with the next lease, unless a 429 or an open circuit came since: a worker
+//! whose demand is below its chunk does not waste the shared rate other workers wait
+//! for.
 //!
 //! A 429 or a transient failure is written at once (with the successes before it) and
 //! empties the local pool, so the worker asks the limiter before its next call; the other
@@ -23,7 +27,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::clock::Millis;
 use crate::error::StoreResult;
-use crate::limiter::{LimiterFeedback, Permit};
+use crate::limiter::{LimiterFeedback, Permit, Unused};
 use crate::store::Store;
 
 /// How long leased units stay usable: bounds how long a worker keeps calling after another
@@ -64,6 +68,8 @@ struct Local {
     cap: f64,
     /// Successful calls not yet reported.
     successes: u32,
+    /// When the units held were leased.
+    leased_at: Millis,
     /// Callers use per-call permits until then.
     per_call_until: Millis,
 }
@@ -88,6 +94,15 @@ impl Local {
     /// The next chunk's size for a call of `cost`.
     fn chunk(&self, cost: f64) -> f64 {
         (2.0 * self.used).min(self.cap).max(cost)
+    }
+
+    /// Empties the pool before a new lease: the units it still holds (expired, or too
+    /// few for the call) go back to the limiter with that lease.
+    fn leftover(&mut self) -> Unused {
+        Unused {
+            units: std::mem::take(&mut self.units),
+            leased_at: self.leased_at,
+        }
     }
 }
 
@@ -136,25 +151,32 @@ impl Pools {
         }
         let _refill = pool.refill.lock().await;
         let at = now();
-        let (want, successes) = {
+        let (want, successes, unused) = {
             let mut local = pool.local.lock().expect("limiter pool");
             // Another caller may have leased while this one waited for the lock.
             if let Some(take) = local.take_local(cost, at) {
                 return Ok(take);
             }
-            (local.chunk(cost), std::mem::take(&mut local.successes))
+            (
+                local.chunk(cost),
+                std::mem::take(&mut local.successes),
+                local.leftover(),
+            )
         };
         self.leases
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let leased = store.limiter_lease(name, want, successes, at).await;
+        let leased = store.limiter_lease(name, want, successes, unused, at).await;
         let mut local = pool.local.lock().expect("limiter pool");
         let (permit, state) = match leased {
             Ok(done) => done,
             Err(e) => {
+                // Nothing was written: the successes are reported with the next lease (the
+                // unused units are not: they expired here).
                 local.successes += successes;
                 return Err(e);
             }
         };
+        local.leased_at = at;
         local.cap = state
             .config
             .burst
@@ -212,7 +234,9 @@ impl Pools {
         };
         if successes > 0 {
             // The successes happened before this failure: the failure streak must see them.
-            store.limiter_lease(name, 0.0, successes, now).await?;
+            store
+                .limiter_lease(name, 0.0, successes, Unused::default(), now)
+                .await?;
         }
         store.limiter_release(name, 0, feedback, now).await
     }
@@ -270,6 +294,65 @@ mod tests {
     #[tokio::test]
     async fn postgres_calls_lease_units_in_chunks() {
         calls_lease_units_in_chunks(idempipe_testkit::TestDb::postgres().await).await
+    }
+
+    /// Units a chunk leaves unused go back with the next lease: the limiter's bucket ends
+    /// where it would have been had they never been leased (explicit times, 40 units/s).
+    async fn unused_units_go_back_with_the_next_lease(db: idempipe_testkit::TestDb) {
+        let store = crate::connect(&db.url).await.unwrap();
+        store
+            .limiter_define(&LimiterConfig::new("api", 40.0).burst(100.0), 0)
+            .await
+            .unwrap();
+        let tokens_at = |t: Millis| {
+            let store = store.clone();
+            async move {
+                let (_, state) = store
+                    .limiter_lease("api", 0.0, 0, Unused::default(), t)
+                    .await
+                    .unwrap();
+                state.tokens
+            }
+        };
+        // Empty the bucket, so no refill is clipped by the burst below.
+        store
+            .limiter_lease("api", 100.0, 0, Unused::default(), 0)
+            .await
+            .unwrap();
+        let pools = Pools::default();
+        let at = |t: Millis| move || t;
+        // 100 ms: 4 units; one call leases one.
+        assert_eq!(
+            pools.take(&*store, "api", 1.0, at(100)).await.unwrap(),
+            Take::Granted
+        );
+        // The next leases twice the demand: two units, one used, one left.
+        assert_eq!(
+            pools.take(&*store, "api", 1.0, at(101)).await.unwrap(),
+            Take::Granted
+        );
+        let left = tokens_at(101).await;
+        assert!((left - 1.04).abs() < 1e-9, "{left}");
+        // 200 ms: the left unit expired; the next lease gives it back and takes two.
+        assert_eq!(
+            pools.take(&*store, "api", 1.0, at(200)).await.unwrap(),
+            Take::Granted
+        );
+        let now = tokens_at(200).await;
+        assert!(
+            (now - (1.04 + 0.099 * 40.0 + 1.0 - 2.0)).abs() < 1e-9,
+            "tokens {now}: the unused unit was not given back"
+        );
+    }
+
+    #[tokio::test]
+    async fn sqlite_unused_units_go_back_with_the_next_lease() {
+        unused_units_go_back_with_the_next_lease(idempipe_testkit::TestDb::sqlite()).await
+    }
+
+    #[tokio::test]
+    async fn postgres_unused_units_go_back_with_the_next_lease() {
+        unused_units_go_back_with_the_next_lease(idempipe_testkit::TestDb::postgres().await).await
     }
 
     #[test]

@@ -22,6 +22,7 @@ use super::error::PipelineError;
 use super::progress::frame_progress;
 use super::settings::{RunParams, SettingChange, Settings};
 use super::stage;
+use crate::storage::{Scratch, Storage};
 
 /// The stages whose output depends on the encoder settings: the segments, the thumbnail
 /// (decoded from an encoded segment) and the assembled output.
@@ -180,12 +181,17 @@ async fn completed(store: &SharedStore, run_id: i64, stage: &str) -> Result<i64,
         .sum())
 }
 
+/// Removes the encoded segments' directory through the storage layer: a local directory,
+/// or every object under the `s3://` prefix (endpoint and credentials from the AWS
+/// environment, as every command reads them). Deleting needs no scratch space, so the
+/// system temporary directory stands in for one.
 async fn remove_dir(dir: &std::path::Path) -> Result<(), PipelineError> {
-    match tokio::fs::remove_dir_all(dir).await {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(PipelineError::Output {
+    let storage = Storage::new(Scratch::unchecked(std::env::temp_dir()));
+    storage
+        .delete_tree(dir)
+        .await
+        .map_err(|e| PipelineError::Output {
             path: dir.to_owned(),
             detail: format!("cannot remove encoded segments made with the old settings: {e}"),
-        }),
-        _ => Ok(()),
-    }
+        })
 }

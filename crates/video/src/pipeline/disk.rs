@@ -129,6 +129,51 @@ pub fn list_run_dirs(root: &Path) -> std::io::Result<Vec<(PathBuf, Marker)>> {
     Ok(dirs)
 }
 
+/// The marker of the run directory `dir` (local or in object storage), if it has a
+/// readable one whose uid matches the directory name.
+pub async fn read_marker_in(storage: &Storage, dir: &Path) -> Result<Option<Marker>, StorageError> {
+    let Some(uid) = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_prefix(DIR_PREFIX))
+        .filter(|uid| is_uid(uid))
+    else {
+        return Ok(None);
+    };
+    let Some(text) = storage.get_bytes(&dir.join(MARKER)).await? else {
+        return Ok(None);
+    };
+    Ok(serde_json::from_slice::<Marker>(&text)
+        .ok()
+        .filter(|m| m.uid == uid))
+}
+
+/// [`list_run_dirs`] through `storage`: the run directories directly under `root`, a
+/// local directory or an `s3://` prefix.
+pub async fn list_run_dirs_in(
+    storage: &Storage,
+    root: &Path,
+) -> Result<Vec<(PathBuf, Marker)>, StorageError> {
+    let mut dirs = Vec::new();
+    for dir in storage.subdirs(root).await? {
+        if let Some(marker) = read_marker_in(storage, &dir).await? {
+            dirs.push((dir, marker));
+        }
+    }
+    Ok(dirs)
+}
+
+/// Removes the run directory (or key prefix) `dir` through `storage`; returns the bytes
+/// it held, or `None` if there was nothing there.
+pub async fn remove_tree(storage: &Storage, dir: &Path) -> Result<Option<u64>, StorageError> {
+    if storage.list(dir).await?.is_empty() && !tokio::fs::try_exists(dir).await.unwrap_or(false) {
+        return Ok(None);
+    }
+    let bytes = storage.tree_size(dir).await?;
+    storage.delete_tree(dir).await?;
+    Ok(Some(bytes))
+}
+
 /// Bytes in the files under `path` (symlinks are not followed; 0 if it is missing).
 pub fn dir_size(path: &Path) -> u64 {
     let Ok(meta) = std::fs::symlink_metadata(path) else {

@@ -85,3 +85,42 @@ pub(super) async fn list(dir: &Path) -> Result<Vec<PathBuf>, StorageError> {
     .await
     .map_err(|e| StorageError::new(Path::new("."), "list", e))?
 }
+
+/// Bytes in the files under `dir` (symlinks not followed; 0 when it is missing).
+pub(super) async fn tree_size(dir: &Path) -> Result<u64, StorageError> {
+    let mut total = 0;
+    for file in list(dir).await? {
+        match tokio::fs::symlink_metadata(&file).await {
+            Ok(m) => total += m.len(),
+            // Removed since it was listed.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StorageError::new(&file, "read metadata", e)),
+        }
+    }
+    Ok(total)
+}
+
+/// The directories (not symlinks) directly under `dir`, sorted; none when it is missing.
+pub(super) async fn subdirs(dir: &Path) -> Result<Vec<PathBuf>, StorageError> {
+    let mut entries = match tokio::fs::read_dir(dir).await {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(StorageError::new(dir, "list", e)),
+    };
+    let mut dirs = Vec::new();
+    while let Some(entry) = entries
+        .next_entry()
+        .await
+        .map_err(|e| StorageError::new(dir, "list", e))?
+    {
+        let kind = entry
+            .file_type()
+            .await
+            .map_err(|e| StorageError::new(&entry.path(), "list", e))?;
+        if kind.is_dir() {
+            dirs.push(entry.path());
+        }
+    }
+    dirs.sort();
+    Ok(dirs)
+}

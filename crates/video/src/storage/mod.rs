@@ -12,7 +12,8 @@
 //!   name, then rename); remote ones are one PUT, or a multipart upload above
 //!   [`s3::MULTIPART_ABOVE`], which S3 shows only once complete;
 //! - [`Storage::put_bytes`], [`Storage::get_bytes`], [`Storage::exists`],
-//!   [`Storage::size`], [`Storage::delete`], [`Storage::delete_tree`], [`Storage::list`].
+//!   [`Storage::size`], [`Storage::version`], [`Storage::delete`], [`Storage::delete_tree`],
+//!   [`Storage::list`], [`Storage::tree_size`], [`Storage::subdirs`].
 //!
 //! S3 endpoints, region and credentials come from the standard AWS environment
 //! variables (`AWS_ENDPOINT_URL`, `AWS_REGION`/`AWS_DEFAULT_REGION`,
@@ -57,6 +58,16 @@ pub fn check_location(location: &Path) -> Result<(), StorageError> {
         )),
         _ => Ok(()),
     }
+}
+
+/// What identifies one version of an object: a replaced object has another entity tag
+/// (and usually another size).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectVersion {
+    /// Size in bytes.
+    pub size: u64,
+    /// The entity tag the store gave it, if any.
+    pub e_tag: Option<String>,
 }
 
 /// Local files and object storage behind one interface, with this worker's scratch
@@ -237,6 +248,16 @@ impl Storage {
         }
     }
 
+    /// The size and entity tag of the object at the remote `location`, `None` when it
+    /// does not exist or `location` is a local path (a local file's stamp is its inode
+    /// and times, not known here).
+    pub async fn version(&self, location: &Path) -> Result<Option<ObjectVersion>, StorageError> {
+        match self.remote(location)? {
+            Some((bucket, key)) => self.noted(bucket.version(location, &key).await),
+            None => Ok(None),
+        }
+    }
+
     /// Whether `location` exists.
     pub async fn exists(&self, location: &Path) -> Result<bool, StorageError> {
         Ok(self.size(location).await?.is_some())
@@ -266,6 +287,31 @@ impl Storage {
                 }
                 _ => Ok(()),
             },
+        }
+    }
+
+    /// Bytes in the files under the directory (or key prefix) `dir`, recursively; 0 when
+    /// it is missing.
+    pub async fn tree_size(&self, dir: &Path) -> Result<u64, StorageError> {
+        match self.remote(dir)? {
+            Some((bucket, key)) => self.noted(bucket.tree_size(dir, &key).await),
+            None => local::tree_size(dir).await,
+        }
+    }
+
+    /// The directories (or key prefixes) directly under `dir`, sorted; none when it is
+    /// missing. Local symlinks are not directories here.
+    pub async fn subdirs(&self, dir: &Path) -> Result<Vec<PathBuf>, StorageError> {
+        match self.remote(dir)? {
+            Some((bucket, key)) => {
+                let (name, _) = bucket_and_key(dir).expect("remote");
+                let keys = self.noted(bucket.subdirs(dir, &key).await)?;
+                Ok(keys
+                    .into_iter()
+                    .map(|k| PathBuf::from(format!("{S3_SCHEME}{name}/{k}")))
+                    .collect())
+            }
+            None => local::subdirs(dir).await,
         }
     }
 

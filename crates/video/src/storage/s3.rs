@@ -268,8 +268,20 @@ impl Bucket {
         location: &Path,
         key: &str,
     ) -> Result<Option<u64>, StorageError> {
+        Ok(self.version(location, key).await?.map(|v| v.size))
+    }
+
+    /// The object's size and entity tag, `None` if there is none.
+    pub(super) async fn version(
+        &self,
+        location: &Path,
+        key: &str,
+    ) -> Result<Option<super::ObjectVersion>, StorageError> {
         match self.store.head(&Key::from(key)).await {
-            Ok(meta) => Ok(Some(meta.size)),
+            Ok(meta) => Ok(Some(super::ObjectVersion {
+                size: meta.size,
+                e_tag: meta.e_tag,
+            })),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(self.error(location, "read metadata", e)),
         }
@@ -299,6 +311,41 @@ impl Bucket {
             .map_err(|e| self.error(location, "list", e))?;
         keys.sort();
         Ok(keys)
+    }
+
+    /// Bytes in the objects under the directory-like prefix `prefix`.
+    pub(super) async fn tree_size(
+        &self,
+        location: &Path,
+        prefix: &str,
+    ) -> Result<u64, StorageError> {
+        self.store
+            .list(Some(&Key::from(prefix)))
+            .try_fold(0u64, |sum, meta| async move { Ok(sum + meta.size) })
+            .await
+            .map_err(|e| self.error(location, "list", e))
+    }
+
+    /// The directory-like prefixes directly under `prefix` (keys up to the next `/`),
+    /// sorted.
+    pub(super) async fn subdirs(
+        &self,
+        location: &Path,
+        prefix: &str,
+    ) -> Result<Vec<String>, StorageError> {
+        let key = Key::from(prefix);
+        let listed = self
+            .store
+            .list_with_delimiter((!prefix.is_empty()).then_some(&key))
+            .await
+            .map_err(|e| self.error(location, "list", e))?;
+        let mut dirs: Vec<String> = listed
+            .common_prefixes
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        dirs.sort();
+        Ok(dirs)
     }
 
     /// Deletes every object under the directory-like prefix `prefix`.

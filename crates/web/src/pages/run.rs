@@ -40,11 +40,14 @@ pub(crate) async fn run_page(
         Some(stage) => stage_items(state.store().as_ref(), id, stage).await?,
         None => Vec::new(),
     };
+    let remote = crate::compare::in_object_storage(&view.run);
     let compare = match grid.as_deref() {
-        Some(FRAME_STAGE) if cells.iter().any(|c| c.stage == FRAME_STAGE) => Some((
-            crate::compare::default_frame(state.store().as_ref(), id).await?,
-            cells.len(),
-        )),
+        Some(FRAME_STAGE) if remote.is_none() && cells.iter().any(|c| c.stage == FRAME_STAGE) => {
+            Some((
+                crate::compare::default_frame(state.store().as_ref(), id).await?,
+                cells.len(),
+            ))
+        }
         _ => None,
     };
     let running = view.run.status == RunStatus::Running;
@@ -59,6 +62,12 @@ pub(crate) async fn run_page(
                 }
             }
             @if let Some((frame, frames)) = compare { (compare_section(id, frame, frames)) }
+            @if let Some(location) = &remote {
+                section #compare-unavailable {
+                    h2 { "Before and after enhancement" }
+                    p.muted { "Not available: " (crate::compare::object_storage_note(location)) "." }
+                }
+            }
             section #media { (media(&view)) }
             section {
                 h2 { "Failures by kind" }

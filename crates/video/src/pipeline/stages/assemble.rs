@@ -14,6 +14,7 @@ use super::thumbnail::segments;
 use crate::media::{self, Expected, MediaError, MediaInfo, Subtitles};
 use crate::pipeline::context::{Ctx, storage_failure, transient};
 use crate::pipeline::disk;
+use crate::pipeline::output_guard::output_stamp;
 use crate::pipeline::settings::RunParams;
 use crate::pipeline::{report, stage};
 use crate::storage::{Fetched, Storage};
@@ -78,11 +79,11 @@ impl Handler for Assemble {
             .map_err(transient)?;
         // What the output file is, so that a later `process` knows it as this run's.
         report["uid"] = json!(params.uid);
-        report["output_file"] = if crate::storage::is_remote(&params.output) {
-            json!({ "location": params.output })
-        } else {
-            json!(disk::file_stamp(&params.output))
-        };
+        report["output_file"] = json!(
+            output_stamp(storage, &params.output)
+                .await
+                .map_err(storage_failure)?
+        );
         let text = serde_json::to_vec_pretty(&report).expect("report serialises");
         storage
             .put_bytes(&params.report, text)
