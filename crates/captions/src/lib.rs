@@ -9,7 +9,8 @@
 //! - `decode`: one decoder pass with the reference's timestamp rules.
 //! - [`transcribe`](mod@transcribe): the seek loop with temperature fallback and the
 //!   no-speech check.
-//! - [`windows`]: cutting audio into windows of at most 30 s at pauses.
+//! - [`vad`]: voice activity detection (Silero VAD v6 on candle).
+//! - [`windows`]: cutting audio into windows of at most 30 s around the speech found.
 //! - [`audio`]: PCM and WAV.
 //! - [`cues`]: cues from window transcripts, as WebVTT and SRT.
 //! - [`provider`]: the [`Transcriber`] trait, local and HTTP.
@@ -22,6 +23,7 @@ pub mod mel;
 pub mod model;
 pub mod provider;
 pub mod transcribe;
+pub mod vad;
 pub mod windows;
 
 pub use align::Word;

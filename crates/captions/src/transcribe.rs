@@ -70,6 +70,10 @@ pub struct TranscribeOptions {
     /// Time every word (cross-attention alignment); segments then start and end with
     /// their words.
     pub word_timestamps: bool,
+    /// Transcribe only the speech the voice activity detector finds (each window of
+    /// [`crate::speech_windows`] on its own), as faster-whisper's `vad_filter`. Off by
+    /// default, as there: the pipeline cuts its windows with the detector already.
+    pub vad_filter: bool,
 }
 
 impl Default for TranscribeOptions {
@@ -79,6 +83,7 @@ impl Default for TranscribeOptions {
             condition_on_previous_text: true,
             beam_size: 5,
             word_timestamps: true,
+            vad_filter: false,
         }
     }
 }
@@ -102,17 +107,79 @@ pub fn transcribe(
     samples: &[f32],
     options: &TranscribeOptions,
 ) -> Result<Transcript, TranscribeError> {
+    if !options.vad_filter {
+        return transcribe_stretch(model, filters, samples, options);
+    }
+    let windows = crate::windows::speech_windows(samples, &Default::default())?;
+    let language = match language_token(model, &options.language)? {
+        _ if model.is_english_only() => Some("en".to_string()),
+        known => known.map(|(_, code)| code),
+    };
+    let mut out = Transcript {
+        language,
+        ..Transcript::default()
+    };
+    let mut options = options.clone();
+    for w in windows {
+        let t = transcribe_stretch(model, filters, &samples[w.start..w.end], &options)?;
+        let offset = w.start_secs();
+        if options.language == AUTO_LANGUAGE && t.language.is_some() {
+            // Detected once, on the first window with speech, as without the filter.
+            options.language = t.language.clone().expect("checked");
+            out.language = t.language;
+        }
+        out.passes += t.passes;
+        out.fallbacks += t.fallbacks;
+        out.no_speech_passes += t.no_speech_passes;
+        out.segments.extend(t.segments.into_iter().map(|mut s| {
+            s.start += offset;
+            s.end += offset;
+            for word in &mut s.words {
+                word.start += offset;
+                word.end += offset;
+            }
+            s
+        }));
+    }
+    tracing::debug!(
+        speech_secs = out.segments.iter().map(|s| s.end - s.start).sum::<f64>(),
+        "transcribed the speech the detector found"
+    );
+    Ok(out)
+}
+
+/// The language to transcribe in: None to detect it (or for English-only models,
+/// whose code is `en`), else its token and code.
+fn language_token(
+    model: &WhisperModel,
+    language: &str,
+) -> Result<Option<(u32, String)>, TranscribeError> {
+    if model.is_english_only() {
+        return Ok(None);
+    }
+    if language == AUTO_LANGUAGE {
+        return Ok(None);
+    }
+    let known = model.languages.iter().find(|(_, c)| c == language);
+    let (id, code) = known.ok_or_else(|| TranscribeError::UnknownLanguage(language.into()))?;
+    Ok(Some((*id, code.clone())))
+}
+
+/// Transcribes all of `samples` (no voice activity detection).
+fn transcribe_stretch(
+    model: &mut WhisperModel,
+    filters: &[f32],
+    samples: &[f32],
+    options: &TranscribeOptions,
+) -> Result<Transcript, TranscribeError> {
     let mut out = Transcript::default();
     // The language token; None for English-only models, or until detected.
     let mut language = None;
     if model.is_english_only() {
         out.language = Some("en".into());
-    } else if options.language != AUTO_LANGUAGE {
-        let known = model.languages.iter().find(|(_, c)| *c == options.language);
-        let (id, code) =
-            known.ok_or_else(|| TranscribeError::UnknownLanguage(options.language.clone()))?;
-        language = Some(*id);
-        out.language = Some(code.clone());
+    } else if let Some((id, code)) = language_token(model, &options.language)? {
+        language = Some(id);
+        out.language = Some(code);
     }
     let n_mels = model.config.num_mel_bins;
     let (mel, frames) = log_mel(&model.config, filters, samples);
