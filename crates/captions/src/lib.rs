@@ -1,6 +1,6 @@
 //! Offline captions for idempipe: speech to text with Whisper running on candle, from
-//! CTranslate2 (faster-whisper) weights; timestamped decoding; windows cut at silences;
-//! WebVTT and SRT output.
+//! CTranslate2 (faster-whisper) weights; timestamped decoding; windows around the speech
+//! that voice activity detection finds; WebVTT and SRT output.
 //!
 //! # Layout
 //! - [`model`]: the CTranslate2 reader ([`model::ct2`]) and [`WhisperModel`], which maps

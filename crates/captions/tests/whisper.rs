@@ -1,6 +1,6 @@
 //! Whisper tiny.en on real speech: the CTranslate2 loader, decoding and timestamps, the
-//! seek loop across 30 s passes, windows cut at silences, and what silence and noise
-//! give.
+//! seek loop across 30 s passes, windows around the detected speech, and what silence
+//! and noise give.
 
 mod support;
 
