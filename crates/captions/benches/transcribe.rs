@@ -5,9 +5,12 @@
 //! `media/two-cities.opus` (44 s of a read audiobook with a known transcript, so the
 //! word error rate is printed) unless `IDEMPIPE_BENCH_AUDIO` names another media file
 //! (decoded with ffmpeg; no WER then). `IDEMPIPE_BENCH_RUNS` sets the runs per mode
-//! (default 3); `IDEMPIPE_WHISPER_MODEL` the model directory; `RAYON_NUM_THREADS` the
-//! threads candle uses. With `IDEMPIPE_BENCH_FASTER_WHISPER=1`, the same modes run in
-//! faster-whisper (`pip install faster-whisper`) with as many CPU threads, float32.
+//! (default 3); `IDEMPIPE_BENCH_MODES` a comma-separated choice of modes (`greedy`,
+//! `beam 5`, `greedy+words`, `greedy+vad`); `IDEMPIPE_WHISPER_MODEL` the model
+//! directory; `RAYON_NUM_THREADS` the threads candle uses. With
+//! `IDEMPIPE_BENCH_FASTER_WHISPER=1`, the same modes run in faster-whisper
+//! (`pip install faster-whisper`) with as many CPU threads, float32, with its
+//! `vad_filter` off except in `greedy+vad` (as on our side).
 //!
 //! Both sides transcribe the audio once untimed first. Each mode prints the wall time and
 //! the CPU time of the runs (median), the real-time
@@ -24,11 +27,12 @@ use idempipe_captions::mel::mel_filters;
 use idempipe_captions::{TranscribeOptions, WhisperModel, default_model_dir, transcribe};
 use support::{RATE, TWO_CITIES_FILE, TWO_CITIES_TEXT, audio_of, media, wer};
 
-/// The modes: name, beam size, word timestamps.
-const MODES: &[(&str, usize, bool)] = &[
-    ("greedy", 1, false),
-    ("beam 5", 5, false),
-    ("greedy+words", 1, true),
+/// The modes: name, beam size, word timestamps, voice activity detection.
+const MODES: &[(&str, usize, bool, bool)] = &[
+    ("greedy", 1, false, false),
+    ("beam 5", 5, false, false),
+    ("greedy+words", 1, true, false),
+    ("greedy+vad", 1, false, true),
 ];
 
 /// Runs the same modes in faster-whisper and prints one JSON line per mode.
@@ -36,13 +40,14 @@ const FASTER_WHISPER: &str = r#"
 import json, sys, time
 from faster_whisper import WhisperModel
 model_dir, wav, runs, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+modes = json.loads(sys.argv[5])
 model = WhisperModel(model_dir, device="cpu", compute_type="float32", cpu_threads=threads)
 list(model.transcribe(wav, beam_size=1)[0])  # warm-up, not timed
-for beam, words in [(1, False), (5, False), (1, True)]:
+for beam, words, vad in modes:
     walls, cpus, text = [], [], ""
     for _ in range(runs):
         w0, c0 = time.perf_counter(), time.process_time()
-        segments, _ = model.transcribe(wav, beam_size=beam, word_timestamps=words)
+        segments, _ = model.transcribe(wav, beam_size=beam, word_timestamps=words, vad_filter=vad)
         text = " ".join(s.text.strip() for s in segments)
         walls.append(time.perf_counter() - w0)
         cpus.append(time.process_time() - c0)
@@ -98,7 +103,9 @@ fn faster_whisper(
     samples: &[f32],
     runs: usize,
     threads: usize,
+    modes: &[(&str, usize, bool, bool)],
 ) -> Vec<Measured> {
+    let modes: Vec<(usize, bool, bool)> = modes.iter().map(|&(_, b, w, v)| (b, w, v)).collect();
     let wav = std::env::temp_dir().join(format!("idempipe-bench-{}.wav", std::process::id()));
     std::fs::write(&wav, idempipe_captions::audio::wav_bytes(samples)).expect("writes the WAV");
     let out = Command::new("python3")
@@ -108,6 +115,7 @@ fn faster_whisper(
         .arg(&wav)
         .arg(runs.to_string())
         .arg(threads.to_string())
+        .arg(serde_json::to_string(&modes).expect("modes serialise"))
         .output()
         .expect("python3 runs");
     let _ = std::fs::remove_file(&wav);
@@ -180,11 +188,23 @@ fn main() {
         ..TranscribeOptions::default()
     };
     transcribe(&mut model, &filters, &samples, &warm_up).expect("transcribes");
+    // IDEMPIPE_BENCH_MODES: a comma-separated choice of the modes' names.
+    let chosen = std::env::var("IDEMPIPE_BENCH_MODES").ok();
+    let modes: Vec<(&str, usize, bool, bool)> = MODES
+        .iter()
+        .copied()
+        .filter(|(name, ..)| {
+            chosen
+                .as_deref()
+                .is_none_or(|c| c.split(',').any(|m| m.trim() == *name))
+        })
+        .collect();
     let mut ours = Vec::new();
-    for &(mode, beam_size, word_timestamps) in MODES {
+    for &(mode, beam_size, word_timestamps, vad_filter) in &modes {
         let options = TranscribeOptions {
             beam_size,
             word_timestamps,
+            vad_filter,
             ..TranscribeOptions::default()
         };
         let mut m = Measured {
@@ -204,11 +224,11 @@ fn main() {
         ours.push(m);
     }
     if std::env::var("IDEMPIPE_BENCH_FASTER_WHISPER").as_deref() == Ok("1") {
-        let theirs = faster_whisper(&dir, &samples, runs, threads);
-        for (&(mode, ..), m) in MODES.iter().zip(&theirs) {
+        let theirs = faster_whisper(&dir, &samples, runs, threads, &modes);
+        for (&(mode, ..), m) in modes.iter().zip(&theirs) {
             report("faster-whisper", mode, audio_secs, m, reference);
         }
-        for ((&(mode, ..), a), b) in MODES.iter().zip(&ours).zip(&theirs) {
+        for ((&(mode, ..), a), b) in modes.iter().zip(&ours).zip(&theirs) {
             println!(
                 "ratio          {mode:<13} idempipe / faster-whisper: wall {:.2}, CPU {:.2}",
                 median(&a.walls) / median(&b.walls),

@@ -1,6 +1,6 @@
 //! Offline captions for idempipe: speech to text with Whisper running on candle, from
-//! CTranslate2 (faster-whisper) weights; timestamped decoding; windows cut at silences;
-//! WebVTT and SRT output.
+//! CTranslate2 (faster-whisper) weights; timestamped decoding; windows around the speech
+//! that voice activity detection finds; WebVTT and SRT output.
 //!
 //! # Layout
 //! - [`model`]: the CTranslate2 reader ([`model::ct2`]) and [`WhisperModel`], which maps
@@ -9,7 +9,8 @@
 //! - `decode`: one decoder pass with the reference's timestamp rules.
 //! - [`transcribe`](mod@transcribe): the seek loop with temperature fallback and the
 //!   no-speech check.
-//! - [`windows`]: cutting audio into windows of at most 30 s at pauses.
+//! - [`vad`]: voice activity detection (Silero VAD v6 on candle).
+//! - [`windows`]: cutting audio into windows of at most 30 s around the speech found.
 //! - [`audio`]: PCM and WAV.
 //! - [`cues`]: cues from window transcripts, as WebVTT and SRT.
 //! - [`provider`]: the [`Transcriber`] trait, local and HTTP.
@@ -22,6 +23,7 @@ pub mod mel;
 pub mod model;
 pub mod provider;
 pub mod transcribe;
+pub mod vad;
 pub mod windows;
 
 pub use align::Word;

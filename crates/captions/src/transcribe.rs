@@ -70,6 +70,10 @@ pub struct TranscribeOptions {
     /// Time every word (cross-attention alignment); segments then start and end with
     /// their words.
     pub word_timestamps: bool,
+    /// Transcribe only the speech the voice activity detector finds (its segments joined
+    /// end to end, times mapped back), as faster-whisper's `vad_filter`. Off by default,
+    /// as there: the pipeline cuts its windows with the detector already.
+    pub vad_filter: bool,
 }
 
 impl Default for TranscribeOptions {
@@ -79,6 +83,7 @@ impl Default for TranscribeOptions {
             condition_on_previous_text: true,
             beam_size: 5,
             word_timestamps: true,
+            vad_filter: false,
         }
     }
 }
@@ -102,17 +107,120 @@ pub fn transcribe(
     samples: &[f32],
     options: &TranscribeOptions,
 ) -> Result<Transcript, TranscribeError> {
+    if !options.vad_filter {
+        return transcribe_stretch(model, filters, samples, options);
+    }
+    // As faster-whisper's `vad_filter`: the speech segments (not cut at 30 s) are joined
+    // into one stretch, transcribed with the seek loop, and the times mapped back.
+    let vad = crate::vad::VadOptions {
+        max_speech_secs: f64::INFINITY,
+        ..crate::vad::VadOptions::default()
+    };
+    let speech = crate::vad::speech_in(samples, &vad)?;
+    if speech.is_empty() {
+        let language = match language_token(model, &options.language)? {
+            _ if model.is_english_only() => Some("en".to_string()),
+            known => known.map(|(_, code)| code),
+        };
+        return Ok(Transcript {
+            language,
+            ..Transcript::default()
+        });
+    }
+    let joined: Vec<f32> = speech
+        .iter()
+        .flat_map(|&(a, b)| samples[a..b].iter().copied())
+        .collect();
+    let mut out = transcribe_stretch(model, filters, &joined, options)?;
+    let map = SpeechMap::new(&speech);
+    for s in &mut out.segments {
+        s.start = map.original(s.start, false);
+        s.end = map.original(s.end, true);
+        for word in &mut s.words {
+            word.start = map.original(word.start, false);
+            word.end = map.original(word.end, true);
+        }
+    }
+    tracing::debug!(
+        kept_secs = joined.len() as f64 / w::SAMPLE_RATE as f64,
+        of_secs = samples.len() as f64 / w::SAMPLE_RATE as f64,
+        "transcribed the speech the detector found"
+    );
+    Ok(out)
+}
+
+/// Maps times in speech segments joined end to end back to times in the audio they
+/// were cut from (faster-whisper's `SpeechTimestampsMap`).
+struct SpeechMap {
+    /// Where each segment ends in the joined audio, in samples.
+    joined_ends: Vec<usize>,
+    /// Seconds of audio left out before each segment.
+    silence_before: Vec<f64>,
+}
+
+impl SpeechMap {
+    fn new(segments: &[(usize, usize)]) -> Self {
+        let (mut joined_ends, mut silence_before) = (Vec::new(), Vec::new());
+        let (mut previous_end, mut silent) = (0, 0);
+        for &(start, end) in segments {
+            silent += start - previous_end;
+            previous_end = end;
+            joined_ends.push(end - silent);
+            silence_before.push(silent as f64 / w::SAMPLE_RATE as f64);
+        }
+        Self {
+            joined_ends,
+            silence_before,
+        }
+    }
+
+    /// The original time of `secs` in the joined audio; an `end` exactly at a segment's
+    /// end stays in that segment.
+    fn original(&self, secs: f64, end: bool) -> f64 {
+        let sample = (secs * w::SAMPLE_RATE as f64) as usize;
+        let index = match self.joined_ends.iter().position(|&e| e == sample) {
+            Some(i) if end => i,
+            _ => self
+                .joined_ends
+                .partition_point(|&e| e <= sample)
+                .min(self.joined_ends.len() - 1),
+        };
+        secs + self.silence_before[index]
+    }
+}
+
+/// The language to transcribe in: None to detect it (or for English-only models,
+/// whose code is `en`), else its token and code.
+fn language_token(
+    model: &WhisperModel,
+    language: &str,
+) -> Result<Option<(u32, String)>, TranscribeError> {
+    if model.is_english_only() {
+        return Ok(None);
+    }
+    if language == AUTO_LANGUAGE {
+        return Ok(None);
+    }
+    let known = model.languages.iter().find(|(_, c)| c == language);
+    let (id, code) = known.ok_or_else(|| TranscribeError::UnknownLanguage(language.into()))?;
+    Ok(Some((*id, code.clone())))
+}
+
+/// Transcribes all of `samples` (no voice activity detection).
+fn transcribe_stretch(
+    model: &mut WhisperModel,
+    filters: &[f32],
+    samples: &[f32],
+    options: &TranscribeOptions,
+) -> Result<Transcript, TranscribeError> {
     let mut out = Transcript::default();
     // The language token; None for English-only models, or until detected.
     let mut language = None;
     if model.is_english_only() {
         out.language = Some("en".into());
-    } else if options.language != AUTO_LANGUAGE {
-        let known = model.languages.iter().find(|(_, c)| *c == options.language);
-        let (id, code) =
-            known.ok_or_else(|| TranscribeError::UnknownLanguage(options.language.clone()))?;
-        language = Some(*id);
-        out.language = Some(code.clone());
+    } else if let Some((id, code)) = language_token(model, &options.language)? {
+        language = Some(id);
+        out.language = Some(code);
     }
     let n_mels = model.config.num_mel_bins;
     let (mel, frames) = log_mel(&model.config, filters, samples);
@@ -364,6 +472,17 @@ mod tests {
         assert_eq!((segs[0].0, segs[0].1), (0.0, 1.0));
         // Resume at 1.00 s = 50 timestamp steps = 100 mel frames.
         assert_eq!(advance, 100);
+    }
+
+    #[test]
+    fn times_in_joined_speech_map_back_past_the_silences_left_out() {
+        // Speech at 1-3 s and 5-6 s: joined, 0-2 s is the first, 2-3 s the second.
+        let map = SpeechMap::new(&[(16_000, 48_000), (80_000, 96_000)]);
+        assert!((map.original(0.5, false) - 1.5).abs() < 1e-9);
+        assert!((map.original(2.0, true) - 3.0).abs() < 1e-9);
+        assert!((map.original(2.0, false) - 5.0).abs() < 1e-9);
+        assert!((map.original(2.5, false) - 5.5).abs() < 1e-9);
+        assert!((map.original(9.0, true) - 12.0).abs() < 1e-9);
     }
 
     #[test]

@@ -254,13 +254,13 @@ pub fn misplaced_cues(cues: &[Cue], regions: &[(f64, f64)], tolerance: f64) -> V
         .collect()
 }
 
-/// What the pipeline does with a stretch of audio: windows cut at silences, each
+/// What the pipeline does with a stretch of audio: windows around the speech found, each
 /// transcribed alone, the segments shifted by their window's start into cues.
 pub async fn pipeline_cues(
     transcriber: &dyn Transcriber,
     samples: &[f32],
 ) -> (Vec<Window>, Vec<Cue>) {
-    let windows = speech_windows(samples, &WindowOptions::default());
+    let windows = speech_windows(samples, &WindowOptions::default()).expect("the VAD runs");
     let mut transcripts = Vec::new();
     for (i, w) in windows.iter().enumerate() {
         let t = transcriber

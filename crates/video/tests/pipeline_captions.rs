@@ -123,7 +123,12 @@ async fn no_audio_or_no_speech_means_no_captions_and_a_reason_not_a_failure() {
         (sample("bikes.mp4"), "the input has no audio track"),
         (
             with_audio(&dir, "anullsrc=r=44100:cl=stereo", "silent.mp4"),
-            "the audio is silent",
+            "no speech was detected in the audio",
+        ),
+        // Music and animal calls, no speech.
+        (
+            sample("bigbuckbunny.mp4"),
+            "no speech was detected in the audio",
         ),
     ];
     for (i, (input, reason)) in cases.iter().enumerate() {

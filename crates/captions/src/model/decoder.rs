@@ -5,11 +5,15 @@
 //!
 //! Several sequences (beam search hypotheses, or samples) are decoded as one batch.
 
+use std::sync::Arc;
+
 use candle_core::{Module, Tensor};
 use candle_nn::{LayerNorm, Linear};
+use rayon::prelude::*;
 
 use super::ModelError;
 use super::ct2::Ct2File;
+use super::dense::Dense;
 use super::weights::{layer_norm, linear, tensor};
 
 /// The decoder's weights.
@@ -26,16 +30,16 @@ pub struct TextDecoder {
 struct DecoderLayer {
     self_norm: LayerNorm,
     /// Query, key and value projections in one (the key's bias is zero).
-    self_qkv: Linear,
-    self_out: Linear,
+    self_qkv: Dense,
+    self_out: Dense,
     cross_norm: LayerNorm,
-    cross_query: Linear,
+    cross_query: Dense,
     /// Key and value projections of the audio in one.
     cross_kv: Linear,
-    cross_out: Linear,
+    cross_out: Dense,
     ffn_norm: LayerNorm,
-    ffn_in: Linear,
-    ffn_out: Linear,
+    ffn_in: Dense,
+    ffn_out: Dense,
 }
 
 /// The decoding state of one window: the audio's cross-attention keys and values, and
@@ -45,6 +49,10 @@ pub struct DecoderCache {
     /// Per layer: keys transposed `(heads, head_dim, frames)` and values
     /// `(heads, frames, head_dim)`.
     cross: Vec<(Tensor, Tensor)>,
+    /// The same keys and values as flat vectors, for single-position steps.
+    cross_flat: Arc<Vec<(Vec<f32>, Vec<f32>)>>,
+    /// Audio frames.
+    frames: usize,
     /// Per layer: keys and values `(batch, heads, positions, head_dim)`.
     past: Vec<Option<(Tensor, Tensor)>>,
     /// Positions already fed.
@@ -83,17 +91,20 @@ impl TextDecoder {
         let layers = (0..layers)
             .map(|i| {
                 let p = format!("decoder/layer_{i}");
+                let dense = |name: &str| -> Result<Dense, ModelError> {
+                    Ok(Dense::new(linear(file, &format!("{p}/{name}"))?)?)
+                };
                 Ok(DecoderLayer {
                     self_norm: layer_norm(file, &format!("{p}/self_attention/layer_norm"))?,
-                    self_qkv: linear(file, &format!("{p}/self_attention/linear_0"))?,
-                    self_out: linear(file, &format!("{p}/self_attention/linear_1"))?,
+                    self_qkv: dense("self_attention/linear_0")?,
+                    self_out: dense("self_attention/linear_1")?,
                     cross_norm: layer_norm(file, &format!("{p}/attention/layer_norm"))?,
-                    cross_query: linear(file, &format!("{p}/attention/linear_0"))?,
+                    cross_query: dense("attention/linear_0")?,
                     cross_kv: linear(file, &format!("{p}/attention/linear_1"))?,
-                    cross_out: linear(file, &format!("{p}/attention/linear_2"))?,
+                    cross_out: dense("attention/linear_2")?,
                     ffn_norm: layer_norm(file, &format!("{p}/ffn/layer_norm"))?,
-                    ffn_in: linear(file, &format!("{p}/ffn/linear_0"))?,
-                    ffn_out: linear(file, &format!("{p}/ffn/linear_1"))?,
+                    ffn_in: dense("ffn/linear_0")?,
+                    ffn_out: dense("ffn/linear_1")?,
                 })
             })
             .collect::<Result<Vec<_>, ModelError>>()?;
@@ -123,8 +134,14 @@ impl TextDecoder {
                 ))
             })
             .collect::<candle_core::Result<Vec<_>>>()?;
+        let cross_flat = cross
+            .iter()
+            .map(|(k, v)| Ok((k.flatten_all()?.to_vec1()?, v.flatten_all()?.to_vec1()?)))
+            .collect::<candle_core::Result<Vec<_>>>()?;
         Ok(DecoderCache {
             cross,
+            cross_flat: Arc::new(cross_flat),
+            frames,
             past: vec![None; self.layers.len()],
             len: 0,
         })
@@ -174,14 +191,21 @@ impl TextDecoder {
 
             // Cross-attention: every sequence's positions against the shared audio keys.
             let q = layer.cross_query.forward(&layer.cross_norm.forward(&x)?)?;
-            let q = (q.reshape((b * n, h, hd))?.transpose(0, 1)?.contiguous()? * scale)?;
-            let (ck, cv) = &cache.cross[i];
-            let scores = q.matmul(ck)?;
-            for &(_, head) in capture.iter().filter(|(l, _)| *l == i) {
-                captured.push(scores.get(head)?);
-            }
-            let weights = candle_nn::ops::softmax_last_dim(&scores)?;
-            let attended = weights.matmul(cv)?.transpose(0, 1)?.reshape((b, n, d))?;
+            let attended = if capture.is_empty() && b * n <= 8 {
+                let (ck, cv) = &cache.cross_flat[i];
+                let q = q.flatten_all()?.to_vec1::<f32>()?;
+                let out = cross_attention(&q, ck, cv, h, hd, cache.frames, scale as f32);
+                Tensor::from_vec(out, (b, n, d), x.device())?
+            } else {
+                let q = (q.reshape((b * n, h, hd))?.transpose(0, 1)?.contiguous()? * scale)?;
+                let (ck, cv) = &cache.cross[i];
+                let scores = q.matmul(ck)?;
+                for &(_, head) in capture.iter().filter(|(l, _)| *l == i) {
+                    captured.push(scores.get(head)?);
+                }
+                let weights = candle_nn::ops::softmax_last_dim(&scores)?;
+                weights.matmul(cv)?.transpose(0, 1)?.reshape((b, n, d))?
+            };
             x = (x + layer.cross_out.forward(&attended)?)?;
 
             let ffn = layer
@@ -195,13 +219,72 @@ impl TextDecoder {
 
     /// Logits `(rows, vocab)` of hidden states `(rows, d_model)`.
     pub fn logits(&self, hidden: &Tensor) -> candle_core::Result<Tensor> {
-        hidden.matmul(&self.embeddings.t()?)
+        // The embeddings times the rows' transpose: for a few rows, candle's product
+        // reads the (vocab x d_model) weights once this way, not once per row.
+        self.embeddings.matmul(&hidden.t()?.contiguous()?)?.t()
     }
 
     /// Positions the decoder can attend to.
     pub fn max_positions(&self) -> usize {
         self.positions.dim(0).unwrap_or(0)
     }
+}
+
+/// Cross-attention of `q` (rows of `heads * head_dim`, already projected) over one
+/// layer's audio keys `ck` (`(heads, head_dim, frames)`) and values `cv`
+/// (`(heads, frames, head_dim)`): rows of `heads * head_dim`, heads side by side.
+fn cross_attention(
+    q: &[f32],
+    ck: &[f32],
+    cv: &[f32],
+    heads: usize,
+    head_dim: usize,
+    frames: usize,
+    scale: f32,
+) -> Vec<f32> {
+    let d = heads * head_dim;
+    let rows = q.len() / d;
+    let per_head: Vec<Vec<f32>> = (0..heads)
+        .into_par_iter()
+        .map(|h| {
+            let keys = &ck[h * head_dim * frames..(h + 1) * head_dim * frames];
+            let values = &cv[h * frames * head_dim..(h + 1) * frames * head_dim];
+            let mut out = vec![0.0f32; rows * head_dim];
+            let mut scores = vec![0.0f32; frames];
+            for r in 0..rows {
+                let qh = &q[r * d + h * head_dim..r * d + (h + 1) * head_dim];
+                scores.fill(0.0);
+                for (&qd, key_row) in qh.iter().zip(keys.chunks_exact(frames)) {
+                    let qd = qd * scale;
+                    for (s, &k) in scores.iter_mut().zip(key_row) {
+                        *s += qd * k;
+                    }
+                }
+                let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let mut total = 0.0f32;
+                for s in scores.iter_mut() {
+                    *s = (*s - max).exp();
+                    total += *s;
+                }
+                let o = &mut out[r * head_dim..(r + 1) * head_dim];
+                for (&w, value) in scores.iter().zip(values.chunks_exact(head_dim)) {
+                    let w = w / total;
+                    for (acc, &v) in o.iter_mut().zip(value) {
+                        *acc += w * v;
+                    }
+                }
+            }
+            out
+        })
+        .collect();
+    let mut out = vec![0.0f32; rows * d];
+    for (h, values) in per_head.iter().enumerate() {
+        for r in 0..rows {
+            out[r * d + h * head_dim..r * d + (h + 1) * head_dim]
+                .copy_from_slice(&values[r * head_dim..(r + 1) * head_dim]);
+        }
+    }
+    out
 }
 
 /// `(n, past + n)`: zero where new position `i` may see position `j`, minus infinity

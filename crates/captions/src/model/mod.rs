@@ -6,6 +6,7 @@
 
 pub mod ct2;
 pub mod decoder;
+mod dense;
 mod vocab;
 mod weights;
 

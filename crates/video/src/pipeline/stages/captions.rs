@@ -16,8 +16,8 @@ pub(crate) mod reason {
     pub(crate) const OFF: &str = "captions are off";
     /// The input has no audio stream.
     pub(crate) const NO_AUDIO: &str = "the input has no audio track";
-    /// The audio is silent throughout.
-    pub(crate) const SILENT: &str = "the audio is silent";
+    /// The voice activity detector found no speech (silence, noise or music only).
+    pub(crate) const SILENT: &str = "no speech was detected in the audio";
     /// The audio has sound but the model heard no words.
     pub(crate) const NO_SPEECH: &str = "no speech was recognised in the audio";
 }
