@@ -4,10 +4,11 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use idempipe_engine::{Handler, HandlerError, ItemResult, Job};
+use image::RgbImage;
 use serde_json::json;
 
 use super::SegmentWork;
-use crate::media::{FrameReader, write_frame_file};
+use crate::media::{FrameReader, write_frame_file_owned};
 use crate::pipeline::context::{Ctx, payload, storage_failure, transient};
 use crate::pipeline::disk::check_manifest;
 use crate::pipeline::settings::RunParams;
@@ -33,7 +34,13 @@ impl Handler for Extract {
             .await
             .map_err(transient)?;
         let mut n = 0;
-        while let Some(frame) = reader.next_frame().await.map_err(transient)? {
+        // One buffer for the whole segment: a fresh one per frame costs page faults.
+        let mut frame = RgbImage::default();
+        while reader
+            .next_frame_into(&mut frame)
+            .await
+            .map_err(transient)?
+        {
             if n >= work.frame_count {
                 break;
             }
@@ -42,7 +49,9 @@ impl Handler for Extract {
             let file = staged
                 .path()
                 .join(location.file_name().expect("a frame file name"));
-            write_frame_file(&file, &frame).await.map_err(transient)?;
+            frame = write_frame_file_owned(&file, frame)
+                .await
+                .map_err(transient)?;
             storage
                 .publish_file(&file, &location)
                 .await
