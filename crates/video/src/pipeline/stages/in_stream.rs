@@ -10,7 +10,6 @@
 //! eight frames whatever its length.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use idempipe_engine::HandlerError;
 use idempipe_enhance::EnhanceParams;
@@ -121,14 +120,15 @@ async fn decode(
 
 /// The enhancement thread: enhances, scores, and times the enhancement alone.
 ///
-/// The enhancement's CPU is this thread's CPU over the whole segment less the scoring
-/// (timed on the wall clock: well under a millisecond a frame). Reading the thread's
-/// clock around each frame undercounts: `/proc/thread-self/schedstat` moves only at
-/// scheduler ticks and switches, so a 2.5 ms enhancement between two reads often looks
-/// like 1 ms (a perf profile of a 720p run: `enhance_into` 2.5 ms a frame, per-frame
-/// reads 1.3 ms), and the rest was reported as the pipeline's own CPU. Over a segment
-/// the error is at most one tick. What this thread spends on its channels counts as
-/// enhancement: a few microseconds a frame.
+/// The enhancement's CPU is this thread's CPU over the whole segment less the scoring.
+/// Reading the thread's clock around each enhancement undercounts it:
+/// `/proc/thread-self/schedstat` moves only at scheduler ticks and switches, so a 2.5 ms
+/// enhancement between two reads often looks like 1 ms (a perf profile of a 720p run:
+/// `enhance_into` 2.5 ms a frame, per-frame reads 1.3 ms), and the rest was reported as
+/// the pipeline's own CPU. Over a segment the error is at most one tick. The scoring
+/// (a small fraction of a millisecond a frame, optimised) is read the same way around
+/// each call, which undercounts it, so the figure errs towards the enhancement by at
+/// most the scoring's cost; so does what this thread spends on its channels.
 fn enhance_frames(
     mut decoded: mpsc::Receiver<RgbImage>,
     out: mpsc::Sender<RgbImage>,
@@ -141,7 +141,7 @@ fn enhance_frames(
     let thread_started = cpu.ns();
     let mut outcome = StreamOutcome::default();
     let mut best: Option<(u64, f64)> = None;
-    let mut scoring = Duration::ZERO;
+    let mut scoring_ns = 0;
     while let Some(frame) = decoded.blocking_recv() {
         let mut enhanced = if outcome.frames < POOL as u64 {
             RgbImage::default()
@@ -154,9 +154,9 @@ fn enhance_frames(
         idempipe_enhance::enhance_into(&frame, &params, &mut enhanced);
         let _ = spent.send(frame);
         let global = first_frame + outcome.frames;
-        let scored = Instant::now();
+        let scored = cpu.ns();
         let score = Score::of(&enhanced).score();
-        scoring += scored.elapsed();
+        scoring_ns += cpu.ns().saturating_sub(scored);
         if best.is_none_or(|(_, s)| score > s) {
             best = Some((global, score));
         }
@@ -167,7 +167,8 @@ fn enhance_frames(
     }
     (outcome.best_frame, outcome.best_score) = best.unwrap_or((first_frame, 0.0));
     let thread_ns = cpu.ns().saturating_sub(thread_started);
-    outcome.enhance_cpu_ms = thread_ns.saturating_sub(scoring.as_nanos() as u64) as f64 / 1e6;
+    // Never negative: the scoring's reads are sub-intervals of the thread's.
+    outcome.enhance_cpu_ms = thread_ns.saturating_sub(scoring_ns) as f64 / 1e6;
     outcome
 }
 
