@@ -1,9 +1,11 @@
 //! PNG and JPEG encoding and decoding of RGB frames.
 //!
-//! PNG uses `CompressionType::Fast` (fdeflate's ultra-fast mode) with the `Up` filter:
-//! frames are sent once over a local or LAN link, so encode speed matters more than a
-//! few percent of size, and PNG stays lossless so results stay deterministic. JPEG
-//! uses quality 90: visually clean, about 5x smaller than PNG, but lossy.
+//! PNG comes in two compressions ([`PngCompression`]): `Stored` (deflate's stored blocks,
+//! no filter: the pixels are copied with two checksums, the cheapest PNG there is, about
+//! the raw size) and `Fast` (fdeflate's ultra-fast mode with the `Up` filter, about half
+//! the raw size for video frames at several times the CPU). Both are lossless, so results
+//! stay deterministic. JPEG uses quality 90: visually clean, about 5x smaller than PNG,
+//! but lossy.
 
 use std::io::Cursor;
 
@@ -148,14 +150,61 @@ pub fn decode_limited(
     Ok(img.into_rgb8())
 }
 
-/// Encodes `frame` as `format`.
+/// How a PNG body is compressed (the API accepts either; see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PngCompression {
+    /// Stored deflate blocks, no filter: the least CPU, the raw size on the wire.
+    #[default]
+    Stored,
+    /// fdeflate's ultra-fast mode with the `Up` filter: about half the size.
+    Fast,
+}
+
+impl PngCompression {
+    /// What a server answers with for a request `body` of a `width` x `height` frame:
+    /// `Stored` when the client sent at least the raw size (it did not compress, so CPU
+    /// matters more to it than bytes), `Fast` otherwise.
+    pub fn mirroring(body_len: usize, width: u32, height: u32) -> Self {
+        let raw = u64::from(width) * u64::from(height) * 3;
+        if body_len as u64 >= raw {
+            PngCompression::Stored
+        } else {
+            PngCompression::Fast
+        }
+    }
+}
+
+/// Encodes `frame` as `format`, PNG with fast compression.
 pub fn encode(frame: &RgbImage, format: ImageFormat) -> Result<Vec<u8>, CodecError> {
-    let mut out = Vec::with_capacity(frame.as_raw().len() / 2);
+    encode_with(frame, format, PngCompression::Fast)
+}
+
+/// Encodes `frame` as `format`, PNG compressed as `png` says (ignored for JPEG).
+pub fn encode_with(
+    frame: &RgbImage,
+    format: ImageFormat,
+    png: PngCompression,
+) -> Result<Vec<u8>, CodecError> {
     let (w, h) = frame.dimensions();
+    let raw = frame.as_raw().len();
+    let mut out = Vec::with_capacity(match (format, png) {
+        // Stored blocks add 5 bytes per 64 KiB, rows a filter byte each, chunks 12 bytes.
+        (ImageFormat::Png, PngCompression::Stored) => raw + raw / 8192 + h as usize + 1024,
+        _ => raw / 2,
+    });
     let result = match format {
         ImageFormat::Png => {
-            PngEncoder::new_with_quality(&mut out, CompressionType::Fast, FilterType::Up)
-                .write_image(frame.as_raw(), w, h, image::ExtendedColorType::Rgb8)
+            let (compression, filter) = match png {
+                PngCompression::Stored => (CompressionType::Uncompressed, FilterType::NoFilter),
+                PngCompression::Fast => (CompressionType::Fast, FilterType::Up),
+            };
+            PngEncoder::new_with_quality(&mut out, compression, filter).write_image(
+                frame.as_raw(),
+                w,
+                h,
+                image::ExtendedColorType::Rgb8,
+            )
         }
         ImageFormat::Jpeg => JpegEncoder::new_with_quality(&mut out, JPEG_QUALITY).write_image(
             frame.as_raw(),
@@ -182,6 +231,25 @@ mod tests {
     fn png_round_trip_is_lossless() {
         let bytes = encode(&img(), ImageFormat::Png).unwrap();
         assert_eq!(decode(&bytes, ImageFormat::Png).unwrap(), img());
+    }
+
+    #[test]
+    fn stored_png_round_trip_is_lossless_and_raw_sized() {
+        let frame = img();
+        let bytes = encode_with(&frame, ImageFormat::Png, PngCompression::Stored).unwrap();
+        assert_eq!(decode(&bytes, ImageFormat::Png).unwrap(), frame);
+        let raw = frame.as_raw().len();
+        assert!(bytes.len() > raw, "{} bytes for {raw} raw", bytes.len());
+        assert_eq!(
+            PngCompression::mirroring(bytes.len(), 33, 17),
+            PngCompression::Stored
+        );
+        let fast = encode(&frame, ImageFormat::Png).unwrap();
+        assert_eq!(decode(&fast, ImageFormat::Png).unwrap(), frame);
+        assert_eq!(
+            PngCompression::mirroring(raw - 1, 33, 17),
+            PngCompression::Fast
+        );
     }
 
     #[test]

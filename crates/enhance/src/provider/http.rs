@@ -14,7 +14,7 @@ use reqwest::{Client, Url};
 
 use super::http_common::{client, endpoint, garbled, ok_body, transport_error};
 use super::{Provider, ProviderConfigError, ProviderError};
-use crate::codec::{self, ImageFormat};
+use crate::codec::{self, ImageFormat, PngCompression};
 use crate::idempotency::validate_key;
 use crate::params::EnhanceParams;
 
@@ -27,6 +27,9 @@ pub struct HttpProviderConfig {
     pub connect_timeout: Duration,
     /// Format frames are sent in: PNG keeps results deterministic, JPEG is smaller.
     pub format: ImageFormat,
+    /// How PNG frames are compressed: stored by default (the least CPU per frame; the
+    /// enhancement server then answers stored too), `Fast` for a slow link.
+    pub png: PngCompression,
     /// Access token sent as `Authorization: Bearer TOKEN` (for a server started with
     /// one; see [`api_token_from_env`]).
     pub token: Option<String>,
@@ -46,6 +49,7 @@ impl Default for HttpProviderConfig {
             timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(5),
             format: ImageFormat::Png,
+            png: PngCompression::Stored,
             token: None,
         }
     }
@@ -100,9 +104,9 @@ impl HttpProvider {
             .validate()
             .map_err(|e| ProviderError::permanent(e.to_string()))?;
         validate_key(key.as_bytes()).map_err(|e| ProviderError::permanent(e.to_string()))?;
-        let format = self.config.format;
+        let (format, png) = (self.config.format, self.config.png);
         let (width, height) = frame.dimensions();
-        let body = blocking(move || codec::encode(&frame, format))
+        let body = blocking(move || codec::encode_with(&frame, format, png))
             .await?
             .map_err(|e| ProviderError::permanent(format!("could not encode the frame: {e}")))?;
 

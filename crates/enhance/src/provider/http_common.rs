@@ -92,7 +92,14 @@ pub async fn ok_body(
 ) -> Result<(HeaderMap, axum::body::Bytes), ProviderError> {
     let status = response.status().as_u16();
     let headers = response.headers().clone();
-    let mut body = Vec::new();
+    // Sized once from Content-Length (never beyond the limit): no regrowth and no copy
+    // of a multi-megabyte frame while it arrives.
+    let declared = response.content_length().unwrap_or(0);
+    let mut body = Vec::with_capacity(
+        usize::try_from(declared)
+            .unwrap_or(max_bytes)
+            .min(max_bytes),
+    );
     let mut complete = true;
     while complete {
         let chunk = response

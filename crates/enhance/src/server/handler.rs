@@ -13,7 +13,7 @@ use super::ServerState;
 use super::cache::fingerprint;
 use super::error::ApiError;
 use super::faults::AnswerFault;
-use crate::codec::{self, CodecError, ImageFormat};
+use crate::codec::{self, CodecError, ImageFormat, PngCompression};
 use crate::idempotency::validate_key;
 use crate::params::EnhanceParams;
 
@@ -206,8 +206,10 @@ async fn run_enhancement(
             ledger.enhanced(key);
         }
         let enhanced = crate::algorithm::enhance(&frame, &params);
-        let bytes =
-            codec::encode(&enhanced, format).map_err(|e| ApiError::Internal(e.to_string()))?;
+        // Answer as the client sent: stored PNG to a client that did not compress.
+        let png = PngCompression::mirroring(body.len(), frame.width(), frame.height());
+        let bytes = codec::encode_with(&enhanced, format, png)
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
         Ok(Bytes::from(bytes))
     });
     task.await

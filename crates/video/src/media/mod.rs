@@ -30,7 +30,9 @@ mod tool;
 pub use assemble::{Container, Expected, Subtitles, assemble, assemble_verified};
 pub use encode::{EncodeSettings, SegmentEncoder, X264_PRESETS};
 pub use error::MediaError;
-pub use frame_file::{read_frame_file, write_frame_file};
+pub use frame_file::{
+    read_frame_file, write_frame_file, write_frame_file_owned, write_frame_file_shared,
+};
 pub use frames::FrameReader;
 pub use probe::{MediaInfo, Rational, probe};
 pub use split::{Segment, split};

@@ -154,6 +154,9 @@ async fn encode_segment(
 
 /// Reads an enhanced frame (a local copy first when it is in object storage).
 async fn read_owned(storage: Arc<Storage>, path: PathBuf) -> Result<image::RgbImage, String> {
+    if !crate::storage::is_remote(&path) {
+        return read_frame_file(&path).await.map_err(|e| e.to_string());
+    }
     let file = storage.fetch(&path).await.map_err(|e| e.to_string())?;
     read_frame_file(file.path())
         .await

@@ -1,17 +1,19 @@
-//! `extract/N`: decode segment N into one frame file per frame.
+//! `extract/N`: decode input segment N into one frame file per frame, in the frames
+//! directory of the output segment each frame belongs to.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use idempipe_engine::{Handler, HandlerError, ItemResult, Job};
+use image::RgbImage;
 use serde_json::json;
 
 use super::SegmentWork;
-use crate::media::{FrameReader, write_frame_file};
+use crate::media::{FrameReader, write_frame_file_owned};
 use crate::pipeline::context::{Ctx, payload, storage_failure, transient};
 use crate::pipeline::disk::check_manifest;
 use crate::pipeline::settings::RunParams;
-use crate::storage::{Fetched, Storage};
+use crate::storage::{Fetched, Staged, Storage};
 
 /// Decodes a segment with [`FrameReader`] and writes each frame atomically. A rerun
 /// overwrites the same files with the same pixels.
@@ -24,25 +26,40 @@ impl Handler for Extract {
         let (params, dir) = self.0.run(job.run_id).await?;
         let storage = &self.0.storage;
         let segment = fetch_input_segment(storage, &work, &params, job.run_id).await?;
-        // Frames are written here (the frames directory itself when local), then published.
-        let staged = storage
-            .stage_dir(&dir.frames(work.segment))
-            .await
-            .map_err(storage_failure)?;
+        // Frames are written into their output segment's frames directory (that
+        // directory itself when local, else a scratch one), then published.
+        let mut staged: Option<(u32, Staged)> = None;
         let mut reader = FrameReader::open_with_size(segment.path(), work.width, work.height)
             .await
             .map_err(transient)?;
         let mut n = 0;
-        while let Some(frame) = reader.next_frame().await.map_err(transient)? {
+        // One buffer for the whole segment: a fresh one per frame costs page faults.
+        let mut frame = RgbImage::default();
+        while reader
+            .next_frame_into(&mut frame)
+            .await
+            .map_err(transient)?
+        {
             if n >= work.frame_count {
                 break;
             }
             let global = work.first_frame + n;
-            let location = dir.original(work.segment, global);
-            let file = staged
+            let output = work.output_of(n);
+            if staged.as_ref().is_none_or(|(o, _)| *o != output) {
+                let dir = storage
+                    .stage_dir(&dir.frames(output))
+                    .await
+                    .map_err(storage_failure)?;
+                staged = Some((output, dir));
+            }
+            let (_, into) = staged.as_ref().expect("staged above");
+            let location = dir.original(output, global);
+            let file = into
                 .path()
                 .join(location.file_name().expect("a frame file name"));
-            write_frame_file(&file, &frame).await.map_err(transient)?;
+            frame = write_frame_file_owned(&file, frame)
+                .await
+                .map_err(transient)?;
             storage
                 .publish_file(&file, &location)
                 .await

@@ -55,6 +55,32 @@ pub(crate) struct SegmentWork {
     /// libx264 threads of the segment's encoder (1 in runs made before it was recorded).
     #[serde(default = "one_thread")]
     pub(crate) encoder_threads: u32,
+    /// For `extract/N` of a run on an API: the output segments its frames go to (none
+    /// in runs made before output segments were cut at any frame: one output segment,
+    /// numbered as the input segment).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) outputs: Option<OutputSegments>,
+}
+
+/// How an input segment's frames are divided among output segments: consecutive pieces
+/// of `frames` frames (the last may be shorter), the first numbered `first`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub(crate) struct OutputSegments {
+    /// Index of the output segment holding the input segment's first frame.
+    pub(crate) first: u32,
+    /// Frames per output segment.
+    pub(crate) frames: u64,
+}
+
+impl SegmentWork {
+    /// The output segment (whose frames directory it goes in) of the `offset`-th frame
+    /// of this input segment.
+    pub(crate) fn output_of(&self, offset: u64) -> u32 {
+        match self.outputs {
+            Some(o) => o.first + (offset / o.frames.max(1)) as u32,
+            None => self.segment,
+        }
+    }
 }
 
 /// libx264 threads per segment encoder in new runs. A constant, not the machine's core

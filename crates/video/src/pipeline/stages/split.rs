@@ -8,7 +8,7 @@ use idempipe_engine::{Handler, HandlerError, ItemResult, Job, NewItem};
 use serde_json::json;
 
 use super::captions::reason;
-use super::{FrameWork, SegmentWork, WindowWork};
+use super::{FrameWork, OutputSegments, SegmentWork, WindowWork};
 use crate::media::{self, MediaError, MediaInfo, Segment};
 use crate::pipeline::artifacts::{
     ENCODES_GROUP, RunDir, TRANSCRIPTS_GROUP, frame_key, frames_group, seg_key, window_key,
@@ -66,9 +66,18 @@ impl Handler for Split {
             CaptionPlan::Skip(_) => 0,
         };
         let in_stream = params.settings.is_local();
+        // Runs on an API encode output segments of about --segment-seconds, cut at any
+        // frame, so encoding starts while later frames are still being enhanced.
+        let chunk = if in_stream {
+            0
+        } else {
+            output_chunk_frames(params.settings.segment_secs, info.fps)
+        };
+        let plan = plan_outputs(&segments, chunk, info.fps);
         for item in spawns(
             &info,
             &segments,
+            &plan,
             &dir,
             params.settings.window,
             in_stream,
@@ -76,7 +85,9 @@ impl Handler for Split {
         ) {
             job.spawn(item);
         }
-        Ok(json!({ "segments": segments, "frames": info.frame_count, "audio_windows": windows }))
+        // `segments` lists the output segments (what encode makes and assemble joins).
+        let outputs: Vec<&Segment> = plan.iter().flatten().collect();
+        Ok(json!({ "segments": outputs, "frames": info.frame_count, "audio_windows": windows }))
     }
 }
 
@@ -137,12 +148,57 @@ async fn plan_captions(
     ))
 }
 
+/// Frames per output segment of a run on an API: `segment_secs` of video (at least one
+/// frame).
+fn output_chunk_frames(segment_secs: f64, fps: media::Rational) -> u64 {
+    let fps = fps.num as f64 / fps.den.max(1) as f64;
+    (segment_secs * fps).round().max(1.0) as u64
+}
+
+/// The output segments of each input segment: the input segment itself when `chunk` is
+/// 0, else as few consecutive pieces of at most `chunk` frames as cover it, of equal
+/// length but for a shorter last one (250 frames at 60 make 5 of 50, not 4 of 60 and one
+/// of 10), numbered across the whole video. Each piece names its input segment's file.
+fn plan_outputs(segments: &[Segment], chunk: u64, fps: media::Rational) -> Vec<Vec<Segment>> {
+    let secs = |frames: u64| frames as f64 * fps.den as f64 / fps.num.max(1) as f64;
+    let mut index = 0;
+    segments
+        .iter()
+        .map(|seg| {
+            let size = if chunk == 0 {
+                seg.frame_count.max(1)
+            } else {
+                let pieces = seg.frame_count.div_ceil(chunk).max(1);
+                seg.frame_count.div_ceil(pieces).max(1)
+            };
+            let mut outputs = Vec::new();
+            let mut offset = 0;
+            while offset < seg.frame_count || (offset == 0 && seg.frame_count == 0) {
+                let count = size.min(seg.frame_count - offset);
+                let first = seg.first_frame + offset;
+                outputs.push(Segment {
+                    index,
+                    path: seg.path.clone(),
+                    first_frame: first,
+                    frame_count: count,
+                    start_secs: secs(first),
+                    duration_secs: secs(count),
+                });
+                index += 1;
+                offset += size;
+            }
+            outputs
+        })
+        .collect()
+}
+
 /// The items of the whole fan-out, in an order the store accepts: an item's inputs are
 /// listed before it, and a group's members before the item waiting for the group (a
 /// group without members counts as complete).
 fn spawns(
     info: &MediaInfo,
     segments: &[Segment],
+    plan: &[Vec<Segment>],
     dir: &RunDir,
     window: u32,
     in_stream: bool,
@@ -150,55 +206,73 @@ fn spawns(
 ) -> Vec<NewItem> {
     let (width, height) = info.display_size();
     let mut items = Vec::new();
-    for seg in segments {
+    let work_of = |seg: &Segment, index: u32, outputs: Option<OutputSegments>| SegmentWork {
+        segment: index,
+        path: seg.path.clone(),
+        first_frame: seg.first_frame,
+        frame_count: seg.frame_count,
+        width,
+        height,
+        fps: info.fps,
+        in_stream,
+        encoder_threads: super::ENCODER_THREADS,
+        outputs,
+    };
+    for (seg, outputs) in segments.iter().zip(plan) {
         let n = seg.index;
         let key = seg_key(n);
-        let work = SegmentWork {
-            segment: n,
-            path: seg.path.clone(),
-            first_frame: seg.first_frame,
-            frame_count: seg.frame_count,
-            width,
-            height,
-            fps: info.fps,
-            in_stream,
-            encoder_threads: super::ENCODER_THREADS,
-        };
-        let work = serde_json::to_value(&work).expect("segment work serialises");
         if in_stream {
             // Frames live only inside the encoder's stream: nothing to extract, no frame
             // items, no frame files to bound.
+            let work =
+                serde_json::to_value(work_of(seg, n, None)).expect("segment work serialises");
             items.push(NewItem::new(stage::ENCODE, &key, work).in_group(ENCODES_GROUP));
             continue;
         }
-        let mut extract = NewItem::new(stage::EXTRACT, &key, work.clone());
+        let first = outputs.first().expect("at least one output segment");
+        let split_outputs = OutputSegments {
+            first: first.index,
+            frames: first.frame_count.max(1),
+        };
+        let extract_work = work_of(seg, n, Some(split_outputs));
+        let mut extract = NewItem::new(
+            stage::EXTRACT,
+            &key,
+            serde_json::to_value(&extract_work).expect("segment work serialises"),
+        );
         if n >= window {
             // Disk stays bounded: segment N's frames are decoded only once segment N-K
-            // is encoded and its frames deleted.
-            extract = extract.after_item(stage::ENCODE, seg_key(n - window));
+            // is encoded (its last output segment) and its frames deleted.
+            let last = plan[(n - window) as usize]
+                .last()
+                .expect("at least one output segment");
+            extract = extract.after_item(stage::ENCODE, seg_key(last.index));
         }
         items.push(extract);
-        for i in 0..seg.frame_count {
-            let global = seg.first_frame + i;
-            let frame = FrameWork {
-                segment: n,
-                index_in_segment: i,
-                global,
-                original: dir.original(n, global),
-                enhanced: dir.enhanced(n, global),
-            };
-            let frame = serde_json::to_value(&frame).expect("frame work serialises");
+        for out in outputs {
+            for global in out.first_frame..out.first_frame + out.frame_count {
+                let frame = FrameWork {
+                    segment: out.index,
+                    index_in_segment: global - out.first_frame,
+                    global,
+                    original: dir.original(out.index, global),
+                    enhanced: dir.enhanced(out.index, global),
+                };
+                let frame = serde_json::to_value(&frame).expect("frame work serialises");
+                items.push(
+                    NewItem::new(stage::FRAME, frame_key(global), frame)
+                        .after_item(stage::EXTRACT, &key)
+                        .in_group(frames_group(out.index)),
+                );
+            }
+            let work = serde_json::to_value(work_of(out, out.index, None))
+                .expect("segment work serialises");
             items.push(
-                NewItem::new(stage::FRAME, frame_key(global), frame)
-                    .after_item(stage::EXTRACT, &key)
-                    .in_group(frames_group(n)),
+                NewItem::new(stage::ENCODE, seg_key(out.index), work)
+                    .after_group(frames_group(out.index))
+                    .in_group(ENCODES_GROUP),
             );
         }
-        items.push(
-            NewItem::new(stage::ENCODE, &key, work)
-                .after_group(frames_group(n))
-                .in_group(ENCODES_GROUP),
-        );
     }
     items.push(NewItem::new(stage::THUMBNAIL, "thumbnail", json!({})).after_group(ENCODES_GROUP));
     let captions_payload = match captions {
@@ -223,4 +297,72 @@ fn spawns(
             .after_item(stage::CAPTIONS, "captions"),
     );
     items
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(index: u32, first_frame: u64, frame_count: u64) -> Segment {
+        Segment {
+            index,
+            path: format!("seg_{index}.mp4").into(),
+            first_frame,
+            frame_count,
+            start_secs: 0.0,
+            duration_secs: 0.0,
+        }
+    }
+
+    #[test]
+    fn output_segments_cover_every_frame_once_in_even_pieces() {
+        let fps = media::Rational { num: 30, den: 1 };
+        assert_eq!(output_chunk_frames(2.0, fps), 60);
+        let plan = plan_outputs(&[input(0, 0, 250), input(1, 250, 50)], 60, fps);
+        let sizes: Vec<Vec<u64>> = plan
+            .iter()
+            .map(|o| o.iter().map(|s| s.frame_count).collect())
+            .collect();
+        assert_eq!(sizes, [vec![50, 50, 50, 50, 50], vec![50]]);
+        let all: Vec<&Segment> = plan.iter().flatten().collect();
+        let mut next = 0;
+        for (i, out) in all.iter().enumerate() {
+            assert_eq!(out.index as usize, i, "numbered across the video");
+            assert_eq!(out.first_frame, next, "contiguous");
+            next += out.frame_count;
+        }
+        assert_eq!(next, 300);
+        assert_eq!(all[5].path, std::path::PathBuf::from("seg_1.mp4"));
+        assert!((all[1].start_secs - 50.0 / 30.0).abs() < 1e-9);
+        // Local runs: one output segment per input segment, same numbering.
+        let plan = plan_outputs(&[input(0, 0, 250), input(1, 250, 50)], 0, fps);
+        assert_eq!(plan.iter().map(Vec::len).collect::<Vec<_>>(), [1, 1]);
+        assert_eq!(plan[1][0].index, 1);
+    }
+
+    #[test]
+    fn extract_sends_each_frame_to_its_output_segment() {
+        let work = |outputs| SegmentWork {
+            segment: 1,
+            path: "seg_1.mp4".into(),
+            first_frame: 250,
+            frame_count: 130,
+            width: 2,
+            height: 2,
+            fps: media::Rational { num: 30, den: 1 },
+            in_stream: false,
+            encoder_threads: 2,
+            outputs,
+        };
+        let chunked = work(Some(OutputSegments {
+            first: 5,
+            frames: 44,
+        }));
+        assert_eq!(chunked.output_of(0), 5);
+        assert_eq!(chunked.output_of(43), 5);
+        assert_eq!(chunked.output_of(44), 6);
+        assert_eq!(chunked.output_of(129), 7);
+        // Runs made before output segments: the input segment's own directory.
+        assert_eq!(work(None).output_of(129), 1);
+    }
 }

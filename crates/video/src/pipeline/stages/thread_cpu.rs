@@ -2,6 +2,8 @@
 //!
 //! The pipeline reports how much CPU the enhancement itself used, so that what the
 //! pipeline costs around it (decoding pipes, scoring, bookkeeping) can be told apart.
+//! The kernel brings this figure up to date only at scheduler ticks and context
+//! switches: read it around long stretches (a segment), not around one short call.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
