@@ -31,14 +31,10 @@ pub async fn write_frame_file(path: &Path, frame: &RgbImage) -> Result<(), Media
 /// Writes `frame` to `path` atomically (temporary name, then rename) without copying
 /// its pixels, and gives the frame back so that its buffer can be reused.
 pub async fn write_frame_file_owned(path: &Path, frame: RgbImage) -> Result<RgbImage, MediaError> {
-    let owned = path.to_owned();
-    tokio::task::spawn_blocking(move || write_blocking(&owned, &frame).map(|()| frame))
-        .await
-        .map_err(|e| MediaError::Io {
-            path: path.to_owned(),
-            action: "write frame",
-            source: std::io::Error::other(e),
-        })?
+    let frame = Arc::new(frame);
+    write_frame_file_shared(path, frame.clone()).await?;
+    // The write's clone was dropped with its task.
+    Ok(Arc::try_unwrap(frame).unwrap_or_else(|shared| (*shared).clone()))
 }
 
 /// Writes a shared `frame` to `path` atomically without copying its pixels: for a caller
