@@ -16,10 +16,14 @@ const PERIOD: Duration = Duration::from_secs(2);
 const WORKERS: usize = 3;
 /// Most `idempipe retry`s of a run failed by items killed out of attempts.
 const MAX_RETRIES: usize = 5;
+/// The API's delay per call: long enough that a run spans several kill periods on an
+/// idle machine (100 frames at 20 ms were done after one kill), and that kills land
+/// while calls are under way.
+const API_LATENCY_MS: &str = "400";
 
 /// Runs the scenario on `backend`.
 pub(crate) async fn run(suite: &Suite, backend: Backend) -> anyhow::Result<Row> {
-    let case = Case::new(suite, "kill-storm", backend, &["--latency-ms", "20"]).await?;
+    let case = Case::new(suite, "kill-storm", backend, &["--latency-ms", API_LATENCY_MS]).await?;
     let watch = case.submit().await?;
     let spawn = |i: usize, generation: usize| {
         let name = format!("w{i}-{generation}");
