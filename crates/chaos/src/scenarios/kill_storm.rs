@@ -23,7 +23,13 @@ const API_LATENCY_MS: &str = "400";
 
 /// Runs the scenario on `backend`.
 pub(crate) async fn run(suite: &Suite, backend: Backend) -> anyhow::Result<Row> {
-    let case = Case::new(suite, "kill-storm", backend, &["--latency-ms", API_LATENCY_MS]).await?;
+    let case = Case::new(
+        suite,
+        "kill-storm",
+        backend,
+        &["--latency-ms", API_LATENCY_MS],
+    )
+    .await?;
     let watch = case.submit().await?;
     let spawn = |i: usize, generation: usize| {
         let name = format!("w{i}-{generation}");
