@@ -13,11 +13,13 @@
 #[path = "support/cluster.rs"]
 mod cluster;
 
+use std::process::Child;
 use std::time::Duration;
 
 use cluster::{Cluster, attempts, kill, reference_frames, start_api};
-use idempipe_engine::RunStatus;
+use idempipe_engine::{RunStatus, SharedStore};
 use idempipe_enhance::server::ServerConfig;
+use idempipe_testkit::netns::Host;
 
 /// Frames in the sample.
 const FRAMES: u64 = 120;
@@ -35,29 +37,63 @@ async fn reference(cluster: &Cluster) -> Vec<String> {
     reference_frames(&cluster.dir, Some(&api)).await
 }
 
+/// `n` hosts, host `i` running a worker named `host{i}`.
+fn start_hosts(cluster: &Cluster, n: usize) -> (Vec<Host>, Vec<Child>) {
+    let hosts: Vec<_> = (0..n).map(|_| cluster.net.host()).collect();
+    let workers = hosts
+        .iter()
+        .enumerate()
+        .map(|(i, h)| cluster.worker(h, &format!("host{i}")))
+        .collect();
+    (hosts, workers)
+}
+
+/// Waits up to `timeout` for run `run_id` to end and stops the workers; the run must have
+/// completed (else `log_of`'s worker log is shown), with the one-process run's frames,
+/// each frame enhanced once at the API.
+async fn finish_checked(
+    cluster: &Cluster,
+    store: &SharedStore,
+    run_id: i64,
+    workers: &mut [Child],
+    reference: &[String],
+    log_of: &str,
+    timeout: Duration,
+) {
+    let status = cluster.wait_for_end(store, run_id, timeout).await;
+    workers.iter_mut().for_each(kill);
+    assert_eq!(
+        status,
+        RunStatus::Completed,
+        "{}",
+        cluster.worker_log(log_of)
+    );
+    assert_eq!(cluster.output_frames().await, reference, "frames differ");
+    let snapshot = cluster.api_state.stats().snapshot();
+    assert_eq!(
+        snapshot.enhance_calls, FRAMES,
+        "frames enhanced other than once: {snapshot:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn three_hosts_finish_one_run_frame_identical_to_one_process() {
     let cluster = Cluster::start(slow_api()).await;
     let reference = reference(&cluster).await;
     let store = cluster.db.store().await;
     let run_id = cluster.submit();
-    let hosts: Vec<_> = (0..3).map(|_| cluster.net.host()).collect();
-    let mut workers: Vec<_> = hosts
-        .iter()
-        .enumerate()
-        .map(|(i, h)| cluster.worker(h, &format!("host{i}")))
-        .collect();
-    let status = cluster
-        .wait_for_end(&store, run_id, Duration::from_secs(240))
-        .await;
-    workers.iter_mut().for_each(kill);
-    assert_eq!(
-        status,
-        RunStatus::Completed,
-        "{}",
-        cluster.worker_log("host0")
-    );
-    assert_eq!(cluster.output_frames().await, reference, "frames differ");
+    let (_hosts, mut workers) = start_hosts(&cluster, 3);
+    let timeout = Duration::from_secs(240);
+    finish_checked(
+        &cluster,
+        &store,
+        run_id,
+        &mut workers,
+        &reference,
+        "host0",
+        timeout,
+    )
+    .await;
     // Every host did a share of the frames.
     let tries = attempts(&store, run_id).await;
     for i in 0..3 {
@@ -68,7 +104,6 @@ async fn three_hosts_finish_one_run_frame_identical_to_one_process() {
             .count();
         assert!(frames > 0, "{name} enhanced no frame");
     }
-    assert_eq!(cluster.api_state.stats().enhance_calls(), FRAMES);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -77,31 +112,21 @@ async fn a_host_killed_mid_run_its_work_finishes_elsewhere_and_no_frame_is_enhan
     let reference = reference(&cluster).await;
     let store = cluster.db.store().await;
     let run_id = cluster.submit();
-    let hosts: Vec<_> = (0..3).map(|_| cluster.net.host()).collect();
-    let mut workers: Vec<_> = hosts
-        .iter()
-        .enumerate()
-        .map(|(i, h)| cluster.worker(h, &format!("host{i}")))
-        .collect();
+    let (hosts, mut workers) = start_hosts(&cluster, 3);
     cluster.wait_for_frames(&store, run_id, 30).await;
     kill(&mut workers[0]);
     hosts[0].cut_link();
-    let status = cluster
-        .wait_for_end(&store, run_id, Duration::from_secs(300))
-        .await;
-    workers.iter_mut().for_each(kill);
-    assert_eq!(
-        status,
-        RunStatus::Completed,
-        "{}",
-        cluster.worker_log("host1")
-    );
-    assert_eq!(cluster.output_frames().await, reference, "frames differ");
-    let snapshot = cluster.api_state.stats().snapshot();
-    assert_eq!(
-        snapshot.enhance_calls, FRAMES,
-        "frames enhanced more than once: {snapshot:?}"
-    );
+    let timeout = Duration::from_secs(300);
+    finish_checked(
+        &cluster,
+        &store,
+        run_id,
+        &mut workers,
+        &reference,
+        "host1",
+        timeout,
+    )
+    .await;
     // The killed host had work in hand; its leases expired and the others took it.
     let tries = attempts(&store, run_id).await;
     let rescued = tries
@@ -122,32 +147,22 @@ async fn the_object_store_restarting_mid_run_costs_retries_not_frames() {
     let reference = reference(&cluster).await;
     let store = cluster.db.store().await;
     let run_id = cluster.submit();
-    let hosts: Vec<_> = (0..2).map(|_| cluster.net.host()).collect();
-    let mut workers: Vec<_> = hosts
-        .iter()
-        .enumerate()
-        .map(|(i, h)| cluster.worker(h, &format!("host{i}")))
-        .collect();
+    let (_hosts, mut workers) = start_hosts(&cluster, 2);
     cluster.wait_for_frames(&store, run_id, 20).await;
     cluster.s3.kill();
     tokio::time::sleep(Duration::from_secs(2)).await;
     cluster.s3.restart();
-    let status = cluster
-        .wait_for_end(&store, run_id, Duration::from_secs(300))
-        .await;
-    workers.iter_mut().for_each(kill);
-    assert_eq!(
-        status,
-        RunStatus::Completed,
-        "{}",
-        cluster.worker_log("host0")
-    );
-    assert_eq!(cluster.output_frames().await, reference, "frames differ");
-    let snapshot = cluster.api_state.stats().snapshot();
-    assert_eq!(
-        snapshot.enhance_calls, FRAMES,
-        "a frame was enhanced again: {snapshot:?}"
-    );
+    let timeout = Duration::from_secs(300);
+    finish_checked(
+        &cluster,
+        &store,
+        run_id,
+        &mut workers,
+        &reference,
+        "host0",
+        timeout,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
