@@ -25,6 +25,26 @@ pub(crate) struct Child {
     completed: Arc<AtomicU64>,
 }
 
+/// Waits for a worker process's `ready` line on its stdout, then counts its
+/// `completed N` lines in a thread: the count it last reported.
+pub(crate) fn follow(process: &mut std::process::Child, what: &str) -> Arc<AtomicU64> {
+    let mut lines = BufReader::new(process.stdout.take().expect("stdout is piped")).lines();
+    match lines.next() {
+        Some(Ok(l)) if l == "ready" => {}
+        other => panic!("{what} did not start: {other:?}"),
+    }
+    let completed = Arc::new(AtomicU64::new(0));
+    let count = completed.clone();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            if let Some(n) = line.strip_prefix("completed ").and_then(|n| n.parse().ok()) {
+                count.store(n, Ordering::Relaxed);
+            }
+        }
+    });
+    completed
+}
+
 impl Child {
     /// Starts a child serving `url` and waits until it is connected.
     pub(crate) fn spawn(url: &str, variant: Variant, concurrency: usize, claim_batch: i64) -> Self {
@@ -38,20 +58,7 @@ impl Child {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start the second worker process");
-        let mut lines = BufReader::new(process.stdout.take().unwrap()).lines();
-        match lines.next() {
-            Some(Ok(l)) if l == "ready" => {}
-            other => panic!("second worker process did not start: {other:?}"),
-        }
-        let completed = Arc::new(AtomicU64::new(0));
-        let count = completed.clone();
-        std::thread::spawn(move || {
-            for line in lines.map_while(Result::ok) {
-                if let Some(n) = line.strip_prefix("completed ").and_then(|n| n.parse().ok()) {
-                    count.store(n, Ordering::Relaxed);
-                }
-            }
-        });
+        let completed = follow(&mut process, "second worker process");
         Self {
             stdin: Mutex::new(process.stdin.take()),
             process,

@@ -3,7 +3,7 @@
 //! concurrency and processes, its completion batching and local queue on. Needs `node` and
 //! `npm` (the package is installed into `benches/graphile/node_modules` on first use).
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -52,20 +52,7 @@ impl Node {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("node");
-        let mut lines = BufReader::new(process.stdout.take().unwrap()).lines();
-        match lines.next() {
-            Some(Ok(l)) if l == "ready" => {}
-            other => panic!("graphile worker did not start: {other:?}"),
-        }
-        let completed = Arc::new(AtomicU64::new(0));
-        let count = completed.clone();
-        std::thread::spawn(move || {
-            for line in lines.map_while(Result::ok) {
-                if let Some(n) = line.strip_prefix("completed ").and_then(|n| n.parse().ok()) {
-                    count.store(n, Ordering::Relaxed);
-                }
-            }
-        });
+        let completed = super::child::follow(&mut process, "graphile worker");
         Self { process, completed }
     }
 
