@@ -48,54 +48,65 @@ fn start_hosts(cluster: &Cluster, n: usize) -> (Vec<Host>, Vec<Child>) {
     (hosts, workers)
 }
 
-/// Waits up to `timeout` for run `run_id` to end and stops the workers; the run must have
-/// completed (else `log_of`'s worker log is shown), with the one-process run's frames,
-/// each frame enhanced once at the API.
-async fn finish_checked(
-    cluster: &Cluster,
-    store: &SharedStore,
+/// A run submitted on a fresh cluster (an API slow enough to catch it mid-way), with the
+/// frames a one-process run gives.
+struct Submitted {
+    cluster: Cluster,
+    reference: Vec<String>,
+    store: SharedStore,
     run_id: i64,
-    workers: &mut [Child],
-    reference: &[String],
-    log_of: &str,
-    timeout: Duration,
-) {
-    let status = cluster.wait_for_end(store, run_id, timeout).await;
-    workers.iter_mut().for_each(kill);
-    assert_eq!(
-        status,
-        RunStatus::Completed,
-        "{}",
-        cluster.worker_log(log_of)
-    );
-    assert_eq!(cluster.output_frames().await, reference, "frames differ");
-    let snapshot = cluster.api_state.stats().snapshot();
-    assert_eq!(
-        snapshot.enhance_calls, FRAMES,
-        "frames enhanced other than once: {snapshot:?}"
-    );
+}
+
+impl Submitted {
+    async fn start() -> Self {
+        let cluster = Cluster::start(slow_api()).await;
+        let reference = reference(&cluster).await;
+        let store = cluster.db.store().await;
+        let run_id = cluster.submit();
+        Self {
+            cluster,
+            reference,
+            store,
+            run_id,
+        }
+    }
+
+    /// Waits up to `timeout` for the run to end and stops the workers; it must have
+    /// completed (else `log_of`'s worker log is shown), with the reference's frames, each
+    /// frame enhanced once at the API.
+    async fn finish(&self, workers: &mut [Child], log_of: &str, timeout: Duration) {
+        let cluster = &self.cluster;
+        let status = cluster
+            .wait_for_end(&self.store, self.run_id, timeout)
+            .await;
+        workers.iter_mut().for_each(kill);
+        assert_eq!(
+            status,
+            RunStatus::Completed,
+            "{}",
+            cluster.worker_log(log_of)
+        );
+        assert_eq!(
+            cluster.output_frames().await,
+            self.reference,
+            "frames differ"
+        );
+        let snapshot = cluster.api_state.stats().snapshot();
+        assert_eq!(
+            snapshot.enhance_calls, FRAMES,
+            "frames enhanced other than once: {snapshot:?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn three_hosts_finish_one_run_frame_identical_to_one_process() {
-    let cluster = Cluster::start(slow_api()).await;
-    let reference = reference(&cluster).await;
-    let store = cluster.db.store().await;
-    let run_id = cluster.submit();
-    let (_hosts, mut workers) = start_hosts(&cluster, 3);
-    let timeout = Duration::from_secs(240);
-    finish_checked(
-        &cluster,
-        &store,
-        run_id,
-        &mut workers,
-        &reference,
-        "host0",
-        timeout,
-    )
-    .await;
+    let run = Submitted::start().await;
+    let (_hosts, mut workers) = start_hosts(&run.cluster, 3);
+    run.finish(&mut workers, "host0", Duration::from_secs(240))
+        .await;
     // Every host did a share of the frames.
-    let tries = attempts(&store, run_id).await;
+    let tries = attempts(&run.store, run.run_id).await;
     for i in 0..3 {
         let name = format!("host{i}");
         let frames = tries
@@ -108,27 +119,17 @@ async fn three_hosts_finish_one_run_frame_identical_to_one_process() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_host_killed_mid_run_its_work_finishes_elsewhere_and_no_frame_is_enhanced_twice() {
-    let cluster = Cluster::start(slow_api()).await;
-    let reference = reference(&cluster).await;
-    let store = cluster.db.store().await;
-    let run_id = cluster.submit();
-    let (hosts, mut workers) = start_hosts(&cluster, 3);
-    cluster.wait_for_frames(&store, run_id, 30).await;
+    let run = Submitted::start().await;
+    let (hosts, mut workers) = start_hosts(&run.cluster, 3);
+    run.cluster
+        .wait_for_frames(&run.store, run.run_id, 30)
+        .await;
     kill(&mut workers[0]);
     hosts[0].cut_link();
-    let timeout = Duration::from_secs(300);
-    finish_checked(
-        &cluster,
-        &store,
-        run_id,
-        &mut workers,
-        &reference,
-        "host1",
-        timeout,
-    )
-    .await;
+    run.finish(&mut workers, "host1", Duration::from_secs(300))
+        .await;
     // The killed host had work in hand; its leases expired and the others took it.
-    let tries = attempts(&store, run_id).await;
+    let tries = attempts(&run.store, run.run_id).await;
     let rescued = tries
         .iter()
         .filter(|(_, a)| {
@@ -143,26 +144,16 @@ async fn a_host_killed_mid_run_its_work_finishes_elsewhere_and_no_frame_is_enhan
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_object_store_restarting_mid_run_costs_retries_not_frames() {
-    let mut cluster = Cluster::start(slow_api()).await;
-    let reference = reference(&cluster).await;
-    let store = cluster.db.store().await;
-    let run_id = cluster.submit();
-    let (_hosts, mut workers) = start_hosts(&cluster, 2);
-    cluster.wait_for_frames(&store, run_id, 20).await;
-    cluster.s3.kill();
+    let mut run = Submitted::start().await;
+    let (_hosts, mut workers) = start_hosts(&run.cluster, 2);
+    run.cluster
+        .wait_for_frames(&run.store, run.run_id, 20)
+        .await;
+    run.cluster.s3.kill();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    cluster.s3.restart();
-    let timeout = Duration::from_secs(300);
-    finish_checked(
-        &cluster,
-        &store,
-        run_id,
-        &mut workers,
-        &reference,
-        "host0",
-        timeout,
-    )
-    .await;
+    run.cluster.s3.restart();
+    run.finish(&mut workers, "host0", Duration::from_secs(300))
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
