@@ -8,6 +8,9 @@ pub enum StoreError {
     /// (sqlx repeats them in its own chain), so the error exposes no `source()`.
     #[error("database error: {}", chain(.0))]
     Database(sqlx::Error),
+    /// The SQLite writer thread failed a statement or a commit, or is gone.
+    #[error("database error: {0}")]
+    Sqlite(String),
     /// PostgreSQL could not be reached or refused the connection.
     #[error("cannot connect to PostgreSQL at {target}: {detail}")]
     Connect {

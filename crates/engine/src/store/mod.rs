@@ -5,6 +5,7 @@
 //! paired by name, with comments where the dialects differ.
 
 pub(crate) mod location;
+mod hot_path;
 mod migrate;
 pub mod postgres;
 mod queries;
@@ -361,6 +362,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Gives back prefetched items whose lease lapsed before their handler started (their
     /// worker died), without counting the attempt; returns how many.
     async fn item_return_unstarted(&self, now: Millis) -> StoreResult<u64>;
+    /// [`Store::item_record`], then [`Store::item_claim`], in one transaction: a worker
+    /// whose slots just freed claims their next items in the commit of their outcomes (one
+    /// commit per item at concurrency 1). The claim happens only if the outcomes commit.
+    async fn item_record_and_claim(
+        &self,
+        outcomes: &[Outcome],
+        now: Millis,
+        claim: &ClaimParams,
+    ) -> StoreResult<(Vec<bool>, Vec<ClaimedItem>)>;
     /// [`Store::item_mark_external`] for many `(item id, lease token)` attempts in one
     /// statement; returns the ids marked (missing ones lost their lease).
     async fn item_mark_external_many(

@@ -162,6 +162,7 @@ macro_rules! impl_store {
             Attempt, Dep, Item, ItemStatus, NewItem, Run, RunActivity, RunStatus, StageCount,
         };
         use crate::policy::{Backoff, OnUnknown, StagePolicy};
+        use crate::store::hot_path::HotPath;
         use crate::store::migrate;
         use crate::store::shared::{self, Expired, Recorded, json_col};
         use crate::store::{
@@ -369,6 +370,19 @@ macro_rules! impl_store {
                         .await?;
                 }
                 Ok(())
+            }
+
+            fn claimed_item(row: &<$db as sqlx::Database>::Row) -> StoreResult<ClaimedItem> {
+                let attempts: i64 = row.try_get(4)?;
+                let retry_base: i64 = row.try_get(5)?;
+                Ok(ClaimedItem {
+                    id: row.try_get(0)?,
+                    run_id: row.try_get(1)?,
+                    key: row.try_get(2)?,
+                    payload: json_col("items.payload", row.try_get(3)?)?.unwrap_or(Value::Null),
+                    attempt: attempts,
+                    budget_used: attempts - retry_base,
+                })
             }
 
             fn recorded(row: &<$db as sqlx::Database>::Row) -> StoreResult<Recorded> {
@@ -697,6 +711,9 @@ macro_rules! impl_store {
             }
 
             async fn item_claim(&self, p: &ClaimParams) -> StoreResult<Vec<ClaimedItem>> {
+                if let Some(done) = self.hot_claim(p).await {
+                    return done;
+                }
                 let claim = |name: &str| {
                     sqlx::query(self.sql(name))
                         .bind(p.stage.clone())
@@ -737,6 +754,9 @@ macro_rules! impl_store {
             }
 
             async fn item_heartbeat(&self, ids: &[i64], lease_token: i64, lease_expires_at: Millis) -> StoreResult<Vec<i64>> {
+                if let Some(done) = self.hot_heartbeat(ids, lease_token, lease_expires_at).await {
+                    return done;
+                }
                 let query: Query<'_> = bind_ids(sqlx::query(self.sql("item_heartbeat")), ids)
                     .bind(lease_token)
                     .bind(lease_expires_at);
@@ -767,6 +787,9 @@ macro_rules! impl_store {
             async fn item_record(&self, outcomes: &[Outcome], now: Millis) -> StoreResult<Vec<bool>> {
                 if outcomes.is_empty() {
                     return Ok(Vec::new());
+                }
+                if let Some(done) = self.hot_record(outcomes, now).await {
+                    return done;
                 }
                 if let Some(sql) = QUERIES.find("item_record_all")
                     && outcomes.iter().all(|o| o.spawns.is_empty())
@@ -828,6 +851,9 @@ macro_rules! impl_store {
             }
 
             async fn item_release(&self, ids: &[i64], lease_token: i64, now: Millis) -> StoreResult<u64> {
+                if let Some(done) = self.hot_release(ids, lease_token, now).await {
+                    return done;
+                }
                 let mut tx = self.begin_write().await?;
                 let n = bind_ids(sqlx::query(self.sql("item_release")), ids)
                     .bind(lease_token)
@@ -1215,6 +1241,9 @@ macro_rules! impl_store {
             }
 
             async fn item_start(&self, ids: &[i64], ahead_token: i64, lease_token: i64, lease_expires_at: Millis) -> StoreResult<Vec<i64>> {
+                if let Some(done) = self.hot_start(ids, ahead_token, lease_token, lease_expires_at).await {
+                    return done;
+                }
                 let query = sqlx::query_scalar(self.sql("item_start"))
                     .bind(shared::json_array(ids))
                     .bind(ahead_token)
@@ -1247,7 +1276,49 @@ macro_rules! impl_store {
                 Ok(returned)
             }
 
+            async fn item_record_and_claim(&self, outcomes: &[Outcome], now: Millis, p: &ClaimParams) -> StoreResult<(Vec<bool>, Vec<ClaimedItem>)> {
+                if let Some(done) = self.hot_record_and_claim(outcomes, now, p).await {
+                    return done;
+                }
+                let Some(record_all) = QUERIES.find("item_record_all").filter(|_| outcomes.iter().all(|o| o.spawns.is_empty())) else {
+                    // Spawns take the full item_record flow: two transactions.
+                    let flags = self.item_record(outcomes, now).await?;
+                    return Ok((flags, self.item_claim(p).await?));
+                };
+                // One transaction of the two single statements: one commit for both.
+                let mut tx = self.begin_write().await?;
+                let rows = bind_outcomes(sqlx::query(record_all), outcomes, now).fetch_all(&mut *tx).await?;
+                let claimed = sqlx::query(self.sql("item_claim"))
+                    .bind(&p.stage)
+                    .bind(p.now)
+                    .bind(p.limit)
+                    .bind(p.lease_token)
+                    .bind(p.lease_expires_at)
+                    .bind(&p.worker)
+                    .bind(p.run_id)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                let mut woken: i64 = 0;
+                let mut done = std::collections::HashSet::new();
+                for row in &rows {
+                    done.insert(row.try_get::<i64, _>(0)?);
+                    woken = woken.max(row.try_get::<i64, _>(9)?);
+                }
+                if woken > 0 {
+                    self.notify_tx(&mut tx).await?;
+                }
+                tx.commit().await?;
+                if woken > 0 {
+                    self.local_wake.notify_waiters();
+                }
+                let claimed = claimed.iter().map(Self::claimed_item).collect::<StoreResult<_>>()?;
+                Ok((self.recorded_flags(outcomes, done).await?, claimed))
+            }
+
             async fn item_mark_external_many(&self, marks: &[(i64, i64)], now: Millis) -> StoreResult<Vec<i64>> {
+                if let Some(done) = self.hot_mark_many(marks, now).await {
+                    return done;
+                }
                 let param: Vec<Value> = marks.iter().map(|(id, token)| serde_json::json!({ "id": id, "token": token })).collect();
                 let query = sqlx::query_scalar(self.sql("item_mark_external_many"))
                     .bind(Value::Array(param).to_string())

@@ -10,14 +10,22 @@
 //!
 //! Backpressure: at most `MAX_PENDING` outcomes wait; a batch task submitting more waits
 //! (still holding its slot) until a commit makes room.
+//!
+//! A small worker whose slots are all busy leaves a claim order here ([`Completer::order`]):
+//! the next flush claims the items of the slots it frees in the same transaction as their
+//! outcomes (`Store::item_record_and_claim`), so at concurrency 1 an item costs one commit
+//! and one round trip to the writer, not two.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use crate::clock::SharedClock;
-use crate::store::{Outcome, OutcomeKind, SharedStore};
+use crate::error::StoreResult;
+use crate::store::{ClaimParams, ClaimedItem, Outcome, OutcomeKind, SharedStore};
 use crate::worker::WorkerStats;
 use crate::worker::heartbeat::Leases;
 
@@ -36,12 +44,33 @@ struct Submission {
     _room: OwnedSemaphorePermit,
 }
 
+/// A claim that rides with the next flush: it claims, in the flush's transaction, up to
+/// `per_slot` items for each handler call whose outcomes the flush commits (at most
+/// `max`), with a lease of `lease` from the flush's time.
+pub(crate) struct ClaimOrder {
+    /// The claim; `limit`, `now` and `lease_expires_at` are set by the flush.
+    pub(crate) params: ClaimParams,
+    pub(crate) lease: Duration,
+    pub(crate) per_slot: i64,
+    pub(crate) max: i64,
+    /// The claim's limit and items, once the flush committed (or failed).
+    pub(crate) reply: oneshot::Sender<(i64, StoreResult<Vec<ClaimedItem>>)>,
+}
+
+/// The order waiting for a flush, and the submissions queued for one.
+#[derive(Default)]
+struct Rider {
+    order: Option<ClaimOrder>,
+    queued: usize,
+}
+
 /// Handle to the completer task.
 pub(crate) struct Completer {
     tx: Mutex<Option<mpsc::UnboundedSender<Submission>>>,
     task: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     room: Arc<Semaphore>,
     leases: Arc<Leases>,
+    rider: Arc<Mutex<Rider>>,
 }
 
 /// What the completer needs besides the store: where to count, whose leases to drop.
@@ -57,12 +86,28 @@ impl Completer {
     pub(crate) fn start(sink: Sink) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let leases = sink.leases.clone();
-        let task = tokio::spawn(run(sink, rx));
+        let rider = Arc::new(Mutex::new(Rider::default()));
+        let task = tokio::spawn(run(sink, rx, rider.clone()));
         Self {
             tx: Mutex::new(Some(tx)),
             task: tokio::sync::Mutex::new(Some(task)),
             room: Arc::new(Semaphore::new(MAX_PENDING)),
             leases,
+            rider,
+        }
+    }
+
+    /// Leaves a claim for the next flush (replacing none: the fetcher has one at a time).
+    pub(crate) fn order(&self, order: ClaimOrder) {
+        self.rider.lock().expect("rider").order = Some(order);
+    }
+
+    /// Drops the order if no flush is coming to take it (nothing is queued): a handler
+    /// call ended without outcomes. Its claim then runs on its own.
+    pub(crate) fn revoke_if_idle(&self) {
+        let mut rider = self.rider.lock().expect("rider");
+        if rider.queued == 0 {
+            rider.order = None;
         }
     }
 
@@ -83,9 +128,18 @@ impl Completer {
             outcomes,
             _room: room,
         };
-        let sent = match self.tx.lock().expect("completer sender").as_ref() {
-            Some(tx) => tx.send(submission).map_err(|e| e.0),
-            None => Err(submission),
+        // Counted before the send, under the rider's lock: a flush that takes an order
+        // always sees the submissions it will carry.
+        let sent = {
+            let mut rider = self.rider.lock().expect("rider");
+            let sent = match self.tx.lock().expect("completer sender").as_ref() {
+                Some(tx) => tx.send(submission).map_err(|e| e.0),
+                None => Err(submission),
+            };
+            if sent.is_ok() {
+                rider.queued += 1;
+            }
+            sent
         };
         if let Err(lost) = sent {
             let ids: Vec<i64> = lost.outcomes.iter().map(|o| o.item_id).collect();
@@ -103,7 +157,7 @@ impl Completer {
     }
 }
 
-async fn run(sink: Sink, mut rx: mpsc::UnboundedReceiver<Submission>) {
+async fn run(sink: Sink, mut rx: mpsc::UnboundedReceiver<Submission>, rider: Arc<Mutex<Rider>>) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         let mut count = batch[0].outcomes.len();
@@ -127,7 +181,21 @@ async fn run(sink: Sink, mut rx: mpsc::UnboundedReceiver<Submission>) {
         for submission in &batch {
             sink.leases.settling(submission.lease_entry);
         }
-        match sink.store.item_record(&all, sink.clock.now()).await {
+        let order = {
+            let mut rider = rider.lock().expect("rider");
+            rider.queued -= batch.len();
+            rider.order.take()
+        };
+        let now = sink.clock.now();
+        let recorded = match order {
+            None => sink
+                .store
+                .item_record(&all, now)
+                .await
+                .map_err(|e| e.to_string()),
+            Some(order) => ride(&sink, &all, batch.len(), order, now).await,
+        };
+        match recorded {
             Ok(flags) => {
                 let mut flags = flags.into_iter().zip(kinds);
                 for (submission, n) in batch.iter().zip(&sizes) {
@@ -143,6 +211,38 @@ async fn run(sink: Sink, mut rx: mpsc::UnboundedReceiver<Submission>) {
         }
         for submission in &batch {
             sink.leases.forget(submission.lease_entry);
+        }
+    }
+}
+
+/// Records `all` (of `calls` handler calls) and runs `order`'s claim in one transaction;
+/// answers the order and returns the outcomes' flags.
+async fn ride(
+    sink: &Sink,
+    all: &[Outcome],
+    calls: usize,
+    order: ClaimOrder,
+    now: i64,
+) -> Result<Vec<bool>, String> {
+    let ClaimOrder {
+        mut params,
+        lease,
+        per_slot,
+        max,
+        reply,
+    } = order;
+    params.limit = (per_slot * calls as i64).min(max).max(1);
+    params.now = now;
+    params.lease_expires_at = now + lease.as_millis() as i64;
+    match sink.store.item_record_and_claim(all, now, &params).await {
+        Ok((flags, claimed)) => {
+            let _ = reply.send((params.limit, Ok(claimed)));
+            Ok(flags)
+        }
+        Err(e) => {
+            let why = e.to_string();
+            let _ = reply.send((params.limit, Err(e)));
+            Err(why)
         }
     }
 }
@@ -226,6 +326,123 @@ mod tests {
             ItemStatus::Running,
             "a stale outcome changes nothing"
         );
+    }
+
+    fn start(store: &SharedStore) -> (Completer, Arc<Leases>) {
+        let leases = Arc::new(Leases::default());
+        let completer = Completer::start(Sink {
+            store: store.clone(),
+            clock: crate::clock::system_clock(),
+            stats: Arc::new(WorkerStats::default()),
+            leases: leases.clone(),
+        });
+        (completer, leases)
+    }
+
+    /// An order for the next flush's claim, by worker `w2` under token 8 (30 s leases).
+    fn order() -> (ClaimOrder, oneshot::Receiver<(i64, StoreResult<Vec<ClaimedItem>>)>) {
+        let (reply, answer) = oneshot::channel();
+        let params = ClaimParams {
+            stage: "s".into(),
+            limit: 0,
+            worker: "w2".into(),
+            lease_token: 8,
+            lease_expires_at: 0,
+            now: 0,
+            run_id: None,
+        };
+        let order = ClaimOrder {
+            params,
+            lease: Duration::from_secs(30),
+            per_slot: 1,
+            max: 10,
+            reply,
+        };
+        (order, answer)
+    }
+
+    /// A claim order rides with the next flush: the flush records the outcomes and claims
+    /// one call's worth of items for the one call it carries, both at the same time (one
+    /// transaction), and answers the order with them.
+    async fn a_claim_order_rides_with_the_flush(db: idempipe_testkit::TestDb) {
+        let token = 7;
+        let (store, run, claimed) = super::super::test_setup::claimed(&db, &["a"], token).await;
+        let now = crate::clock::system_clock().now();
+        let more = ["b", "c"].map(|k| crate::model::NewItem::new("s", k, json!(null)));
+        store.item_insert(run, &more, now).await.unwrap();
+        let (completer, leases) = start(&store);
+        let (order, answer) = order();
+        completer.order(order);
+        let (entry, _cancel) = leases.register(vec![claimed[0].id], token, Duration::from_secs(30));
+        let done = Outcome {
+            item_id: claimed[0].id,
+            lease_token: token,
+            kind: OutcomeKind::Completed(json!("done")),
+            spawns: Vec::new(),
+        };
+        completer.submit("s", entry, vec![done]).await;
+        let (limit, next) = answer.await.expect("the flush answers the order");
+        let next = next.unwrap();
+        assert_eq!(limit, 1, "one call's outcomes free one slot");
+        assert_eq!(next.len(), 1);
+        completer.close().await;
+        let a = store.item_get(run, "s", "a").await.unwrap();
+        assert_eq!(a.status, ItemStatus::Completed);
+        let b = store.item_get(run, "s", &next[0].key).await.unwrap();
+        assert_eq!(b.status, ItemStatus::Running);
+        assert_eq!(b.worker.as_deref(), Some("w2"));
+        assert_eq!(
+            b.lease_expires_at,
+            a.completed_at.map(|t| t + 30_000),
+            "claimed at the time its predecessor completed"
+        );
+    }
+
+    /// An order that no flush will take (nothing queued: the call ended without outcomes)
+    /// is revoked; one with outcomes queued stays for their flush.
+    async fn an_order_without_a_flush_coming_is_revoked(db: idempipe_testkit::TestDb) {
+        let token = 7;
+        let (store, _run, claimed) = super::super::test_setup::claimed(&db, &["a"], token).await;
+        let (completer, leases) = start(&store);
+        let (first, revoked) = order();
+        completer.order(first);
+        completer.revoke_if_idle();
+        assert!(revoked.await.is_err(), "revoked: its claim runs on its own");
+        let (second, answer) = order();
+        completer.order(second);
+        let (entry, _cancel) = leases.register(vec![claimed[0].id], token, Duration::from_secs(30));
+        let done = Outcome {
+            item_id: claimed[0].id,
+            lease_token: token,
+            kind: OutcomeKind::Completed(json!(null)),
+            spawns: Vec::new(),
+        };
+        completer.submit("s", entry, vec![done]).await;
+        completer.revoke_if_idle();
+        let (_, claimed) = answer.await.expect("a flush is coming: the order stays");
+        assert!(claimed.unwrap().is_empty(), "nothing else is due");
+        completer.close().await;
+    }
+
+    #[tokio::test]
+    async fn sqlite_a_claim_order_rides_with_the_flush() {
+        a_claim_order_rides_with_the_flush(idempipe_testkit::TestDb::sqlite()).await
+    }
+
+    #[tokio::test]
+    async fn postgres_a_claim_order_rides_with_the_flush() {
+        a_claim_order_rides_with_the_flush(idempipe_testkit::TestDb::postgres().await).await
+    }
+
+    #[tokio::test]
+    async fn sqlite_an_order_without_a_flush_coming_is_revoked() {
+        an_order_without_a_flush_coming_is_revoked(idempipe_testkit::TestDb::sqlite()).await
+    }
+
+    #[tokio::test]
+    async fn postgres_an_order_without_a_flush_coming_is_revoked() {
+        an_order_without_a_flush_coming_is_revoked(idempipe_testkit::TestDb::postgres().await)
+            .await
     }
 
     #[tokio::test]

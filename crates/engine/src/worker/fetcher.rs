@@ -14,17 +14,29 @@
 //!
 //! A stage whose claim came back short is not claimed again until new work may be due
 //! (`wait_for_work`), or its limiter's pause ends.
+//!
+//! A small worker without prefetch (at most [`RIDE_UP_TO`] slots) whose slots are all busy
+//! leaves its next claim with the completer instead ([`ClaimOrder`]): the flush that
+//! commits the outcomes of the slots it frees claims their next items in the same
+//! transaction. If a call ends without outcomes, the order is revoked and claims on its own.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::OnceCell;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::sync::{OnceCell, oneshot};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::store::{ClaimParams, ClaimedItem};
+use crate::worker::completer::ClaimOrder;
 use crate::worker::{Shared, Stage, WorkerConfig};
+
+/// Largest concurrency at which claims ride with the completer's flush: beyond it, slots
+/// free often enough that claims in their own transactions batch well.
+pub(crate) const RIDE_UP_TO: usize = 4;
 
 /// Claims running at once, over all stages.
 const MAX_CLAIMS_IN_FLIGHT: usize = 2;
@@ -113,6 +125,10 @@ pub(crate) struct Fetcher {
     /// Claims in flight per stage.
     claiming_stage: Vec<usize>,
     next_stage: usize,
+    /// Claims ride with the completer's flushes (see the module doc).
+    ride: bool,
+    /// Set on shutdown: a revoked order then claims nothing.
+    draining: Arc<AtomicBool>,
 }
 
 impl Fetcher {
@@ -134,6 +150,8 @@ impl Fetcher {
             dry,
             claiming_stage,
             next_stage: 0,
+            ride: config.prefetch == 0 && config.concurrency <= RIDE_UP_TO,
+            draining: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -166,6 +184,9 @@ impl Fetcher {
             } else if ahead_room >= (self.prefetch / 4).max(1) {
                 (ahead_room, true)
             } else {
+                if self.ride && self.queue.is_empty() && self.claims.is_empty() {
+                    self.order(shared);
+                }
                 return;
             };
             let Some(stage_index) = self.next_claimable(shared) else {
@@ -231,6 +252,64 @@ impl Fetcher {
                 units,
                 stale_at,
                 items: store.item_claim(&params).await,
+            }
+        });
+    }
+
+    /// Leaves the next claim with the completer (every slot is busy, nothing is queued or
+    /// claiming): the flush of the slots that free claims for them. The order counts as a
+    /// claim in flight for every slot, so no other claim starts until it is answered.
+    fn order(&mut self, shared: &Arc<Shared>) {
+        let Some(stage_index) = self.next_claimable(shared) else {
+            return;
+        };
+        let stage = &self.stages[stage_index];
+        let token = fastrand::i64(1..i64::MAX);
+        let lease = stage.policy.lease;
+        let per_slot = stage.policy.batch_size as i64;
+        let params = ClaimParams {
+            stage: stage.policy.name.clone(),
+            limit: per_slot.min(self.claim_batch).max(1),
+            worker: self.worker.clone(),
+            lease_token: token,
+            lease_expires_at: 0,
+            now: 0,
+            run_id: self.run,
+        };
+        let (reply, answer) = oneshot::channel();
+        shared.completer.order(ClaimOrder {
+            params: params.clone(),
+            lease,
+            per_slot,
+            max: self.claim_batch,
+            reply,
+        });
+        let units = self.concurrency;
+        self.in_flight.0 += units;
+        self.claiming_stage[stage_index] += 1;
+        let store = shared.store.clone();
+        let clock = shared.clock.clone();
+        let draining = self.draining.clone();
+        self.claims.spawn(async move {
+            let (limit, items) = match answer.await {
+                Ok(answer) => answer,
+                // Revoked: no flush was coming. Claim on its own, unless stopping.
+                Err(_) if draining.load(Ordering::SeqCst) => (params.limit, Ok(Vec::new())),
+                Err(_) => {
+                    let mut params = params;
+                    params.now = clock.now();
+                    params.lease_expires_at = params.now + lease.as_millis() as i64;
+                    (params.limit, store.item_claim(&params).await)
+                }
+            };
+            Claimed {
+                stage: stage_index,
+                token,
+                ahead: false,
+                limit,
+                units,
+                stale_at: Instant::now(),
+                items,
             }
         });
     }
@@ -351,6 +430,8 @@ impl Fetcher {
     /// Stops claiming: waits for claims in flight and returns every queued unit's
     /// (lease token as claimed, ids), to give back.
     pub(crate) async fn drain(&mut self, shared: &Shared) -> Vec<(i64, Vec<i64>)> {
+        self.draining.store(true, Ordering::SeqCst);
+        shared.completer.revoke_if_idle();
         while let Some(c) = self.next_claim().await {
             self.accept(shared, c);
         }

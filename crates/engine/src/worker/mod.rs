@@ -317,6 +317,9 @@ impl Worker {
                     while let Some(done) = tasks.try_join_next_with_id() {
                         forget_task(&mut held, done);
                     }
+                    // A call that ended without outcomes frees its slot with no flush to
+                    // carry the claim order: the order claims on its own.
+                    shared.completer.revoke_if_idle();
                 }
                 Some(claimed) = fetcher.next_claim(), if claiming => {
                     fetcher.accept(&shared, claimed);

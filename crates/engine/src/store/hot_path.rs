@@ -1,0 +1,55 @@
+//! Where a backend runs its hot-path writes another way than the shared sqlx flow
+//! (`shared.rs`). Each method returns None to let the shared flow run; SQLite sends these
+//! writes to its writer thread (`sqlite/writer.rs`), PostgreSQL uses the shared flow.
+
+use async_trait::async_trait;
+
+use crate::clock::Millis;
+use crate::error::StoreResult;
+use crate::store::{ClaimParams, ClaimedItem, Outcome};
+
+/// Hot-path writes a backend may take over; see the module doc.
+#[async_trait]
+pub(crate) trait HotPath {
+    /// `Store::item_claim`.
+    async fn hot_claim(&self, _p: &ClaimParams) -> Option<StoreResult<Vec<ClaimedItem>>> {
+        None
+    }
+    /// `Store::item_record`.
+    async fn hot_record(&self, _outcomes: &[Outcome], _now: Millis) -> Option<StoreResult<Vec<bool>>> {
+        None
+    }
+    /// `Store::item_record_and_claim`.
+    async fn hot_record_and_claim(
+        &self,
+        _outcomes: &[Outcome],
+        _now: Millis,
+        _claim: &ClaimParams,
+    ) -> Option<StoreResult<(Vec<bool>, Vec<ClaimedItem>)>> {
+        None
+    }
+    /// `Store::item_heartbeat`.
+    async fn hot_heartbeat(&self, _ids: &[i64], _token: i64, _expires: Millis) -> Option<StoreResult<Vec<i64>>> {
+        None
+    }
+    /// `Store::item_start`.
+    async fn hot_start(
+        &self,
+        _ids: &[i64],
+        _ahead_token: i64,
+        _token: i64,
+        _expires: Millis,
+    ) -> Option<StoreResult<Vec<i64>>> {
+        None
+    }
+    /// `Store::item_mark_external_many`.
+    async fn hot_mark_many(&self, _marks: &[(i64, i64)], _now: Millis) -> Option<StoreResult<Vec<i64>>> {
+        None
+    }
+    /// `Store::item_release`.
+    async fn hot_release(&self, _ids: &[i64], _token: i64, _now: Millis) -> Option<StoreResult<u64>> {
+        None
+    }
+}
+
+impl HotPath for crate::store::postgres::PgStore {}
