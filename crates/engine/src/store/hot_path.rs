@@ -16,7 +16,11 @@ pub(crate) trait HotPath {
         None
     }
     /// `Store::item_record`.
-    async fn hot_record(&self, _outcomes: &[Outcome], _now: Millis) -> Option<StoreResult<Vec<bool>>> {
+    async fn hot_record(
+        &self,
+        _outcomes: &[Outcome],
+        _now: Millis,
+    ) -> Option<StoreResult<Vec<bool>>> {
         None
     }
     /// `Store::item_record_and_claim`.
@@ -29,7 +33,12 @@ pub(crate) trait HotPath {
         None
     }
     /// `Store::item_heartbeat`.
-    async fn hot_heartbeat(&self, _ids: &[i64], _token: i64, _expires: Millis) -> Option<StoreResult<Vec<i64>>> {
+    async fn hot_heartbeat(
+        &self,
+        _ids: &[i64],
+        _token: i64,
+        _expires: Millis,
+    ) -> Option<StoreResult<Vec<i64>>> {
         None
     }
     /// `Store::item_start`.
@@ -43,11 +52,20 @@ pub(crate) trait HotPath {
         None
     }
     /// `Store::item_mark_external_many`.
-    async fn hot_mark_many(&self, _marks: &[(i64, i64)], _now: Millis) -> Option<StoreResult<Vec<i64>>> {
+    async fn hot_mark_many(
+        &self,
+        _marks: &[(i64, i64)],
+        _now: Millis,
+    ) -> Option<StoreResult<Vec<i64>>> {
         None
     }
     /// `Store::item_release`.
-    async fn hot_release(&self, _ids: &[i64], _token: i64, _now: Millis) -> Option<StoreResult<u64>> {
+    async fn hot_release(
+        &self,
+        _ids: &[i64],
+        _token: i64,
+        _now: Millis,
+    ) -> Option<StoreResult<u64>> {
         None
     }
 }

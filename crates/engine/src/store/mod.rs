@@ -4,8 +4,8 @@
 //! statement flow (`shared.rs`); the SQL itself lives in each backend's `queries.sql`,
 //! paired by name, with comments where the dialects differ.
 
-pub(crate) mod location;
 mod hot_path;
+pub(crate) mod location;
 mod migrate;
 pub mod postgres;
 mod queries;
@@ -362,15 +362,20 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Gives back prefetched items whose lease lapsed before their handler started (their
     /// worker died), without counting the attempt; returns how many.
     async fn item_return_unstarted(&self, now: Millis) -> StoreResult<u64>;
-    /// [`Store::item_record`], then [`Store::item_claim`], in one transaction: a worker
-    /// whose slots just freed claims their next items in the commit of their outcomes (one
-    /// commit per item at concurrency 1). The claim happens only if the outcomes commit.
+    /// [`Store::item_record`], then [`Store::item_claim`]; in one transaction where
+    /// [`Store::claims_with_outcomes`] says so: a worker whose slots just freed then claims
+    /// their next items in the commit of their outcomes (one commit per item at
+    /// concurrency 1), and the claim happens only if the outcomes commit.
     async fn item_record_and_claim(
         &self,
         outcomes: &[Outcome],
         now: Millis,
         claim: &ClaimParams,
     ) -> StoreResult<(Vec<bool>, Vec<ClaimedItem>)>;
+    /// Whether [`Store::item_record_and_claim`] is one transaction (SQLite). On PostgreSQL
+    /// it is two: a claim after a record in one transaction takes the sharded
+    /// `stage_counts` rows in another order than a plain claim, and the two deadlock.
+    fn claims_with_outcomes(&self) -> bool;
     /// [`Store::item_mark_external`] for many `(item id, lease token)` attempts in one
     /// statement; returns the ids marked (missing ones lost their lease).
     async fn item_mark_external_many(

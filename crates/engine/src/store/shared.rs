@@ -372,19 +372,6 @@ macro_rules! impl_store {
                 Ok(())
             }
 
-            fn claimed_item(row: &<$db as sqlx::Database>::Row) -> StoreResult<ClaimedItem> {
-                let attempts: i64 = row.try_get(4)?;
-                let retry_base: i64 = row.try_get(5)?;
-                Ok(ClaimedItem {
-                    id: row.try_get(0)?,
-                    run_id: row.try_get(1)?,
-                    key: row.try_get(2)?,
-                    payload: json_col("items.payload", row.try_get(3)?)?.unwrap_or(Value::Null),
-                    attempt: attempts,
-                    budget_used: attempts - retry_base,
-                })
-            }
-
             fn recorded(row: &<$db as sqlx::Database>::Row) -> StoreResult<Recorded> {
                 Ok(Recorded {
                     id: row.try_get(0)?,
@@ -1280,39 +1267,12 @@ macro_rules! impl_store {
                 if let Some(done) = self.hot_record_and_claim(outcomes, now, p).await {
                     return done;
                 }
-                let Some(record_all) = QUERIES.find("item_record_all").filter(|_| outcomes.iter().all(|o| o.spawns.is_empty())) else {
-                    // Spawns take the full item_record flow: two transactions.
-                    let flags = self.item_record(outcomes, now).await?;
-                    return Ok((flags, self.item_claim(p).await?));
-                };
-                // One transaction of the two single statements: one commit for both.
-                let mut tx = self.begin_write().await?;
-                let rows = bind_outcomes(sqlx::query(record_all), outcomes, now).fetch_all(&mut *tx).await?;
-                let claimed = sqlx::query(self.sql("item_claim"))
-                    .bind(&p.stage)
-                    .bind(p.now)
-                    .bind(p.limit)
-                    .bind(p.lease_token)
-                    .bind(p.lease_expires_at)
-                    .bind(&p.worker)
-                    .bind(p.run_id)
-                    .fetch_all(&mut *tx)
-                    .await?;
-                let mut woken: i64 = 0;
-                let mut done = std::collections::HashSet::new();
-                for row in &rows {
-                    done.insert(row.try_get::<i64, _>(0)?);
-                    woken = woken.max(row.try_get::<i64, _>(9)?);
-                }
-                if woken > 0 {
-                    self.notify_tx(&mut tx).await?;
-                }
-                tx.commit().await?;
-                if woken > 0 {
-                    self.local_wake.notify_waiters();
-                }
-                let claimed = claimed.iter().map(Self::claimed_item).collect::<StoreResult<_>>()?;
-                Ok((self.recorded_flags(outcomes, done).await?, claimed))
+                let flags = self.item_record(outcomes, now).await?;
+                Ok((flags, self.item_claim(p).await?))
+            }
+
+            fn claims_with_outcomes(&self) -> bool {
+                CLAIMS_WITH_OUTCOMES
             }
 
             async fn item_mark_external_many(&self, marks: &[(i64, i64)], now: Millis) -> StoreResult<Vec<i64>> {

@@ -340,7 +340,10 @@ mod tests {
     }
 
     /// An order for the next flush's claim, by worker `w2` under token 8 (30 s leases).
-    fn order() -> (ClaimOrder, oneshot::Receiver<(i64, StoreResult<Vec<ClaimedItem>>)>) {
+    fn order() -> (
+        ClaimOrder,
+        oneshot::Receiver<(i64, StoreResult<Vec<ClaimedItem>>)>,
+    ) {
         let (reply, answer) = oneshot::channel();
         let params = ClaimParams {
             stage: "s".into(),
@@ -362,8 +365,8 @@ mod tests {
     }
 
     /// A claim order rides with the next flush: the flush records the outcomes and claims
-    /// one call's worth of items for the one call it carries, both at the same time (one
-    /// transaction), and answers the order with them.
+    /// one call's worth of items for the one call it carries, both at the same time (in
+    /// one transaction on SQLite), and answers the order with them.
     async fn a_claim_order_rides_with_the_flush(db: idempipe_testkit::TestDb) {
         let token = 7;
         let (store, run, claimed) = super::super::test_setup::claimed(&db, &["a"], token).await;
@@ -441,8 +444,7 @@ mod tests {
 
     #[tokio::test]
     async fn postgres_an_order_without_a_flush_coming_is_revoked() {
-        an_order_without_a_flush_coming_is_revoked(idempipe_testkit::TestDb::postgres().await)
-            .await
+        an_order_without_a_flush_coming_is_revoked(idempipe_testkit::TestDb::postgres().await).await
     }
 
     #[tokio::test]

@@ -16,7 +16,8 @@
 //! (`wait_for_work`), or its limiter's pause ends.
 //!
 //! A small worker without prefetch (at most [`RIDE_UP_TO`] slots) whose slots are all busy
-//! leaves its next claim with the completer instead ([`ClaimOrder`]): the flush that
+//! leaves its next claim with the completer instead ([`ClaimOrder`]), where the store
+//! commits claims with outcomes (`Store::claims_with_outcomes`, SQLite): the flush that
 //! commits the outcomes of the slots it frees claims their next items in the same
 //! transaction. If a call ends without outcomes, the order is revoked and claims on its own.
 
@@ -132,8 +133,9 @@ pub(crate) struct Fetcher {
 }
 
 impl Fetcher {
-    /// A fetcher for `stages` under `config`.
-    pub(crate) fn new(stages: Vec<Arc<Stage>>, config: &WorkerConfig) -> Self {
+    /// A fetcher for `stages` under `config`; `ride`: the store commits claims with
+    /// outcomes.
+    pub(crate) fn new(stages: Vec<Arc<Stage>>, config: &WorkerConfig, ride: bool) -> Self {
         let dry = vec![false; stages.len()];
         let claiming_stage = vec![0; stages.len()];
         Self {
@@ -150,7 +152,7 @@ impl Fetcher {
             dry,
             claiming_stage,
             next_stage: 0,
-            ride: config.prefetch == 0 && config.concurrency <= RIDE_UP_TO,
+            ride: ride && config.prefetch == 0 && config.concurrency <= RIDE_UP_TO,
             draining: Arc::new(AtomicBool::new(false)),
         }
     }

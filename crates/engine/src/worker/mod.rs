@@ -293,7 +293,11 @@ impl Worker {
             concurrency = self.config.concurrency, run = ?self.config.run, backend = self.store.backend(), "worker started");
         let mut tasks: JoinSet<()> = JoinSet::new();
         let mut held: Held = HashMap::new();
-        let mut fetcher = fetcher::Fetcher::new(self.stages.clone(), &self.config);
+        let mut fetcher = fetcher::Fetcher::new(
+            self.stages.clone(),
+            &self.config,
+            self.store.claims_with_outcomes(),
+        );
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
             for (token, ids) in fetcher.take_stale() {

@@ -106,7 +106,10 @@ impl RecordInput {
     pub(super) fn new(outcomes: &[Outcome]) -> Self {
         Self {
             param: shared::record_param(outcomes),
-            attempts: outcomes.iter().map(|o| (o.item_id, o.lease_token)).collect(),
+            attempts: outcomes
+                .iter()
+                .map(|o| (o.item_id, o.lease_token))
+                .collect(),
             errors: outcomes
                 .iter()
                 .filter_map(|o| Some((o.item_id, shared::outcome_error(&o.kind)?.clone())))
@@ -124,25 +127,20 @@ pub(super) fn record(
     now: Millis,
 ) -> rusqlite::Result<RecordDone> {
     let mut stages: HashMap<i64, String> = HashMap::new();
-    let recorded = query(
-        conn,
-        "item_record",
-        &[&input.param, &now],
-        |row| {
-            stages.insert(row.get(0)?, row.get(9)?);
-            Ok(Recorded {
-                id: row.get(0)?,
-                run_id: row.get(1)?,
-                attempt: row.get(2)?,
-                worker: row.get(3)?,
-                started_at: row.get(4)?,
-                external_call_at: row.get(5)?,
-                group: row.get(6)?,
-                has_waiters: row.get(7)?,
-                status: row.get(8)?,
-            })
-        },
-    )?;
+    let recorded = query(conn, "item_record", &[&input.param, &now], |row| {
+        stages.insert(row.get(0)?, row.get(9)?);
+        Ok(Recorded {
+            id: row.get(0)?,
+            run_id: row.get(1)?,
+            attempt: row.get(2)?,
+            worker: row.get(3)?,
+            started_at: row.get(4)?,
+            external_call_at: row.get(5)?,
+            group: row.get(6)?,
+            has_waiters: row.get(7)?,
+            status: row.get(8)?,
+        })
+    })?;
     count(conn, &recorded, &stages, now)?;
     let failures: Vec<(&Recorded, Option<&Value>)> = recorded
         .iter()
@@ -171,7 +169,11 @@ pub(super) fn record(
             r.get::<_, i64>(0)
         })?);
     }
-    let flags = input.attempts.iter().map(|(id, _)| done.contains(id)).collect();
+    let flags = input
+        .attempts
+        .iter()
+        .map(|(id, _)| done.contains(id))
+        .collect();
     Ok(RecordDone { flags, wake })
 }
 

@@ -31,6 +31,8 @@ const BACKEND: &str = "sqlite";
 /// A lone UPDATE in WAL mode can fail with SQLITE_BUSY_SNAPSHOT when another process
 /// commits between its read and its write; `BEGIN IMMEDIATE` takes the write lock first.
 const SINGLE_STATEMENT_IS_ATOMIC: bool = false;
+/// Outcomes and claims share the writer thread's transaction (`hot.rs`).
+const CLAIMS_WITH_OUTCOMES: bool = true;
 static QUERIES: LazyLock<Queries> = LazyLock::new(|| Queries::parse(include_str!("queries.sql")));
 pub(crate) static MIGRATIONS: &[Migration] = &[
     Migration {
@@ -145,7 +147,11 @@ impl HotPath for SqliteStore {
         Some(self.hot.call(move |c| hot::claim(c, &p)).await)
     }
 
-    async fn hot_record(&self, outcomes: &[Outcome], now: Millis) -> Option<StoreResult<Vec<bool>>> {
+    async fn hot_record(
+        &self,
+        outcomes: &[Outcome],
+        now: Millis,
+    ) -> Option<StoreResult<Vec<bool>>> {
         // Spawns insert items with their groups and dependencies: the sqlx flow does that.
         if outcomes.iter().any(|o| !o.spawns.is_empty()) {
             return None;
@@ -183,9 +189,18 @@ impl HotPath for SqliteStore {
         }))
     }
 
-    async fn hot_heartbeat(&self, ids: &[i64], token: i64, expires: Millis) -> Option<StoreResult<Vec<i64>>> {
+    async fn hot_heartbeat(
+        &self,
+        ids: &[i64],
+        token: i64,
+        expires: Millis,
+    ) -> Option<StoreResult<Vec<i64>>> {
         let ids = ids.to_vec();
-        Some(self.hot.call(move |c| hot::heartbeat(c, &ids, token, expires)).await)
+        Some(
+            self.hot
+                .call(move |c| hot::heartbeat(c, &ids, token, expires))
+                .await,
+        )
     }
 
     async fn hot_start(
@@ -196,17 +211,29 @@ impl HotPath for SqliteStore {
         expires: Millis,
     ) -> Option<StoreResult<Vec<i64>>> {
         let ids = ids.to_vec();
-        Some(self.hot.call(move |c| hot::start(c, &ids, ahead_token, token, expires)).await)
+        Some(
+            self.hot
+                .call(move |c| hot::start(c, &ids, ahead_token, token, expires))
+                .await,
+        )
     }
 
-    async fn hot_mark_many(&self, marks: &[(i64, i64)], now: Millis) -> Option<StoreResult<Vec<i64>>> {
+    async fn hot_mark_many(
+        &self,
+        marks: &[(i64, i64)],
+        now: Millis,
+    ) -> Option<StoreResult<Vec<i64>>> {
         let marks = marks.to_vec();
         Some(self.hot.call(move |c| hot::mark_many(c, &marks, now)).await)
     }
 
     async fn hot_release(&self, ids: &[i64], token: i64, now: Millis) -> Option<StoreResult<u64>> {
         let ids = ids.to_vec();
-        Some(self.hot.call(move |c| hot::release(c, &ids, token, now)).await)
+        Some(
+            self.hot
+                .call(move |c| hot::release(c, &ids, token, now))
+                .await,
+        )
     }
 }
 

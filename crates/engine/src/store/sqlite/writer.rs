@@ -259,7 +259,11 @@ mod tests {
         let p = p.unwrap_err().to_string();
         assert!(p.contains("boom"), "{p}");
         assert_eq!(d.unwrap(), 1);
-        assert_eq!(rows(&w).await, vec![1, 4], "only the failed units are undone");
+        assert_eq!(
+            rows(&w).await,
+            vec![1, 4],
+            "only the failed units are undone"
+        );
     }
 
     /// A lone unit that fails leaves nothing behind, and the next transaction starts clean.
