@@ -54,8 +54,11 @@ pub(crate) struct ClaimOrder {
     pub(crate) per_slot: i64,
     pub(crate) max: i64,
     /// The claim's limit and items, once the flush committed (or failed).
-    pub(crate) reply: oneshot::Sender<(i64, StoreResult<Vec<ClaimedItem>>)>,
+    pub(crate) reply: oneshot::Sender<OrderAnswer>,
 }
+
+/// What a [`ClaimOrder`] gets back: the claim's limit, and its items.
+pub(crate) type OrderAnswer = (i64, StoreResult<Vec<ClaimedItem>>);
 
 /// The order waiting for a flush, and the submissions queued for one.
 #[derive(Default)]
@@ -340,10 +343,7 @@ mod tests {
     }
 
     /// An order for the next flush's claim, by worker `w2` under token 8 (30 s leases).
-    fn order() -> (
-        ClaimOrder,
-        oneshot::Receiver<(i64, StoreResult<Vec<ClaimedItem>>)>,
-    ) {
+    fn order() -> (ClaimOrder, oneshot::Receiver<OrderAnswer>) {
         let (reply, answer) = oneshot::channel();
         let params = ClaimParams {
             stage: "s".into(),
