@@ -159,7 +159,8 @@ fn run_batch(conn: &Connection, batch: Vec<Box<dyn Unit>>) {
     // A lone unit needs no savepoint: if it fails, the whole transaction rolls back.
     let alone = batch.len() == 1;
     let mut done = Vec::with_capacity(batch.len());
-    for mut unit in batch {
+    let mut units = batch.into_iter();
+    while let Some(mut unit) = units.next() {
         if !alone && let Err(e) = conn.execute_batch("SAVEPOINT unit") {
             unit.answer(Err(e.to_string()));
             continue;
@@ -182,6 +183,16 @@ fn run_batch(conn: &Connection, batch: Vec<Box<dyn Unit>>) {
                 };
                 let _ = conn.execute_batch(undo);
                 unit.answer(Err(why));
+                if !alone && conn.is_autocommit() {
+                    // SQLite rolled the whole transaction back (a full disk, an I/O
+                    // error): the units before it are undone too, and the rest must not
+                    // run outside a transaction.
+                    let why = "the transaction was rolled back by an error of another call";
+                    done.into_iter()
+                        .chain(units)
+                        .for_each(|u| u.answer(Err(why.into())));
+                    return;
+                }
             }
         }
     }
