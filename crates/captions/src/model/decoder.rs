@@ -188,15 +188,7 @@ impl TextDecoder {
             let attended = if capture.is_empty() && b * n <= 8 {
                 let (ck, cv) = &cache.cross_flat[i];
                 let q = q.flatten_all()?.to_vec1::<f32>()?;
-                let out = attention::cross_attention(
-                    &q,
-                    ck,
-                    cv,
-                    h,
-                    hd,
-                    cache.frames,
-                    scale as f32,
-                );
+                let out = attention::cross_attention(&q, ck, cv, h, hd, cache.frames, scale as f32);
                 Tensor::from_vec(out, (b, n, d), x.device())?
             } else {
                 let q = (q.reshape((b * n, h, hd))?.transpose(0, 1)?.contiguous()? * scale)?;
@@ -210,9 +202,9 @@ impl TextDecoder {
             };
             x = (x + layer.cross_out.forward(&attended)?)?;
 
-            let ffn = layer.ffn_out.forward(&gelu(
-                &layer.ffn_in.forward(&layer.ffn_norm.forward(&x)?)?,
-            )?)?;
+            let ffn = layer
+                .ffn_out
+                .forward(&gelu(&layer.ffn_in.forward(&layer.ffn_norm.forward(&x)?)?)?)?;
             x = (x + ffn)?;
         }
         cache.len += n;
@@ -229,7 +221,9 @@ impl TextDecoder {
         let token = self
             .embeddings
             .get(id as usize * d..(id as usize + 1) * d)
-            .ok_or_else(|| candle_core::Error::Msg(format!("token {id} is not in the vocabulary")))?;
+            .ok_or_else(|| {
+                candle_core::Error::Msg(format!("token {id} is not in the vocabulary"))
+            })?;
         let at = &self.positions[position * d..(position + 1) * d];
         Ok(token.iter().zip(at).map(|(t, p)| t + p))
     }

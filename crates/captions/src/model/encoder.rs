@@ -85,13 +85,28 @@ impl AudioEncoder {
         let d = self.positions.dim(1)?;
         let mels = self.conv1.weight().dims().get(1).copied().unwrap_or(0);
         let mut expected: Vec<(&str, &Tensor, Vec<usize>)> = vec![
-            ("encoder/conv1/weight", self.conv1.weight(), vec![d, mels, 3]),
+            (
+                "encoder/conv1/weight",
+                self.conv1.weight(),
+                vec![d, mels, 3],
+            ),
             ("encoder/conv2/weight", self.conv2.weight(), vec![d, d, 3]),
             ("encoder/layer_norm/gamma", self.norm.weight(), vec![d]),
         ];
         for l in &self.layers {
             let ffn = l.ffn_in.weight().dim(0)?;
-XX, l.qkv.weight(), vec![3 * d, d]),
+            expected.extend([
+                (
+                    "an encoder attention layer_norm",
+                    l.attention_norm.weight(),
+                    vec![d],
+                ),
+                ("an encoder ffn layer_norm", l.ffn_norm.weight(), vec![d]),
+                (
+                    "an encoder attention linear_0",
+                    l.qkv.weight(),
+                    vec![3 * d, d],
+                ),
                 ("an encoder attention linear_1", l.out.weight(), vec![d, d]),
                 ("an encoder ffn linear_0", l.ffn_in.weight(), vec![ffn, d]),
                 ("an encoder ffn linear_1", l.ffn_out.weight(), vec![d, ffn]),

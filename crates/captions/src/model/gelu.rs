@@ -34,7 +34,9 @@ impl CustomOp1 for Gelu {
             return Err(candle_core::Error::Msg("fast-gelu takes f32".into()));
         };
         let Some((start, end)) = layout.contiguous_offsets() else {
-            return Err(candle_core::Error::Msg("fast-gelu takes contiguous tensors".into()));
+            return Err(candle_core::Error::Msg(
+                "fast-gelu takes contiguous tensors".into(),
+            ));
         };
         let input = &values[start..end];
         let mut out = vec![0f32; input.len()];
