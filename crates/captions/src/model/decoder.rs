@@ -27,8 +27,9 @@ pub use cache::DecoderCache;
 /// The decoder's weights.
 #[derive(Debug, Clone)]
 pub struct TextDecoder {
-    /// Token embeddings, `vocab` rows of `d_model` (also the output projection).
-    embeddings: Arc<Vec<f32>>,
+    /// Token embeddings `(vocab, d_model)` (also the output projection, through
+    /// candle's vectorised product).
+    embeddings: Tensor,
     /// Position embeddings, `max_positions` rows of `d_model`.
     positions: Arc<Vec<f32>>,
     d_model: usize,
@@ -89,7 +90,7 @@ impl TextDecoder {
             )));
         }
         Ok(Self {
-            embeddings: Arc::new(embeddings.flatten_all()?.to_vec1()?),
+            embeddings,
             positions: Arc::new(positions.flatten_all()?.to_vec1()?),
             d_model,
             norm: Norm::new(layer_norm(file, "decoder/layer_norm")?)?,
@@ -212,27 +213,23 @@ impl TextDecoder {
     }
 
     /// The input of token `id` at `position`: its embedding plus the position's.
-    fn input_row(
-        &self,
-        id: u32,
-        position: usize,
-    ) -> candle_core::Result<impl Iterator<Item = f32> + '_> {
+    fn input_row(&self, id: u32, position: usize) -> candle_core::Result<Vec<f32>> {
         let d = self.d_model;
-        let token = self
-            .embeddings
-            .get(id as usize * d..(id as usize + 1) * d)
-            .ok_or_else(|| {
-                candle_core::Error::Msg(format!("token {id} is not in the vocabulary"))
-            })?;
+        if id as usize >= self.embeddings.dim(0)? {
+            return Err(candle_core::Error::Msg(format!(
+                "token {id} is not in the vocabulary"
+            )));
+        }
+        let token = self.embeddings.get(id as usize)?.to_vec1::<f32>()?;
         let at = &self.positions[position * d..(position + 1) * d];
-        Ok(token.iter().zip(at).map(|(t, p)| t + p))
+        Ok(token.iter().zip(at).map(|(t, p)| t + p).collect())
     }
 
     /// Logits, one vector per row of `hidden` (`(rows, d_model)`, or any shape whose
     /// last dimension is `d_model`): the hidden states times the token embeddings.
     pub fn logits(&self, hidden: &Tensor) -> candle_core::Result<Vec<Vec<f32>>> {
         let rows = hidden.flatten_all()?.to_vec1::<f32>()?;
-        Ok(self.logits_of(&rows))
+        self.logits_of(&rows)
     }
 
     /// Positions the decoder can attend to.

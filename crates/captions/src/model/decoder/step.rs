@@ -2,9 +2,10 @@
 //! candle's cost per operation (allocation, dispatch, thread hand-off) would exceed
 //! the arithmetic of a few rows; and the output projection onto the vocabulary.
 
+use candle_core::{Device, Tensor};
+
 use super::attention::{cross_attention, self_attention};
 use super::{DecoderCache, TextDecoder};
-use crate::model::dense::rows_times;
 use crate::model::gelu::gelu_slice;
 
 impl TextDecoder {
@@ -52,13 +53,16 @@ impl TextDecoder {
         Ok(self.norm.rows(&x))
     }
 
-    /// Logits of each row of `hidden` (rows of `d_model`): one vector per row.
-    pub(super) fn logits_of(&self, hidden: &[f32]) -> Vec<Vec<f32>> {
+    /// Logits of each row of `hidden` (rows of `d_model`): one vector per row. The
+    /// embeddings times the rows' transpose: candle's product reads the
+    /// `(vocab, d_model)` weights once this way, not once per row.
+    pub(super) fn logits_of(&self, hidden: &[f32]) -> candle_core::Result<Vec<Vec<f32>>> {
         let d = self.d_model;
-        let rows = hidden.len() / d;
-        let flat = rows_times(hidden, rows, &self.embeddings, d, None);
-        let vocab = self.embeddings.len() / d;
-        flat.chunks_exact(vocab).map(<[f32]>::to_vec).collect()
+        let rows = Tensor::from_vec(hidden.to_vec(), (hidden.len() / d, d), &Device::Cpu)?;
+        self.embeddings
+            .matmul(&rows.t()?.contiguous()?)?
+            .t()?
+            .to_vec2()
     }
 }
 
