@@ -86,7 +86,7 @@ impl WindowDecoder<'_> {
     fn next_logits(&self, hidden: &Tensor) -> candle_core::Result<Vec<Vec<f32>>> {
         let (b, n, d) = hidden.dims3()?;
         let last = hidden.i((.., n - 1, ..))?.reshape((b, d))?;
-        self.model.decoder.logits(&last)?.to_vec2::<f32>()
+        self.model.decoder.logits(&last)
     }
 
     /// The logits of a row after the suppression and timestamp rules.
@@ -112,7 +112,7 @@ impl WindowDecoder<'_> {
         let input = Tensor::new(start.as_slice(), &candle_core::Device::Cpu)?.unsqueeze(0)?;
         let (hidden, _) = decoder.forward(&input, &mut cache, &[])?;
         let at_sot = hidden.i((.., sot_index, ..))?;
-        let sot_logits = decoder.logits(&at_sot)?.flatten_all()?.to_vec1::<f32>()?;
+        let sot_logits = decoder.logits(&at_sot)?.concat();
         let no_speech_prob = f64::from(log_softmax(&sot_logits)[sp.no_speech as usize]).exp();
         let mut logits = self.next_logits(&hidden)?;
         let width = match search {

@@ -237,7 +237,7 @@ fn transcribe_stretch(
         let segment_size = (content_frames - seek).min(w::N_FRAMES);
         let segment_secs = (segment_size * w::HOP_LENGTH) as f64 / w::SAMPLE_RATE as f64;
         let window = mel.narrow(2, seek, w::N_FRAMES)?;
-        let features = model.network.encoder.forward(&window, true)?;
+        let features = model.encoder.forward(&window)?;
         let prompt = &all_tokens[prompt_from..];
         let mut decoder = WindowDecoder {
             model: &*model,

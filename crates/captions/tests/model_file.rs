@@ -165,9 +165,9 @@ fn the_real_model_loads_with_tiny_en_dimensions() {
     );
 }
 
-/// candle computes the encoder's position encodings itself instead of loading them; the
-/// file's table must be the same sinusoids (computed here as candle's `sinusoids` does,
-/// in f32) or ignoring it would change the model.
+/// The encoder computes its position encodings in f32 instead of loading the file's
+/// float16 table; the table must be the same sinusoids (computed here as the encoder
+/// does) or ignoring it would change the model.
 #[test]
 fn stored_encoder_position_encodings_are_the_sinusoids_candle_computes() {
     let file = Ct2File::parse(&real_model_bin()).unwrap();

@@ -4,85 +4,54 @@
 //! audio are computed once per window and shared by every sequence decoded against it.
 //!
 //! Several sequences (beam search hypotheses, or samples) are decoded as one batch.
+//! Single-position steps (one token per sequence) run on plain vectors (`step`);
+//! prompts and alignment passes, with many positions, on candle.
+
+mod attention;
+mod cache;
+mod step;
 
 use std::sync::Arc;
 
-use candle_core::{Module, Tensor};
-use candle_nn::{LayerNorm, Linear};
-use rayon::prelude::*;
+use candle_core::{Device, Module, Tensor};
+use candle_nn::Linear;
 
 use super::ModelError;
 use super::ct2::Ct2File;
 use super::dense::Dense;
+use super::gelu::gelu;
+use super::norm::Norm;
 use super::weights::{layer_norm, linear, tensor};
+pub use cache::DecoderCache;
 
 /// The decoder's weights.
 #[derive(Debug, Clone)]
 pub struct TextDecoder {
+    /// Token embeddings `(vocab, d_model)` (also the output projection, through
+    /// candle's vectorised product).
     embeddings: Tensor,
-    positions: Tensor,
+    /// Position embeddings, `max_positions` rows of `d_model`.
+    positions: Arc<Vec<f32>>,
+    d_model: usize,
     layers: Vec<DecoderLayer>,
-    norm: LayerNorm,
+    norm: Norm,
     heads: usize,
 }
 
 #[derive(Debug, Clone)]
 struct DecoderLayer {
-    self_norm: LayerNorm,
+    self_norm: Norm,
     /// Query, key and value projections in one (the key's bias is zero).
     self_qkv: Dense,
     self_out: Dense,
-    cross_norm: LayerNorm,
+    cross_norm: Norm,
     cross_query: Dense,
     /// Key and value projections of the audio in one.
     cross_kv: Linear,
     cross_out: Dense,
-    ffn_norm: LayerNorm,
+    ffn_norm: Norm,
     ffn_in: Dense,
     ffn_out: Dense,
-}
-
-/// The decoding state of one window: the audio's cross-attention keys and values, and
-/// the self-attention cache of each sequence in the batch.
-#[derive(Debug, Clone)]
-pub struct DecoderCache {
-    /// Per layer: keys transposed `(heads, head_dim, frames)` and values
-    /// `(heads, frames, head_dim)`.
-    cross: Vec<(Tensor, Tensor)>,
-    /// The same keys and values as flat vectors, for single-position steps.
-    cross_flat: Arc<Vec<(Vec<f32>, Vec<f32>)>>,
-    /// Audio frames.
-    frames: usize,
-    /// Per layer: keys and values `(batch, heads, positions, head_dim)`.
-    past: Vec<Option<(Tensor, Tensor)>>,
-    /// Positions already fed.
-    len: usize,
-}
-
-impl DecoderCache {
-    /// Positions already fed.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Whether nothing was fed yet.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Keeps, for each new batch row, the cache of row `rows[i]` (beam search reorders
-    /// and duplicates hypotheses this way).
-    pub fn select(&mut self, rows: &[u32]) -> candle_core::Result<()> {
-        let Some(Some((k, _))) = self.past.first() else {
-            return Ok(());
-        };
-        let index = Tensor::new(rows, k.device())?;
-        for (k, v) in self.past.iter_mut().flatten() {
-            *k = k.index_select(&index, 0)?;
-            *v = v.index_select(&index, 0)?;
-        }
-        Ok(())
-    }
 }
 
 impl TextDecoder {
@@ -94,24 +63,37 @@ impl TextDecoder {
                 let dense = |name: &str| -> Result<Dense, ModelError> {
                     Ok(Dense::new(linear(file, &format!("{p}/{name}"))?)?)
                 };
+                let norm = |name: &str| -> Result<Norm, ModelError> {
+                    Ok(Norm::new(layer_norm(file, &format!("{p}/{name}"))?)?)
+                };
                 Ok(DecoderLayer {
-                    self_norm: layer_norm(file, &format!("{p}/self_attention/layer_norm"))?,
+                    self_norm: norm("self_attention/layer_norm")?,
                     self_qkv: dense("self_attention/linear_0")?,
                     self_out: dense("self_attention/linear_1")?,
-                    cross_norm: layer_norm(file, &format!("{p}/attention/layer_norm"))?,
+                    cross_norm: norm("attention/layer_norm")?,
                     cross_query: dense("attention/linear_0")?,
                     cross_kv: linear(file, &format!("{p}/attention/linear_1"))?,
                     cross_out: dense("attention/linear_2")?,
-                    ffn_norm: layer_norm(file, &format!("{p}/ffn/layer_norm"))?,
+                    ffn_norm: norm("ffn/layer_norm")?,
                     ffn_in: dense("ffn/linear_0")?,
                     ffn_out: dense("ffn/linear_1")?,
                 })
             })
             .collect::<Result<Vec<_>, ModelError>>()?;
+        let embeddings = tensor(file, "decoder/embeddings/weight")?;
+        let positions = tensor(file, "decoder/position_encodings/encodings")?;
+        let (_, d_model) = embeddings.dims2()?;
+        if d_model == 0 || !d_model.is_multiple_of(heads) || positions.dims2()?.1 != d_model {
+            return Err(ModelError::Format(format!(
+                "decoder/position_encodings/encodings has shape {:?}, expected [_, {d_model}]",
+                positions.dims()
+            )));
+        }
         Ok(Self {
-            embeddings: tensor(file, "decoder/embeddings/weight")?,
-            positions: tensor(file, "decoder/position_encodings/encodings")?,
-            norm: layer_norm(file, "decoder/layer_norm")?,
+            embeddings,
+            positions: Arc::new(positions.flatten_all()?.to_vec1()?),
+            d_model,
+            norm: Norm::new(layer_norm(file, "decoder/layer_norm")?)?,
             layers,
             heads,
         })
@@ -139,17 +121,18 @@ impl TextDecoder {
             .map(|(k, v)| Ok((k.flatten_all()?.to_vec1()?, v.flatten_all()?.to_vec1()?)))
             .collect::<candle_core::Result<Vec<_>>>()?;
         Ok(DecoderCache {
-            cross,
+            cross: Arc::new(cross),
             cross_flat: Arc::new(cross_flat),
             frames,
-            past: vec![None; self.layers.len()],
+            past: vec![Vec::new(); self.layers.len()],
             len: 0,
         })
     }
 
     /// Feeds `tokens` (`(batch, n)`, the next `n` positions of every sequence) and
     /// returns the final hidden states `(batch, n, d_model)`. With `capture`, also the
-    /// cross-attention logits (scaled, before the softmax) `(batch * n, frames)` of each listed (layer, head).
+    /// cross-attention logits (scaled, before the softmax) `(batch * n, frames)` of each
+    /// listed (layer, head).
     pub fn forward(
         &self,
         tokens: &Tensor,
@@ -157,14 +140,29 @@ impl TextDecoder {
         capture: &[(usize, usize)],
     ) -> candle_core::Result<(Tensor, Vec<Tensor>)> {
         let (b, n) = tokens.dims2()?;
-        let d = self.embeddings.dim(1)?;
+        let ids = tokens.flatten_all()?.to_vec1::<u32>()?;
+        if cache.len + n > self.max_positions() {
+            return Err(candle_core::Error::Msg(format!(
+                "{} positions exceed the decoder's {}",
+                cache.len + n,
+                self.max_positions()
+            )));
+        }
+        if n == 1 && capture.is_empty() {
+            let hidden = self.step(&ids, cache)?;
+            return Ok((
+                Tensor::from_vec(hidden, (b, 1, self.d_model), &Device::Cpu)?,
+                Vec::new(),
+            ));
+        }
+        let d = self.d_model;
         let (h, hd) = (self.heads, d / self.heads);
         let scale = 1.0 / (hd as f64).sqrt();
-        let emb = self
-            .embeddings
-            .index_select(&tokens.flatten_all()?, 0)?
-            .reshape((b, n, d))?;
-        let mut x = emb.broadcast_add(&self.positions.narrow(0, cache.len, n)?)?;
+        let mut x = Vec::with_capacity(b * n * d);
+        for (i, &id) in ids.iter().enumerate() {
+            x.extend(self.input_row(id, cache.len + i % n)?);
+        }
+        let mut x = Tensor::from_vec(x, (b, n, d), &Device::Cpu)?;
         let mask = (n > 1)
             .then(|| causal_mask(n, cache.len, x.device()))
             .transpose()?;
@@ -174,19 +172,16 @@ impl TextDecoder {
             let qkv = layer.self_qkv.forward(&layer.self_norm.forward(&x)?)?;
             let heads = |t: Tensor| t.reshape((b, n, h, hd))?.transpose(1, 2)?.contiguous();
             let q = (heads(qkv.narrow(2, 0, d)?)? * scale)?;
-            let mut k = heads(qkv.narrow(2, d, d)?)?;
-            let mut v = heads(qkv.narrow(2, 2 * d, d)?)?;
-            if let Some((pk, pv)) = &cache.past[i] {
-                k = Tensor::cat(&[pk, &k], 2)?;
-                v = Tensor::cat(&[pv, &v], 2)?;
-            }
+            let flat = |t: Tensor| t.contiguous()?.flatten_all()?.to_vec1::<f32>();
+            let (new_k, new_v) = (flat(qkv.narrow(2, d, d)?)?, flat(qkv.narrow(2, 2 * d, d)?)?);
+            cache.append(i, b, &new_k, &new_v)?;
+            let (k, v) = cache.past_tensors(i, h, d)?;
             let mut scores = q.matmul(&k.t()?)?;
             if let Some(mask) = &mask {
                 scores = scores.broadcast_add(mask)?;
             }
             let weights = candle_nn::ops::softmax_last_dim(&scores)?;
             let attended = weights.matmul(&v)?.transpose(1, 2)?.reshape((b, n, d))?;
-            cache.past[i] = Some((k, v));
             x = (x + layer.self_out.forward(&attended)?)?;
 
             // Cross-attention: every sequence's positions against the shared audio keys.
@@ -194,7 +189,7 @@ impl TextDecoder {
             let attended = if capture.is_empty() && b * n <= 8 {
                 let (ck, cv) = &cache.cross_flat[i];
                 let q = q.flatten_all()?.to_vec1::<f32>()?;
-                let out = cross_attention(&q, ck, cv, h, hd, cache.frames, scale as f32);
+                let out = attention::cross_attention(&q, ck, cv, h, hd, cache.frames, scale as f32);
                 Tensor::from_vec(out, (b, n, d), x.device())?
             } else {
                 let q = (q.reshape((b * n, h, hd))?.transpose(0, 1)?.contiguous()? * scale)?;
@@ -210,81 +205,37 @@ impl TextDecoder {
 
             let ffn = layer
                 .ffn_out
-                .forward(&layer.ffn_in.forward(&layer.ffn_norm.forward(&x)?)?.gelu()?)?;
+                .forward(&gelu(&layer.ffn_in.forward(&layer.ffn_norm.forward(&x)?)?)?)?;
             x = (x + ffn)?;
         }
         cache.len += n;
         Ok((self.norm.forward(&x)?, captured))
     }
 
-    /// Logits `(rows, vocab)` of hidden states `(rows, d_model)`.
-    pub fn logits(&self, hidden: &Tensor) -> candle_core::Result<Tensor> {
-        // The embeddings times the rows' transpose: for a few rows, candle's product
-        // reads the (vocab x d_model) weights once this way, not once per row.
-        self.embeddings.matmul(&hidden.t()?.contiguous()?)?.t()
+    /// The input of token `id` at `position`: its embedding plus the position's.
+    fn input_row(&self, id: u32, position: usize) -> candle_core::Result<Vec<f32>> {
+        let d = self.d_model;
+        if id as usize >= self.embeddings.dim(0)? {
+            return Err(candle_core::Error::Msg(format!(
+                "token {id} is not in the vocabulary"
+            )));
+        }
+        let token = self.embeddings.get(id as usize)?.to_vec1::<f32>()?;
+        let at = &self.positions[position * d..(position + 1) * d];
+        Ok(token.iter().zip(at).map(|(t, p)| t + p).collect())
+    }
+
+    /// Logits, one vector per row of `hidden` (`(rows, d_model)`, or any shape whose
+    /// last dimension is `d_model`): the hidden states times the token embeddings.
+    pub fn logits(&self, hidden: &Tensor) -> candle_core::Result<Vec<Vec<f32>>> {
+        let rows = hidden.flatten_all()?.to_vec1::<f32>()?;
+        self.logits_of(&rows)
     }
 
     /// Positions the decoder can attend to.
     pub fn max_positions(&self) -> usize {
-        self.positions.dim(0).unwrap_or(0)
+        self.positions.len() / self.d_model
     }
-}
-
-/// Cross-attention of `q` (rows of `heads * head_dim`, already projected) over one
-/// layer's audio keys `ck` (`(heads, head_dim, frames)`) and values `cv`
-/// (`(heads, frames, head_dim)`): rows of `heads * head_dim`, heads side by side.
-fn cross_attention(
-    q: &[f32],
-    ck: &[f32],
-    cv: &[f32],
-    heads: usize,
-    head_dim: usize,
-    frames: usize,
-    scale: f32,
-) -> Vec<f32> {
-    let d = heads * head_dim;
-    let rows = q.len() / d;
-    let per_head: Vec<Vec<f32>> = (0..heads)
-        .into_par_iter()
-        .map(|h| {
-            let keys = &ck[h * head_dim * frames..(h + 1) * head_dim * frames];
-            let values = &cv[h * frames * head_dim..(h + 1) * frames * head_dim];
-            let mut out = vec![0.0f32; rows * head_dim];
-            let mut scores = vec![0.0f32; frames];
-            for r in 0..rows {
-                let qh = &q[r * d + h * head_dim..r * d + (h + 1) * head_dim];
-                scores.fill(0.0);
-                for (&qd, key_row) in qh.iter().zip(keys.chunks_exact(frames)) {
-                    let qd = qd * scale;
-                    for (s, &k) in scores.iter_mut().zip(key_row) {
-                        *s += qd * k;
-                    }
-                }
-                let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let mut total = 0.0f32;
-                for s in scores.iter_mut() {
-                    *s = (*s - max).exp();
-                    total += *s;
-                }
-                let o = &mut out[r * head_dim..(r + 1) * head_dim];
-                for (&w, value) in scores.iter().zip(values.chunks_exact(head_dim)) {
-                    let w = w / total;
-                    for (acc, &v) in o.iter_mut().zip(value) {
-                        *acc += w * v;
-                    }
-                }
-            }
-            out
-        })
-        .collect();
-    let mut out = vec![0.0f32; rows * d];
-    for (h, values) in per_head.iter().enumerate() {
-        for r in 0..rows {
-            out[r * d + h * head_dim..r * d + (h + 1) * head_dim]
-                .copy_from_slice(&values[r * head_dim..(r + 1) * head_dim]);
-        }
-    }
-    out
 }
 
 /// `(n, past + n)`: zero where new position `i` may see position `j`, minus infinity

@@ -56,17 +56,21 @@ impl Dense {
         if rows > FEW_ROWS {
             return self.linear.forward(x);
         }
-        let input = x.flatten_all()?.to_vec1::<f32>()?;
-        let out = rows_times(
-            &input,
-            rows,
-            &self.weight,
-            self.inputs,
-            self.bias.as_deref().map(Vec::as_slice),
-        );
+        let out = self.rows(&x.flatten_all()?.to_vec1::<f32>()?);
         let mut shape = dims.to_vec();
         *shape.last_mut().expect("x has dimensions") = self.outputs;
         Tensor::from_vec(out, shape, x.device())
+    }
+
+    /// `x W^T + b` of each row of `x` (rows of `inputs`).
+    pub(crate) fn rows(&self, x: &[f32]) -> Vec<f32> {
+        rows_times(
+            x,
+            x.len() / self.inputs,
+            &self.weight,
+            self.inputs,
+            self.bias.as_deref().map(Vec::as_slice),
+        )
     }
 }
 

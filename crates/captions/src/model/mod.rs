@@ -7,17 +7,19 @@
 pub mod ct2;
 pub mod decoder;
 mod dense;
+pub mod encoder;
+mod gelu;
+mod norm;
 mod vocab;
 mod weights;
 
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device};
-use candle_nn::VarBuilder;
-use candle_transformers::models::whisper::{Config, model::Whisper};
+use candle_transformers::models::whisper::Config;
 use serde::Deserialize;
 
 pub use decoder::{DecoderCache, TextDecoder};
+pub use encoder::AudioEncoder;
 pub use vocab::{SpecialTokens, Vocabulary};
 
 /// Environment variable naming the model directory (overrides the default location).
@@ -113,8 +115,8 @@ struct ModelConfig {
 /// clone (tensors are shared); each clone has its own attention cache.
 #[derive(Debug, Clone)]
 pub struct WhisperModel {
-    /// The network; its encoder is used (the decoder is [`Self::decoder`]).
-    pub network: Whisper,
+    /// The audio encoder.
+    pub encoder: AudioEncoder,
     /// The text decoder with its key/value cache.
     pub decoder: TextDecoder,
     /// Cross-attention heads (layer, head) whose weights align tokens with audio
@@ -153,10 +155,12 @@ impl WhisperModel {
             .map_err(in_file(&vocab_path))?;
         let model_path = dir.join("model.bin");
         let bytes = read(&model_path)?;
-        let (network, decoder, whisper_config) = (|| {
+        let (encoder, decoder, whisper_config) = (|| {
             let file = ct2::Ct2File::parse(&bytes)?;
             drop(bytes);
-            let (cfg, tensors) = weights::whisper_tensors(&file, config.suppress_ids.clone())?;
+            let cfg = weights::config(&file, config.suppress_ids.clone())?;
+            let encoder =
+                AudioEncoder::load(&file, cfg.encoder_layers, cfg.encoder_attention_heads)?;
             let decoder =
                 TextDecoder::load(&file, cfg.decoder_layers, cfg.decoder_attention_heads)?;
             drop(file);
@@ -167,8 +171,7 @@ impl WhisperModel {
                     vocab.len()
                 )));
             }
-            let vb = VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);
-            Ok((Whisper::load(&vb, cfg.clone())?, decoder, cfg))
+            Ok((encoder, decoder, cfg))
         })()
         .map_err(in_file(&model_path))?;
         let (layers, heads) = (
@@ -197,7 +200,7 @@ impl WhisperModel {
             })
             .collect();
         Ok(Self {
-            network,
+            encoder,
             decoder,
             alignment_heads,
             languages,

@@ -1,12 +1,8 @@
-//! Maps a CTranslate2 Whisper spec onto the tensor names of candle's Whisper (the
-//! Hugging Face layout), and derives the model's dimensions from the tensors.
-//!
-//! CTranslate2 fuses projections: self-attention Q, K and V are one `linear_0` (split in
-//! three), cross-attention K and V are one `linear_1` (split in two). Whisper's key
-//! projections have no bias; the fused biases carry zeros there, which is checked.
-//! Layer norms are `gamma`/`beta` instead of `weight`/`bias`.
-
-use std::collections::HashMap;
+//! Reads a CTranslate2 Whisper spec's tensors (widening float16 and bfloat16,
+//! dequantizing int8) as linear layers and layer norms, and derives the model's
+//! dimensions from them. The encoder and decoder keep CTranslate2's fused projections
+//! (self-attention Q, K and V in one `linear_0`; cross-attention K and V in one
+//! `linear_1`); layer norms are `gamma`/`beta`.
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{LayerNorm, Linear};
@@ -18,55 +14,14 @@ use super::ct2::{Ct2File, Dtype, Variable};
 /// The spec name this mapping expects.
 const SPEC: &str = "WhisperSpec";
 
-/// candle's tensors by Hugging Face name, and the dimensions read off them.
-pub(crate) fn whisper_tensors(
-    file: &Ct2File,
-    suppress_tokens: Vec<u32>,
-) -> Result<(Config, HashMap<String, Tensor>), ModelError> {
+/// The model's dimensions, read off its tensors.
+pub(crate) fn config(file: &Ct2File, suppress_tokens: Vec<u32>) -> Result<Config, ModelError> {
     if file.spec != SPEC {
         return Err(ModelError::Format(format!(
             "the model is a {}, not a {SPEC}",
             file.spec
         )));
     }
-    let config = config(file, suppress_tokens)?;
-    let mut m = Mapper {
-        file,
-        out: HashMap::new(),
-    };
-    m.copy("model.encoder.conv1", "encoder/conv1")?;
-    m.copy("model.encoder.conv2", "encoder/conv2")?;
-    m.norm("model.encoder.layer_norm", "encoder/layer_norm")?;
-    for i in 0..config.encoder_layers {
-        let (hf, ct) = (
-            format!("model.encoder.layers.{i}"),
-            format!("encoder/layer_{i}"),
-        );
-        m.self_attention(&hf, &ct, config.d_model)?;
-        m.ffn(&hf, &ct)?;
-    }
-    m.tensor(
-        "model.decoder.embed_tokens.weight",
-        "decoder/embeddings/weight",
-    )?;
-    m.tensor(
-        "model.decoder.embed_positions.weight",
-        "decoder/position_encodings/encodings",
-    )?;
-    m.norm("model.decoder.layer_norm", "decoder/layer_norm")?;
-    for i in 0..config.decoder_layers {
-        let (hf, ct) = (
-            format!("model.decoder.layers.{i}"),
-            format!("decoder/layer_{i}"),
-        );
-        m.self_attention(&hf, &ct, config.d_model)?;
-        m.cross_attention(&hf, &ct, config.d_model)?;
-        m.ffn(&hf, &ct)?;
-    }
-    Ok((config, m.out))
-}
-
-fn config(file: &Ct2File, suppress_tokens: Vec<u32>) -> Result<Config, ModelError> {
     let shape = |name: &str, rank: usize| -> Result<Vec<usize>, ModelError> {
         let v = file.get(name)?;
         if v.shape.len() != rank {
@@ -103,9 +58,8 @@ fn config(file: &Ct2File, suppress_tokens: Vec<u32>) -> Result<Config, ModelErro
         decoder_layers: layers("decoder"),
         suppress_tokens,
     };
-    // candle's Whisper computes sinusoids over d_model / 2 - 1 and splits d_model into
-    // heads: a d_model below 4, odd, or not a multiple of the head counts is no
-    // Whisper (the smallest has 384) and would panic or fail deep inside candle.
+    // The attention splits d_model into heads: a d_model below 4, odd, or not a
+    // multiple of the head counts is no Whisper (the smallest has 384).
     let splits = |heads: usize| config.d_model.is_multiple_of(heads);
     if config.d_model < 4
         || !config.d_model.is_multiple_of(2)
@@ -124,114 +78,6 @@ fn config(file: &Ct2File, suppress_tokens: Vec<u32>) -> Result<Config, ModelErro
         ));
     }
     Ok(config)
-}
-
-struct Mapper<'a> {
-    file: &'a Ct2File,
-    out: HashMap<String, Tensor>,
-}
-
-impl Mapper<'_> {
-    fn load(&self, name: &str) -> Result<Tensor, ModelError> {
-        tensor(self.file, name)
-    }
-
-    fn tensor(&mut self, hf: &str, ct: &str) -> Result<(), ModelError> {
-        let t = self.load(ct)?;
-        self.out.insert(hf.to_string(), t);
-        Ok(())
-    }
-
-    /// A linear or convolution layer: `weight` and `bias` under both names.
-    fn copy(&mut self, hf: &str, ct: &str) -> Result<(), ModelError> {
-        self.tensor(&format!("{hf}.weight"), &format!("{ct}/weight"))?;
-        self.tensor(&format!("{hf}.bias"), &format!("{ct}/bias"))
-    }
-
-    fn norm(&mut self, hf: &str, ct: &str) -> Result<(), ModelError> {
-        self.tensor(&format!("{hf}.weight"), &format!("{ct}/gamma"))?;
-        self.tensor(&format!("{hf}.bias"), &format!("{ct}/beta"))
-    }
-
-    /// Splits a fused projection into `parts.len()` equal row blocks. A part named with
-    /// a trailing `!` is a key projection: no bias, and the fused bias must be zero there.
-    fn split(&mut self, hf: &str, parts: &[&str], ct: &str, n: usize) -> Result<(), ModelError> {
-        let weight = self.load(&format!("{ct}/weight"))?;
-        let bias = self.load(&format!("{ct}/bias"))?;
-        if weight.dims() != [parts.len() * n, n] || bias.dims() != [parts.len() * n] {
-            return Err(ModelError::Format(format!(
-                "{ct} has shape {:?}, expected [{}, {n}]",
-                weight.dims(),
-                parts.len() * n
-            )));
-        }
-        for (i, part) in parts.iter().enumerate() {
-            let w = weight.narrow(0, i * n, n)?;
-            let b = bias.narrow(0, i * n, n)?;
-            match part.strip_suffix('!') {
-                Some(key) => {
-                    let largest = b.abs()?.max(0)?.to_scalar::<f32>()?;
-                    if largest != 0.0 {
-                        return Err(ModelError::Format(format!(
-                            "{ct}: the key projection has a non-zero bias ({largest}), which Whisper does not have"
-                        )));
-                    }
-                    self.out.insert(format!("{hf}.{key}.weight"), w);
-                }
-                None => {
-                    self.out.insert(format!("{hf}.{part}.weight"), w);
-                    self.out.insert(format!("{hf}.{part}.bias"), b);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn self_attention(&mut self, hf: &str, ct: &str, n: usize) -> Result<(), ModelError> {
-        let (hf_attn, ct_attn) = (format!("{hf}.self_attn"), format!("{ct}/self_attention"));
-        self.split(
-            &hf_attn,
-            &["q_proj", "k_proj!", "v_proj"],
-            &format!("{ct_attn}/linear_0"),
-            n,
-        )?;
-        self.copy(
-            &format!("{hf_attn}.out_proj"),
-            &format!("{ct_attn}/linear_1"),
-        )?;
-        self.norm(
-            &format!("{hf}.self_attn_layer_norm"),
-            &format!("{ct_attn}/layer_norm"),
-        )
-    }
-
-    fn cross_attention(&mut self, hf: &str, ct: &str, n: usize) -> Result<(), ModelError> {
-        let (hf_attn, ct_attn) = (format!("{hf}.encoder_attn"), format!("{ct}/attention"));
-        self.copy(&format!("{hf_attn}.q_proj"), &format!("{ct_attn}/linear_0"))?;
-        self.split(
-            &hf_attn,
-            &["k_proj!", "v_proj"],
-            &format!("{ct_attn}/linear_1"),
-            n,
-        )?;
-        self.copy(
-            &format!("{hf_attn}.out_proj"),
-            &format!("{ct_attn}/linear_2"),
-        )?;
-        self.norm(
-            &format!("{hf}.encoder_attn_layer_norm"),
-            &format!("{ct_attn}/layer_norm"),
-        )
-    }
-
-    fn ffn(&mut self, hf: &str, ct: &str) -> Result<(), ModelError> {
-        self.copy(&format!("{hf}.fc1"), &format!("{ct}/ffn/linear_0"))?;
-        self.copy(&format!("{hf}.fc2"), &format!("{ct}/ffn/linear_1"))?;
-        self.norm(
-            &format!("{hf}.final_layer_norm"),
-            &format!("{ct}/ffn/layer_norm"),
-        )
-    }
 }
 
 /// The variable `name` as an f32 tensor on the CPU. Float16 and bfloat16 are widened;
@@ -301,6 +147,7 @@ pub(crate) fn layer_norm(file: &Ct2File, prefix: &str) -> Result<LayerNorm, Mode
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
 
     fn var(shape: &[usize], dtype: Dtype, bytes: Vec<u8>) -> Variable {
         Variable {
