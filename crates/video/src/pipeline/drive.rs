@@ -47,8 +47,8 @@ impl Default for DriveOptions {
 /// Handler slots per CPU by default. Frames' API calls wait on the network and take
 /// little CPU, so a worker runs several per core; decoding and encoding take at most one
 /// slot per CPU ([`PipelineOptions::cpu_slots`]). Not more: each frame in flight holds
-/// its original, its PNG, the answer and the enhanced frame, and 4 per CPU measured a
-/// 209 MiB peak RSS at 1080p on 2 CPUs, over the 200 MiB budget.
+/// its original, its PNG, the answer and the enhanced frame: at 1080p on 2 CPUs over an
+/// API, 4 per CPU measured a 209 MiB peak RSS and 3 per CPU 201 MiB (budget: 200).
 pub const SLOTS_PER_CPU: usize = 3;
 
 /// The default number of handler calls at once: [`SLOTS_PER_CPU`] per CPU.
