@@ -19,7 +19,8 @@ pub(crate) struct WorkerArgs {
     /// The database shared with the other workers (postgres://... for several machines).
     #[command(flatten)]
     pub(crate) db: DbArgs,
-    /// Handler calls at once, at least 1 [default: number of CPUs].
+    /// Handler calls at once, at least 1; decoding and encoding take at most one per CPU,
+    /// the rest serve frames' API calls [default: 3 x the number of CPUs].
     #[arg(long, value_name = "N", value_parser = crate::lifecycle::at_least_one)]
     pub(crate) concurrency: Option<usize>,
     /// Name recorded on the items this worker runs [default: host-pid-random].
@@ -57,7 +58,7 @@ pub(crate) async fn run(args: WorkerArgs) -> anyhow::Result<i32> {
     let mut config = WorkerConfig {
         concurrency: args
             .concurrency
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+            .unwrap_or_else(idempipe_video::pipeline::default_concurrency),
         ..WorkerConfig::default()
     };
     if let Some(name) = args.name {

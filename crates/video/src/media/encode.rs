@@ -5,12 +5,12 @@ use std::process::Stdio;
 
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncWriteExt;
-use tokio::process::{Child, ChildStdin};
+use tokio::process::Child;
 use tokio::task::JoinHandle;
 
 use super::atomic::{rename_into_place, temp_path_for};
 use super::frames::read_all;
+use super::pipe::Pipe;
 use super::tool::{self, FFMPEG};
 use super::{MediaError, Rational};
 
@@ -112,7 +112,7 @@ pub struct SegmentEncoder {
     height: u32,
     child: Child,
     _tracked: tool::Tracked,
-    stdin: Option<ChildStdin>,
+    stdin: Option<Pipe>,
     stderr: Option<JoinHandle<Vec<u8>>>,
     frames: u64,
     finished: bool,
@@ -179,7 +179,17 @@ impl SegmentEncoder {
         let mut child = cmd
             .spawn()
             .map_err(|e| tool::spawn_error(FFMPEG, out_path, e))?;
-        let stdin = child.stdin.take();
+        let stdin = match child.stdin.take().map(|s| s.into_owned_fd()) {
+            Some(Ok(fd)) => Some(Pipe::new(fd)),
+            Some(Err(source)) => {
+                return Err(MediaError::Io {
+                    path: out_path.to_owned(),
+                    action: "send frames to ffmpeg",
+                    source,
+                });
+            }
+            None => None,
+        };
         let stderr = child.stderr.take().map(|s| tokio::spawn(read_all(s)));
         Ok(Self {
             out_path: out_path.to_owned(),
@@ -201,7 +211,14 @@ impl SegmentEncoder {
     }
 
     /// Sends one frame to the encoder; it must have the size given to [`create`](Self::create).
+    /// Copies the frame: a caller that owns its frames uses [`push_owned`](Self::push_owned).
     pub async fn push(&mut self, frame: &RgbImage) -> Result<(), MediaError> {
+        self.push_owned(frame.clone()).await.map(drop)
+    }
+
+    /// Sends one frame to the encoder without copying it (one blocking write on the
+    /// blocking pool, see [`Pipe`]) and gives it back, for its buffer to be reused.
+    pub async fn push_owned(&mut self, frame: RgbImage) -> Result<RgbImage, MediaError> {
         if frame.dimensions() != (self.width, self.height) {
             return Err(MediaError::FrameSize {
                 path: self.out_path.clone(),
@@ -214,7 +231,9 @@ impl SegmentEncoder {
         let Some(stdin) = self.stdin.as_mut() else {
             return Err(self.closed());
         };
-        if let Err(source) = stdin.write_all(frame.as_raw()).await {
+        let (width, height) = frame.dimensions();
+        let (buf, written) = stdin.write_all(frame.into_raw()).await;
+        if let Err(source) = written {
             // A broken pipe means ffmpeg exited: its stderr says why.
             self.stdin = None;
             self.wait_success().await?;
@@ -225,7 +244,8 @@ impl SegmentEncoder {
             });
         }
         self.frames += 1;
-        Ok(())
+        // The same buffer comes back whenever the write succeeded.
+        Ok(RgbImage::from_raw(width, height, buf).unwrap_or_default())
     }
 
     /// Closes the input, waits for ffmpeg and renames the file into place.
@@ -237,17 +257,12 @@ impl SegmentEncoder {
                 what,
             });
         }
-        let Some(mut stdin) = self.stdin.take() else {
+        let Some(stdin) = self.stdin.take() else {
             return Err(self.closed());
         };
-        let flushed = stdin.shutdown().await;
+        // Writes are unbuffered: closing the pipe is all ffmpeg needs to see the end.
         drop(stdin);
         self.wait_success().await?;
-        flushed.map_err(|source| MediaError::Io {
-            path: self.out_path.clone(),
-            action: "send frames to ffmpeg",
-            source,
-        })?;
         rename_into_place(&self.tmp_path, &self.out_path).await?;
         self.finished = true;
         Ok(self.out_path.clone())

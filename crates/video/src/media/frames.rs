@@ -5,17 +5,19 @@ use std::process::Stdio;
 
 use image::RgbImage;
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::process::{Child, ChildStdout};
+use tokio::process::Child;
 use tokio::task::JoinHandle;
 
 use super::MediaError;
+use super::pipe::Pipe;
 use super::probe::probe_display_size;
 use super::tool::{self, FFMPEG};
 
 /// Streams the frames of a video as [`RgbImage`]s, decoded by an `ffmpeg` child.
 ///
-/// Memory stays at one frame plus the pipe buffer. The child is killed if the reader
-/// is dropped early.
+/// Memory stays at one frame plus the pipe buffer. Each frame is read by one blocking
+/// call on the blocking pool ([`Pipe`]). The child is killed if the reader is dropped
+/// early.
 #[derive(Debug)]
 pub struct FrameReader {
     path: PathBuf,
@@ -23,7 +25,7 @@ pub struct FrameReader {
     height: u32,
     child: Child,
     _tracked: tool::Tracked,
-    stdout: ChildStdout,
+    stdout: Pipe,
     stderr: Option<JoinHandle<Vec<u8>>>,
     frames_read: u64,
     done: bool,
@@ -78,6 +80,11 @@ impl FrameReader {
             .spawn()
             .map_err(|e| tool::spawn_error(FFMPEG, path, e))?;
         let stdout = child.stdout.take().expect("stdout is piped");
+        let stdout = Pipe::new(stdout.into_owned_fd().map_err(|source| MediaError::Io {
+            path: path.to_owned(),
+            action: "read decoded frames",
+            source,
+        })?);
         let stderr = child.stderr.take().map(|s| tokio::spawn(read_all(s)));
         Ok(Self {
             path: path.to_owned(),
@@ -124,14 +131,18 @@ impl FrameReader {
             *frame = RgbImage::new(self.width, self.height);
         }
         let frame_bytes = self.width as usize * self.height as usize * 3;
-        let buf: &mut [u8] = frame;
-        let filled = read_full(&mut self.stdout, buf)
-            .await
-            .map_err(|source| MediaError::Io {
-                path: self.path.clone(),
-                action: "read decoded frames",
-                source,
-            })?;
+        let (buf, filled) = self
+            .stdout
+            .read_full(std::mem::take(frame).into_raw())
+            .await;
+        // The same buffer comes back (empty only if the pool thread died, then `filled`
+        // is an error).
+        *frame = RgbImage::from_raw(self.width, self.height, buf).unwrap_or_default();
+        let filled = filled.map_err(|source| MediaError::Io {
+            path: self.path.clone(),
+            action: "read decoded frames",
+            source,
+        })?;
         if filled == frame_bytes {
             self.frames_read += 1;
             return Ok(true);
@@ -153,18 +164,6 @@ impl FrameReader {
     async fn wait_success(&mut self) -> Result<(), MediaError> {
         tool::wait_success(&mut self.child, self.stderr.take(), &self.path).await
     }
-}
-
-/// Reads until `buf` is full or EOF; returns the bytes read.
-async fn read_full<R: AsyncRead + Unpin>(reader: &mut R, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match reader.read(&mut buf[filled..]).await? {
-            0 => break,
-            n => filled += n,
-        }
-    }
-    Ok(filled)
 }
 
 /// Collects a child's stderr; with `-v error` it stays small.

@@ -10,6 +10,7 @@
 //! - [`split`]: keyframe-aligned segments by stream copy ([`Segment`]).
 //! - [`frames`]: decode a video into [`image::RgbImage`]s ([`FrameReader`]).
 //! - [`frame_file`]: per-frame artifact files (raw RGB with a size header).
+//! - `pipe`: whole frames through a child's pipe on the blocking pool.
 //! - [`encode`]: encode frames into an H.264 segment ([`SegmentEncoder`]).
 //! - [`assemble`]: join segments and mux the original audio and captions.
 //! - [`audio`]: the audio track as 16 kHz mono PCM, for speech recognition.
@@ -22,6 +23,7 @@ pub mod encode;
 mod error;
 pub mod frame_file;
 pub mod frames;
+mod pipe;
 pub mod probe;
 pub mod split;
 pub mod thumbnail;

@@ -45,7 +45,7 @@ pub mod upload;
 
 pub use caption_settings::{CAPTIONS_LOCAL, CAPTIONS_OFF, CaptionSettings};
 pub use change::{ChangeOutcome, change_settings};
-pub use drive::{DriveOptions, DriveOutcome, drive};
+pub use drive::{DriveOptions, DriveOutcome, default_concurrency, drive};
 pub use error::PipelineError;
 pub use output_guard::{check_output_owner, check_output_target};
 pub use progress::{
@@ -53,8 +53,8 @@ pub use progress::{
     wait_for_run,
 };
 pub use register::{
-    ENHANCE_LIMITER, LOCAL_LIMITER, PipelineOptions, enhance_limiter, ensure_limiter, register,
-    stage_policies,
+    ENHANCE_LIMITER, LOCAL_LIMITER, PipelineOptions, cpus, enhance_limiter, ensure_limiter,
+    register, stage_policies,
 };
 pub use report::{FailedItem, failed_items};
 pub use settings::{OnFrameFailure, RunParams, SettingChange, Settings};

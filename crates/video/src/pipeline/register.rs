@@ -11,7 +11,7 @@ use idempipe_engine::{
 use super::context::Ctx;
 use super::stage;
 use super::stages::{
-    Assemble, Captions, Encode, Extract, Frame, Ingest, Split, Thumbnail, Transcribe,
+    Assemble, Captions, CpuBound, Encode, Extract, Frame, Ingest, Split, Thumbnail, Transcribe,
     WaitOutFullDisk,
 };
 
@@ -64,6 +64,15 @@ pub struct PipelineOptions {
     /// local copies of objects) [default: a storage with a scratch directory under the
     /// system temporary directory].
     pub storage: Option<Arc<crate::storage::Storage>>,
+    /// Decoding and encoding attempts (`extract`, `encode`) running at once in this
+    /// worker, whatever its concurrency: the other handler slots stay free for frames,
+    /// whose API calls wait on the network [default: the number of CPUs].
+    pub cpu_slots: usize,
+}
+
+/// The number of CPUs this process may use (2 if unknown).
+pub fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
 impl Default for PipelineOptions {
@@ -81,6 +90,7 @@ impl Default for PipelineOptions {
             transcribe_timeout: Duration::from_secs(120),
             whisper_model: None,
             storage: None,
+            cpu_slots: cpus(),
         }
     }
 }
@@ -118,17 +128,31 @@ pub fn stage_policies(options: &PipelineOptions) -> Vec<StagePolicy> {
 }
 
 /// Registers every stage of the video pipeline on `worker`, with handlers sharing one
-/// run-parameter cache and one provider per URL.
+/// run-parameter cache and one provider per URL; decoding and encoding share
+/// [`PipelineOptions::cpu_slots`].
 pub fn register(worker: Worker, store: SharedStore, options: &PipelineOptions) -> Worker {
     let ctx = Arc::new(Ctx::new(store, options.clone()));
+    let slots = Arc::new(tokio::sync::Semaphore::new(options.cpu_slots.max(1)));
     let mut policies = stage_policies(options).into_iter();
     let mut next = || policies.next().expect("one policy per stage");
     worker
         .handler(next(), Ingest(ctx.clone()))
         .handler(next(), WaitOutFullDisk(Split(ctx.clone())))
-        .handler(next(), WaitOutFullDisk(Extract(ctx.clone())))
+        .handler(
+            next(),
+            CpuBound {
+                inner: WaitOutFullDisk(Extract(ctx.clone())),
+                slots: slots.clone(),
+            },
+        )
         .handler(next(), Frame(ctx.clone()))
-        .handler(next(), WaitOutFullDisk(Encode(ctx.clone())))
+        .handler(
+            next(),
+            CpuBound {
+                inner: WaitOutFullDisk(Encode(ctx.clone())),
+                slots,
+            },
+        )
         .handler(next(), WaitOutFullDisk(Thumbnail(ctx.clone())))
         .handler(next(), Transcribe(ctx.clone()))
         .handler(next(), WaitOutFullDisk(Captions(ctx.clone())))

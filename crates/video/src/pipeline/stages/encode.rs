@@ -146,7 +146,7 @@ async fn encode_segment(
         if i + 1 < work.frame_count {
             next = Some(read(i + 1));
         }
-        encoder.push(&frame).await.map_err(media_failure)?;
+        encoder.push_owned(frame).await.map_err(media_failure)?;
     }
     encoder.finish().await.map_err(media_failure)?;
     Ok(None)

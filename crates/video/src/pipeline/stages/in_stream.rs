@@ -179,7 +179,7 @@ async fn encode(
     spent: mpsc::UnboundedSender<RgbImage>,
 ) -> Result<SegmentEncoder, MediaError> {
     while let Some(frame) = frames.recv().await {
-        encoder.push(&frame).await?;
+        let frame = encoder.push_owned(frame).await?;
         let _ = spent.send(frame);
     }
     Ok(encoder)

@@ -2,6 +2,7 @@
 
 mod assemble;
 mod captions;
+mod cpu_slots;
 mod encode;
 mod extract;
 mod frame;
@@ -22,6 +23,7 @@ use crate::media::Rational;
 
 pub(crate) use assemble::Assemble;
 pub(crate) use captions::Captions;
+pub(crate) use cpu_slots::CpuBound;
 pub(crate) use encode::{Encode, stream_outcome};
 pub(crate) use extract::Extract;
 pub(crate) use frame::{Frame, SCORE_CRITERION};
