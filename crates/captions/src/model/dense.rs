@@ -125,9 +125,22 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use candle_core::Device;
+
+    /// The largest absolute difference between two tensors of one shape (test comparisons
+    /// of our kernels with candle's).
+    pub(crate) fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
 
     #[test]
     fn few_rows_match_candles_product() {
@@ -149,14 +162,7 @@ mod tests {
             let ours = dense.forward(&x).unwrap();
             assert_eq!(ours.dims(), &[1, rows, outputs]);
             let theirs = linear.forward(&x).unwrap();
-            let diff = (ours - theirs)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let diff = max_abs_diff(&ours, &theirs);
             assert!(diff < 1e-4, "{rows} rows: {diff}");
         }
     }

@@ -99,14 +99,7 @@ mod tests {
             );
         }
         let t = Tensor::new(&[[-3.0f32, -0.5], [0.0, 2.5]], &candle_core::Device::Cpu).unwrap();
-        let diff = (gelu(&t).unwrap() - t.gelu().unwrap())
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let diff = crate::model::dense::tests::max_abs_diff(&gelu(&t).unwrap(), &t.gelu().unwrap());
         assert!(diff < 1e-6, "{diff}");
     }
 }
