@@ -36,7 +36,7 @@ pub(crate) struct ProcessArgs {
     #[command(flatten)]
     pub(crate) db: DbArgs,
     /// Handler calls at once, at least 1; decoding and encoding take at most one per CPU,
-    /// the rest serve frames' API calls [default: 3 x the number of CPUs].
+    /// the rest serve frames' API calls [default: 2 x the number of CPUs].
     #[arg(long, value_name = "N", value_parser = crate::lifecycle::at_least_one)]
     pub(crate) workers: Option<usize>,
     /// Also work on every other unfinished run in the database (by default `process`

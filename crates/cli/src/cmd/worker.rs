@@ -20,7 +20,7 @@ pub(crate) struct WorkerArgs {
     #[command(flatten)]
     pub(crate) db: DbArgs,
     /// Handler calls at once, at least 1; decoding and encoding take at most one per CPU,
-    /// the rest serve frames' API calls [default: 3 x the number of CPUs].
+    /// the rest serve frames' API calls [default: 2 x the number of CPUs].
     #[arg(long, value_name = "N", value_parser = crate::lifecycle::at_least_one)]
     pub(crate) concurrency: Option<usize>,
     /// Name recorded on the items this worker runs [default: host-pid-random].

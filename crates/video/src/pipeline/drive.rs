@@ -48,8 +48,10 @@ impl Default for DriveOptions {
 /// little CPU, so a worker runs several per core; decoding and encoding take at most one
 /// slot per CPU ([`PipelineOptions::cpu_slots`]). Not more: each frame in flight holds
 /// its original, its PNG, the answer and the enhanced frame: at 1080p on 2 CPUs over an
-/// API, 4 per CPU measured a 209 MiB peak RSS and 3 per CPU 201 MiB (budget: 200).
-pub const SLOTS_PER_CPU: usize = 3;
+/// API, 4 per CPU measured a 209 MiB peak RSS, 3 per CPU 201-211 MiB and 2 per CPU
+/// 151 MiB (budget: 200), and 2 per CPU was also the fastest of the three on a quiet
+/// machine.
+pub const SLOTS_PER_CPU: usize = 2;
 
 /// The default number of handler calls at once: [`SLOTS_PER_CPU`] per CPU.
 pub fn default_concurrency() -> usize {
