@@ -38,17 +38,29 @@ impl DecoderCache {
     }
 
     /// Keeps, for each new batch row, the cache of row `rows[i]` (beam search reorders
-    /// and duplicates hypotheses this way).
+    /// and duplicates hypotheses this way). A row's last use takes its cache; only the
+    /// earlier uses of a row kept more than once copy it.
     pub fn select(&mut self, rows: &[u32]) -> candle_core::Result<()> {
         for layer in self.past.iter_mut().filter(|l| !l.is_empty()) {
+            let mut uses = vec![0usize; layer.len()];
+            for &r in rows {
+                let slot = uses.get_mut(r as usize).ok_or_else(|| {
+                    candle_core::Error::Msg(format!("no sequence {r} in the decoder cache"))
+                })?;
+                *slot += 1;
+            }
             let next = rows
                 .iter()
                 .map(|&r| {
-                    layer.get(r as usize).cloned().ok_or_else(|| {
-                        candle_core::Error::Msg(format!("no sequence {r} in the decoder cache"))
-                    })
+                    let r = r as usize;
+                    uses[r] -= 1;
+                    if uses[r] == 0 {
+                        std::mem::take(&mut layer[r])
+                    } else {
+                        layer[r].clone()
+                    }
                 })
-                .collect::<candle_core::Result<Vec<_>>>()?;
+                .collect();
             *layer = next;
         }
         Ok(())
@@ -99,5 +111,40 @@ impl DecoderCache {
                 .contiguous()
         };
         Ok((stack(|p| &p.0)?, stack(|p| &p.1)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cache(rows: usize) -> DecoderCache {
+        let row = |r: usize| (vec![r as f32; 4], vec![-(r as f32); 4]);
+        DecoderCache {
+            cross: Arc::new(Vec::new()),
+            cross_flat: Arc::new(Vec::new()),
+            frames: 0,
+            past: vec![(0..rows).map(row).collect(), Vec::new()],
+            len: 1,
+        }
+    }
+
+    #[test]
+    fn select_reorders_and_duplicates_rows() {
+        let mut c = cache(3);
+        c.select(&[2, 0, 0, 1]).unwrap();
+        let firsts: Vec<f32> = c.past[0].iter().map(|(k, _)| k[0]).collect();
+        assert_eq!(firsts, [2.0, 0.0, 0.0, 1.0]);
+        for (k, v) in &c.past[0] {
+            assert_eq!(k.len(), 4);
+            assert_eq!(v, &vec![-k[0]; 4]);
+        }
+        assert!(c.past[1].is_empty(), "a layer not fed yet stays empty");
+    }
+
+    #[test]
+    fn select_of_a_missing_row_is_an_error() {
+        let mut c = cache(2);
+        assert!(c.select(&[0, 2]).is_err());
     }
 }
