@@ -479,22 +479,28 @@ WHERE i.run_id = $1 AND i.stage IN (SELECT jsonb_array_elements_text($2::jsonb))
 -- name: stage_counts_fold
 -- Maintenance: moves the counter shards of sessions that ended (shard = backend pid, see
 -- migration 5) into shard 0, so the counter tables do not grow with every connection
--- ever opened. Sums are unchanged. Rows are taken with SKIP LOCKED, so the fold never
--- waits for (nor deadlocks with) a session that reuses a pid; shard 0 rows are written in
--- key order.
-WITH gone AS (
+-- ever opened. Sums are unchanged. Only rows of running runs, read by primary key per run
+-- (the rows of finished runs no longer change, and a pass every second must not read a
+-- history of per-second rows). Rows are taken with SKIP LOCKED, so the fold never waits
+-- for (nor deadlocks with) a session that reuses a pid; shard 0 rows are written in key
+-- order.
+WITH live AS (
+    SELECT a.pid FROM pg_stat_activity a WHERE a.pid IS NOT NULL
+), gone AS (
     DELETE FROM stage_counts c
     WHERE (c.run_id, c.stage, c.status, c.shard) IN (
-        SELECT s.run_id, s.stage, s.status, s.shard FROM stage_counts s
-        WHERE s.shard <> 0 AND s.shard NOT IN (SELECT a.pid FROM pg_stat_activity a WHERE a.pid IS NOT NULL)
-        FOR UPDATE SKIP LOCKED)
+        SELECT s.run_id, s.stage, s.status, s.shard
+        FROM runs r JOIN stage_counts s ON s.run_id = r.id
+        WHERE r.status = 'running' AND s.shard <> 0 AND s.shard NOT IN (SELECT pid FROM live)
+        FOR UPDATE OF s SKIP LOCKED)
     RETURNING c.run_id, c.stage, c.status, c.n
 ), gone_done AS (
     DELETE FROM stage_completions c
     WHERE (c.run_id, c.stage, c.second, c.shard) IN (
-        SELECT s.run_id, s.stage, s.second, s.shard FROM stage_completions s
-        WHERE s.shard <> 0 AND s.shard NOT IN (SELECT a.pid FROM pg_stat_activity a WHERE a.pid IS NOT NULL)
-        FOR UPDATE SKIP LOCKED)
+        SELECT s.run_id, s.stage, s.second, s.shard
+        FROM runs r JOIN stage_completions s ON s.run_id = r.id
+        WHERE r.status = 'running' AND s.shard <> 0 AND s.shard NOT IN (SELECT pid FROM live)
+        FOR UPDATE OF s SKIP LOCKED)
     RETURNING c.run_id, c.stage, c.second, c.n
 ), counts AS (
     INSERT INTO stage_counts AS c (run_id, stage, status, shard, n)
