@@ -481,26 +481,31 @@ WHERE i.run_id = $1 AND i.stage IN (SELECT jsonb_array_elements_text($2::jsonb))
 -- migration 5) into shard 0, so the counter tables do not grow with every connection
 -- ever opened. Sums are unchanged. Only rows of running runs, read by primary key per run
 -- (the rows of finished runs no longer change, and a pass every second must not read a
--- history of per-second rows). Rows are taken with SKIP LOCKED, so the fold never waits
--- for (nor deadlocks with) a session that reuses a pid; shard 0 rows are written in key
--- order.
+-- history of per-second rows). Plans that cannot go bad without statistics: the locking
+-- LATERAL subquery is not flattened (as a join it was planned as a sequential scan), and
+-- the DELETE finds the rows it locked by ctid (a TID scan; on a table of a page or two a
+-- sequential scan may be cheaper and is taken). Rows are taken with SKIP
+-- LOCKED, so the fold never waits for (nor deadlocks with) a session that reuses a pid;
+-- shard 0 rows are written in key order.
 WITH live AS (
     SELECT a.pid FROM pg_stat_activity a WHERE a.pid IS NOT NULL
 ), gone AS (
     DELETE FROM stage_counts c
-    WHERE (c.run_id, c.stage, c.status, c.shard) IN (
-        SELECT s.run_id, s.stage, s.status, s.shard
-        FROM runs r JOIN stage_counts s ON s.run_id = r.id
-        WHERE r.status = 'running' AND s.shard <> 0 AND s.shard NOT IN (SELECT pid FROM live)
-        FOR UPDATE OF s SKIP LOCKED)
+    WHERE c.ctid = ANY (ARRAY(
+        SELECT s.ctid FROM runs r, LATERAL (
+            SELECT x.ctid FROM stage_counts x
+            WHERE x.run_id = r.id AND x.shard <> 0 AND x.shard NOT IN (SELECT pid FROM live)
+            FOR UPDATE SKIP LOCKED) s
+        WHERE r.status = 'running'))
     RETURNING c.run_id, c.stage, c.status, c.n
 ), gone_done AS (
     DELETE FROM stage_completions c
-    WHERE (c.run_id, c.stage, c.second, c.shard) IN (
-        SELECT s.run_id, s.stage, s.second, s.shard
-        FROM runs r JOIN stage_completions s ON s.run_id = r.id
-        WHERE r.status = 'running' AND s.shard <> 0 AND s.shard NOT IN (SELECT pid FROM live)
-        FOR UPDATE OF s SKIP LOCKED)
+    WHERE c.ctid = ANY (ARRAY(
+        SELECT s.ctid FROM runs r, LATERAL (
+            SELECT x.ctid FROM stage_completions x
+            WHERE x.run_id = r.id AND x.shard <> 0 AND x.shard NOT IN (SELECT pid FROM live)
+            FOR UPDATE SKIP LOCKED) s
+        WHERE r.status = 'running'))
     RETURNING c.run_id, c.stage, c.second, c.n
 ), counts AS (
     INSERT INTO stage_counts AS c (run_id, stage, status, shard, n)
