@@ -34,7 +34,9 @@ impl Handler for Gated {
 /// PostgreSQL only: there a row lock can hold one outcome's commit back while claims go
 /// on (on SQLite every write waits for the same file lock, so nothing could proceed).
 /// With one slot, the second item starts while the first one's outcome cannot commit yet;
-/// once it can, both complete exactly once.
+/// once it can, both complete exactly once. The worker prefetches one item: without
+/// prefetch a worker this small claims its next item in the commit of its outcomes
+/// (`Store::claims_with_outcomes`), so a held outcome holds its next claim back too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn slot_frees_when_the_handler_returns_not_when_its_outcome_commits() {
     let db = TestDb::postgres().await;
@@ -46,6 +48,7 @@ async fn slot_frees_when_the_handler_returns_not_when_its_outcome_commits() {
         name: "pipeline".into(),
         concurrency: 1,
         claim_batch: 1,
+        prefetch: 1,
         poll_interval: Duration::from_millis(20),
         ..WorkerConfig::default()
     };

@@ -372,9 +372,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         now: Millis,
         claim: &ClaimParams,
     ) -> StoreResult<(Vec<bool>, Vec<ClaimedItem>)>;
-    /// Whether [`Store::item_record_and_claim`] is one transaction (SQLite). On PostgreSQL
-    /// it is two: a claim after a record in one transaction takes the sharded
-    /// `stage_counts` rows in another order than a plain claim, and the two deadlock.
+    /// Whether [`Store::item_record_and_claim`] is one transaction (both backends: on
+    /// PostgreSQL each session counts on its own `stage_counts` shard, so a claim after a
+    /// record in one transaction cannot deadlock with a plain claim on the counter rows).
     fn claims_with_outcomes(&self) -> bool;
     /// [`Store::item_mark_external`] for many `(item id, lease token)` attempts in one
     /// statement; returns the ids marked (missing ones lost their lease).

@@ -64,8 +64,11 @@ mod tests {
         // (SQLite serialises writers) and has a server clock.
         assert!(pg.remove("notify"));
         assert!(pg.remove("item_record_all"));
+        assert!(pg.remove("item_record_claim"));
         assert!(pg.remove("migrate_lock"));
         assert!(pg.remove("db_now"));
+        // Only PostgreSQL keeps a counter shard per session, folded when the session ends.
+        assert!(pg.remove("stage_counts_fold"));
         // Only SQLite counts claims and outcomes with statements of their own (PostgreSQL
         // with statement triggers).
         let mut sqlite = sqlite.names();

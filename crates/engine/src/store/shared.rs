@@ -372,6 +372,145 @@ macro_rules! impl_store {
                 Ok(())
             }
 
+            /// `item_claim`'s statement with its parameters.
+            fn claim_query(sql: &'static str, p: &ClaimParams) -> Query<'static> {
+                sqlx::query(sql)
+                    .bind(p.stage.clone())
+                    .bind(p.now)
+                    .bind(p.limit)
+                    .bind(p.lease_token)
+                    .bind(p.lease_expires_at)
+                    .bind(p.worker.clone())
+                    .bind(p.run_id)
+            }
+
+            /// Runs the claim inside `tx` (with the counter statement where the backend
+            /// counts claims itself).
+            async fn claim_tx(&self, tx: &mut Tx, p: &ClaimParams) -> StoreResult<Vec<ClaimedItem>> {
+                if let Some(count) = QUERIES.find("item_claim_count") {
+                    Self::claim_query(count, p).execute(&mut **tx).await?;
+                }
+                let rows = Self::claim_query(self.sql("item_claim"), p).fetch_all(&mut **tx).await?;
+                Self::claimed_items(&rows)
+            }
+
+            /// Decodes `item_claim`'s rows.
+            fn claimed_items(rows: &[<$db as sqlx::Database>::Row]) -> StoreResult<Vec<ClaimedItem>> {
+                rows.iter()
+                    .map(|row| {
+                        let attempts: i64 = row.try_get(4)?;
+                        let retry_base: i64 = row.try_get(5)?;
+                        Ok(ClaimedItem {
+                            id: row.try_get(0)?,
+                            run_id: row.try_get(1)?,
+                            key: row.try_get(2)?,
+                            payload: json_col("items.payload", row.try_get(3)?)?.unwrap_or(Value::Null),
+                            attempt: attempts,
+                            budget_used: attempts - retry_base,
+                        })
+                    })
+                    .collect()
+            }
+
+            /// Records `outcomes` inside `tx`: their items, the attempts they write, the
+            /// fan-in they release and the items they spawn. Returns the ids recorded and
+            /// whether waiting workers should be woken (the caller sends the NOTIFY).
+            async fn record_tx(
+                &self,
+                tx: &mut Tx,
+                outcomes: &[Outcome],
+                now: Millis,
+            ) -> StoreResult<(std::collections::HashSet<i64>, bool)> {
+                if let Some(sql) = QUERIES.find("item_record_all")
+                    && outcomes.iter().all(|o| o.spawns.is_empty())
+                {
+                    let rows = bind_outcomes(sqlx::query(sql), outcomes, now).fetch_all(&mut **tx).await?;
+                    let mut woken: i64 = 0;
+                    let mut done = std::collections::HashSet::new();
+                    for row in &rows {
+                        done.insert(row.try_get::<i64, _>(0)?);
+                        woken = woken.max(row.try_get::<i64, _>(9)?);
+                    }
+                    return Ok((done, woken > 0));
+                }
+                let rows = bind_outcomes(sqlx::query(self.sql("item_record")), outcomes, now)
+                    .fetch_all(&mut **tx)
+                    .await?;
+                let recorded: Vec<Recorded> = rows.iter().map(Self::recorded).collect::<StoreResult<_>>()?;
+                if !recorded.is_empty() && QUERIES.find("stage_counts_add").is_some() {
+                    self.count_recorded_tx(tx, &rows, now).await?;
+                }
+                let by_id: HashMap<i64, &Outcome> = outcomes.iter().map(|o| (o.item_id, o)).collect();
+                // A success writes no attempt row: its item row is its history.
+                let failures: Vec<(&Recorded, Option<&Value>)> = recorded
+                    .iter()
+                    .filter(|r| r.status != "completed")
+                    .map(|r| (r, by_id.get(&r.id).and_then(|o| shared::outcome_error(&o.kind))))
+                    .collect();
+                if !failures.is_empty() {
+                    let attempts = shared::attempts_param(failures.into_iter());
+                    sqlx::query(self.sql("attempt_insert_many")).bind(attempts).bind(now).execute(&mut **tx).await?;
+                }
+                let mut wake = false;
+                for row in recorded.iter().filter(|r| r.status == "completed") {
+                    self.release_dependents_tx(tx, row).await?;
+                    let spawns = &by_id[&row.id].spawns;
+                    if !spawns.is_empty() {
+                        self.insert_items_tx(tx, row.run_id, spawns, now).await?;
+                    }
+                    wake |= row.has_waiters || row.group.is_some() || !spawns.is_empty();
+                }
+                Ok((recorded.iter().map(|r| r.id).collect(), wake))
+            }
+
+            /// `item_record_and_claim` as one statement (`item_record_claim`, PostgreSQL):
+            /// rows `r` are recorded items (with the waiters woken), rows `c` claimed ones.
+            async fn record_claim_one_statement(
+                &self,
+                sql: &'static str,
+                outcomes: &[Outcome],
+                now: Millis,
+                p: &ClaimParams,
+            ) -> StoreResult<(Vec<bool>, Vec<ClaimedItem>)> {
+                let rows = bind_outcomes(sqlx::query(sql), outcomes, now)
+                    .bind(p.stage.clone())
+                    .bind(p.limit)
+                    .bind(p.lease_token)
+                    .bind(p.lease_expires_at)
+                    .bind(p.worker.clone())
+                    .bind(p.run_id)
+                    .fetch_all(&self.pool)
+                    .await?;
+                let mut done = std::collections::HashSet::new();
+                let mut woken: i64 = 0;
+                let mut claimed = Vec::new();
+                for row in &rows {
+                    let kind: String = row.try_get(0)?;
+                    if kind == "r" {
+                        done.insert(row.try_get::<i64, _>(1)?);
+                        woken = woken.max(row.try_get::<i64, _>(7)?);
+                        continue;
+                    }
+                    let attempts: i64 = row.try_get(5)?;
+                    let retry_base: i64 = row.try_get(6)?;
+                    claimed.push(ClaimedItem {
+                        id: row.try_get(1)?,
+                        run_id: row.try_get(2)?,
+                        key: row.try_get(3)?,
+                        payload: json_col("items.payload", row.try_get(4)?)?.unwrap_or(Value::Null),
+                        attempt: attempts,
+                        budget_used: attempts - retry_base,
+                    });
+                }
+                if woken > 0 {
+                    if let Some(notify) = QUERIES.find("notify") {
+                        sqlx::query(notify).execute(&self.pool).await?;
+                    }
+                    self.local_wake.notify_waiters();
+                }
+                Ok((self.recorded_flags(outcomes, done).await?, claimed))
+            }
+
             fn recorded(row: &<$db as sqlx::Database>::Row) -> StoreResult<Recorded> {
                 Ok(Recorded {
                     id: row.try_get(0)?,
@@ -668,6 +807,10 @@ macro_rules! impl_store {
             }
 
             async fn run_finish_ready(&self, now: Millis) -> StoreResult<Vec<(i64, RunStatus)>> {
+                // The counters it reads: shards of sessions that ended fold into one.
+                if let Some(fold) = QUERIES.find("stage_counts_fold") {
+                    sqlx::query(fold).execute(&self.pool).await?;
+                }
                 let mut tx = self.begin_write().await?;
                 let ready: Vec<(i64, i64)> =
                     sqlx::query_as(self.sql("run_ready_to_finish")).fetch_all(&mut *tx).await?;
@@ -701,43 +844,16 @@ macro_rules! impl_store {
                 if let Some(done) = self.hot_claim(p).await {
                     return done;
                 }
-                let claim = |name: &str| {
-                    sqlx::query(self.sql(name))
-                        .bind(p.stage.clone())
-                        .bind(p.now)
-                        .bind(p.limit)
-                        .bind(p.lease_token)
-                        .bind(p.lease_expires_at)
-                        .bind(p.worker.clone())
-                        .bind(p.run_id)
-                };
                 // The claim is one statement; where the backend makes a single statement
                 // atomic on its own, it skips the BEGIN/COMMIT round trips.
-                let rows = if SINGLE_STATEMENT_IS_ATOMIC {
-                    claim("item_claim").fetch_all(&self.pool).await?
-                } else {
-                    let mut tx = self.begin_write().await?;
-                    if QUERIES.find("item_claim_count").is_some() {
-                        claim("item_claim_count").execute(&mut *tx).await?;
-                    }
-                    let rows = claim("item_claim").fetch_all(&mut *tx).await?;
-                    tx.commit().await?;
-                    rows
-                };
-                rows.iter()
-                    .map(|row| {
-                        let attempts: i64 = row.try_get(4)?;
-                        let retry_base: i64 = row.try_get(5)?;
-                        Ok(ClaimedItem {
-                            id: row.try_get(0)?,
-                            run_id: row.try_get(1)?,
-                            key: row.try_get(2)?,
-                            payload: json_col("items.payload", row.try_get(3)?)?.unwrap_or(Value::Null),
-                            attempt: attempts,
-                            budget_used: attempts - retry_base,
-                        })
-                    })
-                    .collect()
+                if SINGLE_STATEMENT_IS_ATOMIC {
+                    let rows = Self::claim_query(self.sql("item_claim"), p).fetch_all(&self.pool).await?;
+                    return Self::claimed_items(&rows);
+                }
+                let mut tx = self.begin_write().await?;
+                let claimed = self.claim_tx(&mut tx, p).await?;
+                tx.commit().await?;
+                Ok(claimed)
             }
 
             async fn item_heartbeat(&self, ids: &[i64], lease_token: i64, lease_expires_at: Millis) -> StoreResult<Vec<i64>> {
@@ -799,33 +915,7 @@ macro_rules! impl_store {
                     return self.recorded_flags(outcomes, done).await;
                 }
                 let mut tx = self.begin_write().await?;
-                let rows = bind_outcomes(sqlx::query(self.sql("item_record")), outcomes, now)
-                    .fetch_all(&mut *tx)
-                    .await?;
-                let recorded: Vec<Recorded> = rows.iter().map(Self::recorded).collect::<StoreResult<_>>()?;
-                if !recorded.is_empty() && QUERIES.find("stage_counts_add").is_some() {
-                    self.count_recorded_tx(&mut tx, &rows, now).await?;
-                }
-                let by_id: HashMap<i64, &Outcome> = outcomes.iter().map(|o| (o.item_id, o)).collect();
-                // A success writes no attempt row: its item row is its history.
-                let failures: Vec<(&Recorded, Option<&Value>)> = recorded
-                    .iter()
-                    .filter(|r| r.status != "completed")
-                    .map(|r| (r, by_id.get(&r.id).and_then(|o| shared::outcome_error(&o.kind))))
-                    .collect();
-                if !failures.is_empty() {
-                    let attempts = shared::attempts_param(failures.into_iter());
-                    sqlx::query(self.sql("attempt_insert_many")).bind(attempts).bind(now).execute(&mut *tx).await?;
-                }
-                let mut wake = false;
-                for row in recorded.iter().filter(|r| r.status == "completed") {
-                    self.release_dependents_tx(&mut tx, row).await?;
-                    let spawns = &by_id[&row.id].spawns;
-                    if !spawns.is_empty() {
-                        self.insert_items_tx(&mut tx, row.run_id, spawns, now).await?;
-                    }
-                    wake |= row.has_waiters || row.group.is_some() || !spawns.is_empty();
-                }
+                let (done, wake) = self.record_tx(&mut tx, outcomes, now).await?;
                 if wake {
                     self.notify_tx(&mut tx).await?;
                 }
@@ -833,7 +923,6 @@ macro_rules! impl_store {
                 if wake {
                     self.local_wake.notify_waiters();
                 }
-                let done: std::collections::HashSet<i64> = recorded.iter().map(|r| r.id).collect();
                 self.recorded_flags(outcomes, done).await
             }
 
@@ -1267,8 +1356,26 @@ macro_rules! impl_store {
                 if let Some(done) = self.hot_record_and_claim(outcomes, now, p).await {
                     return done;
                 }
-                let flags = self.item_record(outcomes, now).await?;
-                Ok((flags, self.item_claim(p).await?))
+                if !CLAIMS_WITH_OUTCOMES || outcomes.is_empty() {
+                    let flags = self.item_record(outcomes, now).await?;
+                    return Ok((flags, self.item_claim(p).await?));
+                }
+                if let Some(sql) = QUERIES.find("item_record_claim")
+                    && outcomes.iter().all(|o| o.spawns.is_empty())
+                {
+                    return self.record_claim_one_statement(sql, outcomes, now, p).await;
+                }
+                let mut tx = self.begin_write().await?;
+                let (done, wake) = self.record_tx(&mut tx, outcomes, now).await?;
+                let claimed = self.claim_tx(&mut tx, p).await?;
+                if wake {
+                    self.notify_tx(&mut tx).await?;
+                }
+                tx.commit().await?;
+                if wake {
+                    self.local_wake.notify_waiters();
+                }
+                Ok((self.recorded_flags(outcomes, done).await?, claimed))
             }
 
             fn claims_with_outcomes(&self) -> bool {

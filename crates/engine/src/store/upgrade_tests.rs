@@ -130,7 +130,7 @@ async fn upgraded_database_reads_its_history(db: idempipe_testkit::TestDb) {
     assert_eq!(history(5).await, [(1, 6000, "completed".to_string())]);
     let e = store.item_get(1, "s", "e").await.unwrap();
     assert_eq!(e.status, ItemStatus::Completed);
-    assert_eq!(super::schema_version(), 4);
+    assert_eq!(super::schema_version(), 5);
 }
 
 #[tokio::test]

@@ -17,7 +17,7 @@
 //!
 //! A small worker without prefetch (at most [`RIDE_UP_TO`] slots) whose slots are all busy
 //! leaves its next claim with the completer instead ([`ClaimOrder`]), where the store
-//! commits claims with outcomes (`Store::claims_with_outcomes`, SQLite): the flush that
+//! commits claims with outcomes (`Store::claims_with_outcomes`): the flush that
 //! commits the outcomes of the slots it frees claims their next items in the same
 //! transaction. If a call ends without outcomes, the order is revoked and claims on its own.
 

@@ -22,8 +22,10 @@ mod plan_tests;
 const BACKEND: &str = "postgres";
 /// Every statement is its own transaction; claims and heartbeats need no BEGIN/COMMIT.
 const SINGLE_STATEMENT_IS_ATOMIC: bool = true;
-/// See `Store::claims_with_outcomes`: the counters' lock order forbids it.
-const CLAIMS_WITH_OUTCOMES: bool = false;
+/// Outcomes and the next claim commit together (`Store::claims_with_outcomes`): each
+/// session counts on its own `stage_counts` shard, so the two statements' counter rows are
+/// locked by no other open transaction, in whatever order they take them.
+const CLAIMS_WITH_OUTCOMES: bool = true;
 static QUERIES: LazyLock<Queries> = LazyLock::new(|| Queries::parse(include_str!("queries.sql")));
 pub(crate) static MIGRATIONS: &[Migration] = &[
     Migration {
@@ -45,6 +47,11 @@ pub(crate) static MIGRATIONS: &[Migration] = &[
         version: 4,
         name: "lean",
         sql: include_str!("migrations/0004_lean.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "shard_per_backend",
+        sql: include_str!("migrations/0005_shard_per_backend.sql"),
     },
 ];
 

@@ -123,6 +123,25 @@ async fn assert_pkey(pool: &PgPool, when: &str) {
             claim.contains("items_due") && !claim.contains("Seq Scan on items"),
             "item_claim ({mode}, {when}) must read the due index with {LEASED} leased: {claim}"
         );
+        // Outcomes and the next claim in one statement: both paths as above.
+        let both = plan(pool, mode, "item_record_claim", |q| {
+            super::bind_outcomes(q, &outcomes, 5)
+                .bind("s")
+                .bind(512i64)
+                .bind(8i64)
+                .bind(30_005i64)
+                .bind("w")
+                .bind(None::<i64>)
+        })
+        .await;
+        assert!(
+            both.contains("items_pkey")
+                && both.contains("items_due")
+                && !both.contains("items_leased")
+                && !both.contains("Seq Scan on items"),
+            "item_record_claim ({mode}, {when}) must find outcomes by primary key and claim \
+             through the due index with {LEASED} leased: {both}"
+        );
         for (name, plan) in plans {
             assert!(
                 plan.contains("items_pkey") && !plan.contains("items_leased"),

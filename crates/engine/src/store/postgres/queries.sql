@@ -475,3 +475,121 @@ FROM items i
 WHERE i.run_id = $1 AND i.stage IN (SELECT jsonb_array_elements_text($2::jsonb)) AND i.status = 'completed'
   AND NOT EXISTS (SELECT 1 FROM attempt_log a
                   WHERE a.item_id = i.id AND a.attempt = i.attempts AND a.outcome = 'completed');
+
+-- name: stage_counts_fold
+-- Maintenance: moves the counter shards of sessions that ended (shard = backend pid, see
+-- migration 5) into shard 0, so the counter tables do not grow with every connection
+-- ever opened. Sums are unchanged. Only rows of running runs, read by primary key per run
+-- (the rows of finished runs no longer change, and a pass every second must not read a
+-- history of per-second rows). Plans that cannot go bad without statistics: the locking
+-- LATERAL subquery is not flattened (as a join it was planned as a sequential scan), and
+-- the DELETE finds the rows it locked by ctid (a TID scan; on a table of a page or two a
+-- sequential scan may be cheaper and is taken). Rows are taken with SKIP
+-- LOCKED, so the fold never waits for (nor deadlocks with) a session that reuses a pid;
+-- shard 0 rows are written in key order.
+WITH live AS (
+    SELECT a.pid FROM pg_stat_activity a WHERE a.pid IS NOT NULL
+), gone AS (
+    DELETE FROM stage_counts c
+    WHERE c.ctid = ANY (ARRAY(
+        SELECT s.ctid FROM runs r, LATERAL (
+            SELECT x.ctid FROM stage_counts x
+            WHERE x.run_id = r.id AND x.shard <> 0 AND x.shard NOT IN (SELECT pid FROM live)
+            FOR UPDATE SKIP LOCKED) s
+        WHERE r.status = 'running'))
+    RETURNING c.run_id, c.stage, c.status, c.n
+), gone_done AS (
+    DELETE FROM stage_completions c
+    WHERE c.ctid = ANY (ARRAY(
+        SELECT s.ctid FROM runs r, LATERAL (
+            SELECT x.ctid FROM stage_completions x
+            WHERE x.run_id = r.id AND x.shard <> 0 AND x.shard NOT IN (SELECT pid FROM live)
+            FOR UPDATE SKIP LOCKED) s
+        WHERE r.status = 'running'))
+    RETURNING c.run_id, c.stage, c.second, c.n
+), counts AS (
+    INSERT INTO stage_counts AS c (run_id, stage, status, shard, n)
+    SELECT run_id, stage, status, 0, sum(n) FROM gone
+    GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+    ON CONFLICT (run_id, stage, status, shard) DO UPDATE SET n = c.n + excluded.n
+    RETURNING 1
+), done AS (
+    INSERT INTO stage_completions AS c (run_id, stage, second, shard, n)
+    SELECT run_id, stage, second, 0, sum(n) FROM gone_done
+    GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+    ON CONFLICT (run_id, stage, second, shard) DO UPDATE SET n = c.n + excluded.n
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM gone) + (SELECT count(*) FROM gone_done);
+
+-- name: item_record_claim
+-- item_record_all and item_claim as ONE statement (Store::item_record_and_claim without
+-- spawns): one round trip and one commit per item at concurrency 1. $1..$7 as
+-- item_record_all; $8..$13 the claim's stage, limit, lease token, lease expiry, worker and
+-- run (its `now` is $7). One snapshot for all CTEs: `pick` sees the recorded items still
+-- running and the woken waiters still waiting, so it never touches a row `upd` or `wake`
+-- changes (an item recorded as failed is claimable from the next statement on). Rows:
+-- 'r' per recorded item (id, and the waiters woken in `woken`), 'c' per claimed item.
+WITH o AS (
+    SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[]::jsonb[],
+                         $5::text[]::jsonb[], $6::bigint[]) AS o(id, token, status, result, error, next_at)
+), upd AS (
+    UPDATE items SET status = o.status,
+        result = o.result,
+        last_error = COALESCE(o.error, items.last_error),
+        next_attempt_at = COALESCE(o.next_at, items.next_attempt_at),
+        completed_at = CASE WHEN o.status = 'completed' THEN $7::bigint END,
+        lease_token = NULL, lease_expires_at = NULL, last_token = o.token, updated_at = $7
+    FROM o
+    WHERE items.id = o.id AND items.lease_token = o.token
+    RETURNING items.id, items.run_id, items.attempts, items.worker, items.claimed_at,
+        items.external_call_at, items.group_name, items.has_waiters, items.status
+), att AS (
+    INSERT INTO attempt_log (item_id, run_id, attempt, worker, started_at, ended_at, external_call_at, outcome, error)
+    SELECT upd.id, upd.run_id, upd.attempts, upd.worker, upd.claimed_at, $7, upd.external_call_at, upd.status, o.error
+    FROM upd JOIN o ON o.id = upd.id
+    WHERE upd.status <> 'completed'
+), grp AS (
+    UPDATE groups g SET remaining = g.remaining - c.n
+    FROM (SELECT run_id, group_name, count(*) AS n FROM upd
+          WHERE status = 'completed' AND group_name IS NOT NULL GROUP BY run_id, group_name) c
+    WHERE g.run_id = c.run_id AND g.name = c.group_name
+    RETURNING g.run_id, g.name, g.remaining
+), gw AS (
+    UPDATE group_waits SET released = TRUE FROM grp
+    WHERE group_waits.run_id = grp.run_id AND group_waits.group_name = grp.name
+      AND grp.remaining = 0 AND NOT group_waits.released
+    RETURNING group_waits.waiter_id
+), dec AS (
+    SELECT waiter_id, count(*) AS n FROM (
+        SELECT iw.waiter_id FROM item_waits iw JOIN upd ON iw.input_id = upd.id
+        WHERE upd.status = 'completed' AND upd.has_waiters
+        UNION ALL SELECT waiter_id FROM gw) x
+    GROUP BY waiter_id
+), wake AS (
+    UPDATE items w SET waiting_on = w.waiting_on - dec.n FROM dec WHERE w.id = dec.waiter_id
+    RETURNING w.id
+), pick AS (
+    SELECT i.id FROM items i
+    WHERE i.stage = $8 AND i.status IN ('pending', 'failed') AND i.waiting_on = 0
+      AND i.next_attempt_at <= $7
+      AND ($13::bigint IS NULL OR i.run_id = $13)
+      AND i.run_id NOT IN (SELECT r.id FROM runs r WHERE r.status <> 'running' OR r.paused)
+      AND NOT EXISTS (SELECT 1 FROM stage_pauses p WHERE p.run_id = i.run_id AND p.stage = i.stage)
+    ORDER BY i.next_attempt_at, i.id
+    LIMIT $9
+    FOR UPDATE OF i SKIP LOCKED
+), claimed AS (
+    UPDATE items SET status = 'running', attempts = items.attempts + 1, lease_token = $10,
+        lease_expires_at = $11, worker = $12, claimed_at = $7, external_call_at = NULL,
+        last_token = NULL, updated_at = $7
+    FROM pick WHERE items.id = pick.id
+    RETURNING items.id, items.run_id, items.key, items.payload::text, items.attempts, items.retry_base
+)
+SELECT 'r'::text, upd.id, NULL::bigint, NULL::text, NULL::text, NULL::bigint, NULL::bigint,
+       (SELECT count(*) FROM wake)
+FROM upd
+UNION ALL
+SELECT 'c'::text, claimed.id, claimed.run_id, claimed.key, claimed.payload, claimed.attempts,
+       claimed.retry_base, 0::bigint
+FROM claimed;

@@ -55,6 +55,11 @@ pub(crate) static MIGRATIONS: &[Migration] = &[
         name: "lean",
         sql: include_str!("migrations/0004_lean.sql"),
     },
+    Migration {
+        version: 5,
+        name: "shard_per_backend",
+        sql: include_str!("migrations/0005_shard_per_backend.sql"),
+    },
 ];
 
 /// How long a writer waits for another process's write transaction before giving up.
