@@ -396,20 +396,22 @@ macro_rules! impl_store {
 
             /// Decodes `item_claim`'s rows.
             fn claimed_items(rows: &[<$db as sqlx::Database>::Row]) -> StoreResult<Vec<ClaimedItem>> {
-                rows.iter()
-                    .map(|row| {
-                        let attempts: i64 = row.try_get(4)?;
-                        let retry_base: i64 = row.try_get(5)?;
-                        Ok(ClaimedItem {
-                            id: row.try_get(0)?,
-                            run_id: row.try_get(1)?,
-                            key: row.try_get(2)?,
-                            payload: json_col("items.payload", row.try_get(3)?)?.unwrap_or(Value::Null),
-                            attempt: attempts,
-                            budget_used: attempts - retry_base,
-                        })
-                    })
-                    .collect()
+                rows.iter().map(|row| Self::claimed_item(row, 0)).collect()
+            }
+
+            /// Decodes one claimed item whose columns (id, run, key, payload, attempts,
+            /// retry base) start at column `first`.
+            fn claimed_item(row: &<$db as sqlx::Database>::Row, first: usize) -> StoreResult<ClaimedItem> {
+                let attempts: i64 = row.try_get(first + 4)?;
+                let retry_base: i64 = row.try_get(first + 5)?;
+                Ok(ClaimedItem {
+                    id: row.try_get(first)?,
+                    run_id: row.try_get(first + 1)?,
+                    key: row.try_get(first + 2)?,
+                    payload: json_col("items.payload", row.try_get(first + 3)?)?.unwrap_or(Value::Null),
+                    attempt: attempts,
+                    budget_used: attempts - retry_base,
+                })
             }
 
             /// Records `outcomes` inside `tx`: their items, the attempts they write, the
@@ -491,16 +493,7 @@ macro_rules! impl_store {
                         woken = woken.max(row.try_get::<i64, _>(7)?);
                         continue;
                     }
-                    let attempts: i64 = row.try_get(5)?;
-                    let retry_base: i64 = row.try_get(6)?;
-                    claimed.push(ClaimedItem {
-                        id: row.try_get(1)?,
-                        run_id: row.try_get(2)?,
-                        key: row.try_get(3)?,
-                        payload: json_col("items.payload", row.try_get(4)?)?.unwrap_or(Value::Null),
-                        attempt: attempts,
-                        budget_used: attempts - retry_base,
-                    });
+                    claimed.push(Self::claimed_item(row, 1)?);
                 }
                 if woken > 0 {
                     if let Some(notify) = QUERIES.find("notify") {
