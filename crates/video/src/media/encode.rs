@@ -180,7 +180,7 @@ impl SegmentEncoder {
             .spawn()
             .map_err(|e| tool::spawn_error(FFMPEG, out_path, e))?;
         let stdin = match child.stdin.take().map(|s| s.into_owned_fd()) {
-            Some(Ok(fd)) => Some(Pipe::new(fd)),
+            Some(Ok(fd)) => Some(Pipe::new(fd, width as usize * height as usize * 3)),
             Some(Err(source)) => {
                 return Err(MediaError::Io {
                     path: out_path.to_owned(),

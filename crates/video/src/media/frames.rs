@@ -80,11 +80,12 @@ impl FrameReader {
             .spawn()
             .map_err(|e| tool::spawn_error(FFMPEG, path, e))?;
         let stdout = child.stdout.take().expect("stdout is piped");
-        let stdout = Pipe::new(stdout.into_owned_fd().map_err(|source| MediaError::Io {
+        let stdout = stdout.into_owned_fd().map_err(|source| MediaError::Io {
             path: path.to_owned(),
             action: "read decoded frames",
             source,
-        })?);
+        })?;
+        let stdout = Pipe::new(stdout, width as usize * height as usize * 3);
         let stderr = child.stderr.take().map(|s| tokio::spawn(read_all(s)));
         Ok(Self {
             path: path.to_owned(),

@@ -1,21 +1,31 @@
 //! Moving whole frames through ffmpeg's pipes on the blocking pool.
 //!
-//! A raw 720p frame is 2.7 MB and a pipe holds 64 KiB, so a frame crosses in about 42
-//! pieces. Through tokio's reactor, each piece that finds the pipe empty (or full) costs
-//! a wake-up of the task and a trip through epoll; with blocking calls on a pool thread,
-//! the kernel hands the pieces over directly and the runtime sees one hop per frame.
+//! A raw 720p frame is 2.7 MB and a pipe holds 64 KiB by default, so a frame would cross
+//! in about 42 pieces. Through tokio's reactor, each piece that finds the pipe empty (or
+//! full) costs a wake-up of the task and a trip through epoll; with blocking calls on a
+//! pool thread, the kernel hands the pieces over directly and the runtime sees one hop
+//! per frame. Each pipe is also grown towards a frame's size ([`PIPE_MAX`] at most), so
+//! that ffmpeg and this process wake each other a few times per frame instead of dozens:
+//! reading 720p frames from an ffmpeg decoder measured 1.4 ms of CPU per frame through a
+//! 1 MiB pipe against 2.0-3.7 ms through a 64 KiB one (mostly fewer context switches).
 
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
+
+/// The largest pipe asked for: Linux's default limit for unprivileged processes
+/// (`/proc/sys/fs/pipe-max-size`).
+const PIPE_MAX: usize = 1 << 20;
 
 /// One end of a child's pipe, in blocking mode, lent to a pool thread for each frame.
 #[derive(Debug)]
 pub(crate) struct Pipe(Option<File>);
 
 impl Pipe {
-    /// Wraps a pipe end (tokio's `into_owned_fd` gives it back in blocking mode).
-    pub(crate) fn new(fd: OwnedFd) -> Self {
+    /// Wraps a pipe end (tokio's `into_owned_fd` gives it back in blocking mode) that
+    /// carries `frame_bytes` at a time, growing its buffer towards that size.
+    pub(crate) fn new(fd: OwnedFd, frame_bytes: usize) -> Self {
+        grow(&fd, frame_bytes);
         Self(Some(File::from(fd)))
     }
 
@@ -65,5 +75,40 @@ impl Pipe {
             }
             Err(e) => (Vec::new(), Err(std::io::Error::other(e))),
         }
+    }
+}
+
+/// Asks the kernel for a pipe buffer of `bytes` (at most [`PIPE_MAX`]). Only a speed-up:
+/// a refusal (a lowered limit, the user's pipe quota spent) leaves the pipe as it was.
+#[cfg(target_os = "linux")]
+fn grow(fd: &OwnedFd, bytes: usize) {
+    if let Err(e) = rustix::pipe::fcntl_setpipe_size(fd, bytes.min(PIPE_MAX)) {
+        tracing::debug!(error = %e, bytes, "could not grow a pipe to ffmpeg");
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn grow(_fd: &OwnedFd, _bytes: usize) {}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    /// The buffer size of a new pipe's write end wrapped for frames of `frame_bytes`.
+    fn grown(frame_bytes: usize) -> usize {
+        let (_read, write) = std::io::pipe().expect("a pipe");
+        let pipe = Pipe::new(OwnedFd::from(write), frame_bytes);
+        rustix::pipe::fcntl_getpipe_size(pipe.0.as_ref().expect("open")).expect("its size")
+    }
+
+    #[test]
+    fn pipes_grow_towards_a_frame_up_to_the_limit() {
+        let limit: usize = std::fs::read_to_string("/proc/sys/fs/pipe-max-size")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(PIPE_MAX);
+        let small = 320 * 240 * 3;
+        assert!(grown(small) >= small.min(limit), "{}", grown(small));
+        assert_eq!(grown(1280 * 720 * 3), PIPE_MAX.min(limit));
     }
 }
