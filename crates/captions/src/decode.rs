@@ -11,6 +11,7 @@ use std::io::Write;
 
 use candle_core::{IndexOp, Tensor};
 
+use crate::model::softmax::sum_exp;
 use crate::model::{DecoderCache, SpecialTokens, WhisperModel};
 
 /// Most tokens sampled per window (half the text context, as the reference does).
@@ -400,7 +401,7 @@ fn log_sum_exp(values: &[f32]) -> f32 {
     if max == f32::NEG_INFINITY {
         return max;
     }
-    max + values.iter().map(|v| (v - max).exp()).sum::<f32>().ln()
+    max + sum_exp(values, max).ln()
 }
 
 fn log_softmax(logits: &[f32]) -> Vec<f32> {

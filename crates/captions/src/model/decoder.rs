@@ -27,9 +27,8 @@ pub use cache::DecoderCache;
 /// The decoder's weights.
 #[derive(Debug, Clone)]
 pub struct TextDecoder {
-    /// Token embeddings `(vocab, d_model)` (also the output projection, through
-    /// candle's vectorised product).
-    embeddings: Tensor,
+    /// Token embeddings, `vocab` rows of `d_model` (also the output projection).
+    embeddings: Arc<Vec<f32>>,
     /// Position embeddings, `max_positions` rows of `d_model`.
     positions: Arc<Vec<f32>>,
     d_model: usize,
@@ -90,7 +89,7 @@ impl TextDecoder {
             )));
         }
         Ok(Self {
-            embeddings,
+            embeddings: Arc::new(embeddings.flatten_all()?.to_vec1()?),
             positions: Arc::new(positions.flatten_all()?.to_vec1()?),
             d_model,
             norm: Norm::new(layer_norm(file, "decoder/layer_norm")?)?,
@@ -215,12 +214,12 @@ impl TextDecoder {
     /// The input of token `id` at `position`: its embedding plus the position's.
     fn input_row(&self, id: u32, position: usize) -> candle_core::Result<Vec<f32>> {
         let d = self.d_model;
-        if id as usize >= self.embeddings.dim(0)? {
+        let id = id as usize;
+        let Some(token) = self.embeddings.get(id * d..(id + 1) * d) else {
             return Err(candle_core::Error::Msg(format!(
                 "token {id} is not in the vocabulary"
             )));
-        }
-        let token = self.embeddings.get(id as usize)?.to_vec1::<f32>()?;
+        };
         let at = &self.positions[position * d..(position + 1) * d];
         Ok(token.iter().zip(at).map(|(t, p)| t + p).collect())
     }

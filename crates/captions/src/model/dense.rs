@@ -76,7 +76,7 @@ impl Dense {
 
 /// `rows` rows of `x` (each `inputs` long) times the transpose of `weight` (rows of
 /// `inputs`), plus `bias`: `rows` rows of `weight.len() / inputs` outputs.
-fn rows_times(
+pub(crate) fn rows_times(
     x: &[f32],
     rows: usize,
     weight: &[f32],

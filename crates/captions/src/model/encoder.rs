@@ -12,6 +12,7 @@ use candle_nn::{Conv1d, Conv1dConfig, LayerNorm, Linear};
 use super::ModelError;
 use super::ct2::Ct2File;
 use super::gelu::gelu;
+use super::softmax::softmax_last_dim_in_place;
 use super::weights::{layer_norm, linear};
 
 /// Query rows per attention block: the scores of a block of tiny.en (6 heads, 1500
@@ -159,7 +160,8 @@ impl AudioEncoder {
             .map(|start| {
                 let rows = QUERY_BLOCK.min(frames - start);
                 let scores = q.narrow(1, start, rows)?.matmul(&keys)?;
-                candle_nn::ops::softmax_last_dim(&scores)?.matmul(&v)
+                softmax_last_dim_in_place(&scores)?;
+                scores.matmul(&v)
             })
             .collect::<candle_core::Result<Vec<_>>>()?;
         // (heads, frames, head_dim) to (1, frames, heads * head_dim).

@@ -10,6 +10,7 @@ mod dense;
 pub mod encoder;
 mod gelu;
 mod norm;
+pub(crate) mod softmax;
 mod vocab;
 mod weights;
 

@@ -5,6 +5,7 @@
 use rayon::prelude::*;
 
 use super::cache::Past;
+use crate::model::softmax::softmax;
 
 /// Self-attention of each sequence's new query (rows of `3 * d` in `qkv`: query, key,
 /// value) over its cached keys and values (`past[row]`, the new position included).
@@ -89,18 +90,6 @@ pub(super) fn cross_attention(
         }
     }
     out
-}
-
-fn softmax(scores: &mut [f32]) {
-    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut total = 0.0f32;
-    for s in scores.iter_mut() {
-        *s = (*s - max).exp();
-        total += *s;
-    }
-    for s in scores.iter_mut() {
-        *s /= total;
-    }
 }
 
 fn dot(a: &[f32], b: &[f32]) -> f32 {

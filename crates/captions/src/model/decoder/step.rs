@@ -2,10 +2,9 @@
 //! candle's cost per operation (allocation, dispatch, thread hand-off) would exceed
 //! the arithmetic of a few rows; and the output projection onto the vocabulary.
 
-use candle_core::{Device, Tensor};
-
 use super::attention::{cross_attention, self_attention};
 use super::{DecoderCache, TextDecoder};
+use crate::model::dense::rows_times;
 use crate::model::gelu::gelu_slice;
 
 impl TextDecoder {
@@ -54,15 +53,14 @@ impl TextDecoder {
     }
 
     /// Logits of each row of `hidden` (rows of `d_model`): one vector per row. The
-    /// embeddings times the rows' transpose: candle's product reads the
-    /// `(vocab, d_model)` weights once this way, not once per row.
+    /// product reads the `(vocab, d_model)` embeddings once for all rows, spread over
+    /// rayon's threads (candle's product of one row runs on one thread).
     pub(super) fn logits_of(&self, hidden: &[f32]) -> candle_core::Result<Vec<Vec<f32>>> {
         let d = self.d_model;
-        let rows = Tensor::from_vec(hidden.to_vec(), (hidden.len() / d, d), &Device::Cpu)?;
-        self.embeddings
-            .matmul(&rows.t()?.contiguous()?)?
-            .t()?
-            .to_vec2()
+        let rows = hidden.len() / d;
+        let all = rows_times(hidden, rows, &self.embeddings, d, None);
+        let vocab = self.embeddings.len() / d;
+        Ok(all.chunks_exact(vocab).map(<[f32]>::to_vec).collect())
     }
 }
 
