@@ -36,6 +36,10 @@ const MAX_PER_COMMIT: usize = 512;
 /// Outcomes waiting to be committed before submitters wait.
 const MAX_PENDING: usize = 4 * MAX_PER_COMMIT;
 
+/// Delays before each retry of a failed flush; after the last one its items are left to
+/// lease expiry and rescue.
+const FLUSH_RETRY_MS: [u64; 3] = [100, 500, 2_000];
+
 /// Outcomes of one handler call, waiting for their commit.
 struct Submission {
     stage: String,
@@ -190,7 +194,7 @@ async fn run(sink: Sink, mut rx: mpsc::UnboundedReceiver<Submission>, rider: Arc
             rider.order.take()
         };
         let now = sink.clock.now();
-        let recorded = match order {
+        let mut recorded = match order {
             None => sink
                 .store
                 .item_record(&all, now)
@@ -198,6 +202,19 @@ async fn run(sink: Sink, mut rx: mpsc::UnboundedReceiver<Submission>, rider: Arc
                 .map_err(|e| e.to_string()),
             Some(order) => ride(&sink, &all, batch.len(), order, now).await,
         };
+        // A failed flush is tried again (the leases stay renewed meanwhile): a connection
+        // that died (a partition, a server restart) fails once, and a flush whose commit
+        // was lost applies once (`items.last_token`), so the retry is safe.
+        for delay_ms in FLUSH_RETRY_MS {
+            let Err(e) = &recorded else { break };
+            tracing::warn!(error = %e, retry_in_ms = delay_ms, "outcomes not recorded; retrying");
+            tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+            recorded = sink
+                .store
+                .item_record(&all, sink.clock.now())
+                .await
+                .map_err(|e| e.to_string());
+        }
         match recorded {
             Ok(flags) => {
                 let mut flags = flags.into_iter().zip(kinds);
