@@ -83,6 +83,20 @@ mod tests {
         assert!(sqlite.len() > 30);
     }
 
+    /// `item_record_claim` is `item_record_all` with a claim after it: its recording CTEs
+    /// (`o` to `wake`) must stay the same text, so a fix to one reaches the other.
+    #[test]
+    fn record_and_claim_records_as_record_all_does() {
+        let pg = Queries::parse(include_str!("postgres/queries.sql"));
+        let ctes = |name: &str| {
+            let sql = pg.get(name);
+            let start = sql.find("WITH o AS").expect("WITH o");
+            let end = sql.find("RETURNING w.id\n)").expect("the wake CTE");
+            sql[start..end].to_string()
+        };
+        assert_eq!(ctes("item_record_all"), ctes("item_record_claim"));
+    }
+
     #[test]
     fn statements_keep_their_comments_and_stop_at_the_next_name() {
         let q = Queries::parse("-- name: a\n-- why\nSELECT 1;\n\n-- name: b\nSELECT 2;\n");

@@ -530,6 +530,8 @@ SELECT (SELECT count(*) FROM gone) + (SELECT count(*) FROM gone_done);
 -- running and the woken waiters still waiting, so it never touches a row `upd` or `wake`
 -- changes (an item recorded as failed is claimable from the next statement on). Rows:
 -- 'r' per recorded item (id, and the waiters woken in `woken`), 'c' per claimed item.
+-- The CTEs `o` to `wake` are item_record_all's, word for word (a unit test in
+-- store/queries.rs holds them equal): change both together.
 WITH o AS (
     SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[]::jsonb[],
                          $5::text[]::jsonb[], $6::bigint[]) AS o(id, token, status, result, error, next_at)
