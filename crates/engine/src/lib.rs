@@ -35,4 +35,4 @@ pub use maintenance::{Maintenance, MaintenanceConfig};
 pub use model::{Attempt, Dep, Item, ItemStatus, NewItem, Run, RunActivity, RunStatus, StageCount};
 pub use policy::{Backoff, OnUnknown, StagePolicy};
 pub use store::{OpenMode, SharedStore, Store, connect, connect_with, schema_version};
-pub use worker::{Worker, WorkerConfig};
+pub use worker::{Worker, WorkerConfig, WorkerStats};

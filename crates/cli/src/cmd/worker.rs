@@ -45,6 +45,23 @@ pub(crate) struct WorkerArgs {
     pub(crate) tuning: super::tuning::TuningArgs,
 }
 
+/// How long a worker cut off from the object store waits for its failures to be recorded
+/// before it stops anyway.
+const FAILURE_RECORD_WAIT: Duration = Duration::from_secs(10);
+
+/// Resolves once `stats` count a failed or dead outcome more than now, or after `bound`.
+async fn failure_recorded(stats: &idempipe_engine::WorkerStats, bound: Duration) {
+    let failures = |s: &idempipe_engine::WorkerStats| {
+        let [_, _, failed, dead, _, _] = s.snapshot();
+        failed + dead
+    };
+    let before = failures(stats);
+    let deadline = tokio::time::Instant::now() + bound;
+    while failures(stats) == before && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Runs `idempipe worker` until a signal; returns the exit code.
 pub(crate) async fn run(args: WorkerArgs) -> anyhow::Result<i32> {
     // The recorder must exist before the worker records anything.
@@ -99,6 +116,7 @@ pub(crate) async fn run(args: WorkerArgs) -> anyhow::Result<i32> {
             stopped(stop_rx.clone()),
         ));
     }
+    let stats = worker.stats();
     let maintenance = tokio::spawn(maintenance.run(stopped(stop_rx.clone())));
     let worker = tokio::spawn(worker.run(stopped(stop_rx)));
     // A worker that cannot reach the object store would only fail item after item:
@@ -107,6 +125,15 @@ pub(crate) async fn run(args: WorkerArgs) -> anyhow::Result<i32> {
         () = crate::lifecycle::stop_signals() => None,
         Ok(()) = unreachable.changed() => unreachable.borrow().clone(),
     };
+    if cut_off.is_some() {
+        // The call that met the store is still returning its error: stopping now would
+        // give its item back as if the shutdown had caused the error, and the attempt
+        // would leave no trace. Stop once a failure is recorded (or a signal comes).
+        tokio::select! {
+            () = crate::lifecycle::stop_signals() => {}
+            () = failure_recorded(&stats, FAILURE_RECORD_WAIT) => {}
+        }
+    }
     let _ = stop_tx.send(true);
     worker.await??;
     maintenance.await?;
