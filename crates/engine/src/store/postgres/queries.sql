@@ -114,7 +114,10 @@ WITH picked AS (
       -- had none) expect a handful of matches and sort a scan of the whole table instead
       -- of reading items_due in order. Every item's run exists (foreign key).
       AND i.run_id NOT IN (SELECT r.id FROM runs r WHERE r.status <> 'running' OR r.paused)
-      AND NOT EXISTS (SELECT 1 FROM stage_pauses p WHERE p.run_id = i.run_id AND p.stage = i.stage)
+      -- Paused stages the same way: a correlated NOT EXISTS, with the run bound as a
+      -- constant ($7 of a worker serving one run), made the planner expect a single
+      -- unpaused item and sort a scan of the whole table (plan_tests.rs).
+      AND (i.run_id, i.stage) NOT IN (SELECT p.run_id, p.stage FROM stage_pauses p)
     ORDER BY i.next_attempt_at, i.id
     LIMIT $3
     FOR UPDATE OF i SKIP LOCKED)
@@ -125,13 +128,13 @@ FROM picked WHERE items.id = picked.id
 RETURNING items.id, items.run_id, items.key, items.payload::text, items.attempts, items.retry_base;
 
 -- name: item_heartbeat
--- $1: the ids (bigint[]), joined on the primary key. Fenced writes test the lease token
+-- $1: the ids (bigint[]), matched with = ANY on the primary key (joined with unnest($1),
+-- a table without statistics got a hash join over a scan of every row). Fenced writes test the lease token
 -- alone: the CHECK items_token_while_running makes it imply `status = 'running'`, and a
 -- status predicate would let the planner use the items_leased partial index (reading
 -- every running item, as many as all workers hold) or misjudge how many rows match.
 UPDATE items SET lease_expires_at = $3
-FROM unnest($1::bigint[]) AS h(id)
-WHERE items.id = h.id AND items.lease_token = $2
+WHERE items.id = ANY($1::bigint[]) AND items.lease_token = $2
 RETURNING items.id;
 
 -- name: item_mark_external
@@ -195,8 +198,7 @@ UPDATE group_waits SET released = TRUE WHERE run_id = $1 AND group_name = $2 AND
 UPDATE items SET status = CASE WHEN items.attempts - 1 > items.retry_base THEN 'failed' ELSE 'pending' END,
     attempts = items.attempts - 1, lease_token = NULL, lease_expires_at = NULL,
     next_attempt_at = $3, updated_at = $3
-FROM unnest($1::bigint[]) AS r(id)
-WHERE items.id = r.id AND items.lease_token = $2 AND items.external_call_at IS NULL;
+WHERE items.id = ANY($1::bigint[]) AND items.lease_token = $2 AND items.external_call_at IS NULL;
 
 -- name: item_defer
 -- An item whose endpoint's limiter is paused or has its circuit open goes back, its attempt
@@ -205,8 +207,7 @@ WHERE items.id = r.id AND items.lease_token = $2 AND items.external_call_at IS N
 UPDATE items SET status = CASE WHEN items.attempts - 1 > items.retry_base THEN 'failed' ELSE 'pending' END,
     attempts = items.attempts - 1, lease_token = NULL, lease_expires_at = NULL,
     next_attempt_at = $3, updated_at = $4
-FROM unnest($1::bigint[]) AS r(id)
-WHERE items.id = r.id AND items.lease_token = $2 AND items.external_call_at IS NULL;
+WHERE items.id = ANY($1::bigint[]) AND items.lease_token = $2 AND items.external_call_at IS NULL;
 
 -- name: item_expired
 SELECT i.id, i.lease_token, i.attempts, i.retry_base, i.external_call_at,
@@ -577,7 +578,7 @@ WITH o AS (
       AND i.next_attempt_at <= $7
       AND ($13::bigint IS NULL OR i.run_id = $13)
       AND i.run_id NOT IN (SELECT r.id FROM runs r WHERE r.status <> 'running' OR r.paused)
-      AND NOT EXISTS (SELECT 1 FROM stage_pauses p WHERE p.run_id = i.run_id AND p.stage = i.stage)
+      AND (i.run_id, i.stage) NOT IN (SELECT p.run_id, p.stage FROM stage_pauses p)
     ORDER BY i.next_attempt_at, i.id
     LIMIT $9
     FOR UPDATE OF i SKIP LOCKED
