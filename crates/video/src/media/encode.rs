@@ -9,6 +9,7 @@ use tokio::process::Child;
 use tokio::task::JoinHandle;
 
 use super::atomic::{rename_into_place, temp_path_for};
+use super::frame_file::{SpliceError, splice_into_blocking};
 use super::frames::read_all;
 use super::pipe::Pipe;
 use super::tool::{self, FFMPEG};
@@ -246,6 +247,48 @@ impl SegmentEncoder {
         self.frames += 1;
         // The same buffer comes back whenever the write succeeded.
         Ok(RgbImage::from_raw(width, height, buf).unwrap_or_default())
+    }
+
+    /// Sends the frames of the frame files `paths`, in order, in one task on the blocking
+    /// pool; the kernel moves their pixels from the files to the pipe (see
+    /// [`splice_into_blocking`]), so they never pass through this process's memory. A
+    /// missing or damaged file is its error (naming it); a closed pipe, ffmpeg's.
+    pub async fn push_files(&mut self, paths: Vec<PathBuf>) -> Result<(), MediaError> {
+        let Some(stdin) = self.stdin.as_mut() else {
+            return Err(self.closed());
+        };
+        let (width, height) = (self.width, self.height);
+        let sent = stdin
+            .with(move |pipe| {
+                let mut sent = 0;
+                for path in &paths {
+                    if let Err(e) = splice_into_blocking(path, pipe, width, height) {
+                        return (sent, Err(e));
+                    }
+                    sent += 1;
+                }
+                (sent, Ok(()))
+            })
+            .await;
+        let (sent, result) = match sent {
+            Ok(done) => done,
+            Err(lost) => (0, Err(SpliceError::Sink(lost))),
+        };
+        self.frames += sent;
+        match result {
+            Ok(()) => Ok(()),
+            Err(SpliceError::File(e)) => Err(e),
+            Err(SpliceError::Sink(source)) => {
+                // A broken pipe means ffmpeg exited: its stderr says why.
+                self.stdin = None;
+                self.wait_success().await?;
+                Err(MediaError::Io {
+                    path: self.out_path.clone(),
+                    action: "send frame to ffmpeg",
+                    source,
+                })
+            }
+        }
     }
 
     /// Closes the input, waits for ffmpeg and renames the file into place.

@@ -62,11 +62,10 @@ pub async fn read_frame_file(path: &Path) -> Result<RgbImage, MediaError> {
         })?
 }
 
-fn write_blocking(path: &Path, frame: &RgbImage) -> Result<(), MediaError> {
+/// [`write_frame_file`] on the calling thread, for callers already on a blocking one.
+pub(crate) fn write_blocking(path: &Path, frame: &RgbImage) -> Result<(), MediaError> {
     let tmp = temp_path_for(path);
-    let mut header = [0u8; HEADER_LEN];
-    header[..4].copy_from_slice(&frame.width().to_le_bytes());
-    header[4..].copy_from_slice(&frame.height().to_le_bytes());
+    let header = header(frame.width(), frame.height());
     let created = std::fs::File::create(&tmp).or_else(|e| match path.parent() {
         // The directory is made once, by the first write that finds it missing.
         Some(dir) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -91,7 +90,109 @@ fn write_blocking(path: &Path, frame: &RgbImage) -> Result<(), MediaError> {
     })
 }
 
-fn read_blocking(path: &Path) -> Result<RgbImage, MediaError> {
+/// Moves the next `width` x `height` frame from `source` (a decoder's pipe) into a frame
+/// file at `path`: the header, then the pixels, which the kernel moves from the pipe to
+/// the file (`splice`, through [`std::io::copy`]) without a copy through this process.
+/// Returns the pixel bytes moved: the frame's size, fewer when `source` ended first
+/// (0 at a clean end), in which case the file is incomplete.
+///
+/// The file is written in place, not renamed: for frames decoded from an input, whose
+/// bytes are the same at every attempt and which nothing reads before the attempt that
+/// wrote them all completes. It is not truncated on opening (an attempt that lost its
+/// lease rewriting a frame another attempt finished writes the same bytes over them)
+/// and its length is set once full.
+pub(crate) fn splice_from_blocking(
+    source: &mut std::fs::File,
+    path: &Path,
+    width: u32,
+    height: u32,
+) -> Result<u64, MediaError> {
+    let io = |source| MediaError::Io {
+        path: path.to_owned(),
+        action: "write frame",
+        source,
+    };
+    let pixels = u64::from(width) * u64::from(height) * 3;
+    let open = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+    };
+    let mut file = open()
+        .or_else(|e| match path.parent() {
+            Some(dir) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(dir)?;
+                open()
+            }
+            _ => Err(e),
+        })
+        .map_err(io)?;
+    file.write_all(&header(width, height)).map_err(io)?;
+    let moved = std::io::copy(&mut source.take(pixels), &mut file).map_err(io)?;
+    if moved == pixels {
+        file.set_len(HEADER_LEN as u64 + pixels).map_err(io)?;
+    }
+    Ok(moved)
+}
+
+/// Moves the pixels of the frame file at `path` into `sink` (an encoder's pipe) after
+/// checking its header and length against a `width` x `height` frame; the kernel moves
+/// them from the file to the pipe (`sendfile`/`splice`, through [`std::io::copy`]).
+/// A failed write to `sink` is [`SpliceError::Sink`] (the encoder is gone).
+pub(crate) fn splice_into_blocking(
+    path: &Path,
+    sink: &mut std::fs::File,
+    width: u32,
+    height: u32,
+) -> Result<(), SpliceError> {
+    let io = |source| SpliceError::File(MediaError::reading(path, "read frame", source));
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let pixels = u64::from(width) * u64::from(height) * 3;
+    let expected = HEADER_LEN as u64 + pixels;
+    let len = file.metadata().map_err(io)?.len();
+    let mut head = [0u8; HEADER_LEN];
+    if len == expected {
+        file.read_exact(&mut head).map_err(io)?;
+    }
+    if len != expected || head != header(width, height) {
+        return Err(SpliceError::File(MediaError::BadFrameFile {
+            path: path.to_owned(),
+            detail: format!(
+                "{len} bytes, expected a {width}x{height} frame file of {expected} bytes"
+            ),
+        }));
+    }
+    let moved = std::io::copy(&mut file.take(pixels), sink).map_err(SpliceError::Sink)?;
+    if moved != pixels {
+        return Err(SpliceError::File(MediaError::BadFrameFile {
+            path: path.to_owned(),
+            detail: format!("the file shrank while being read: {moved} of {pixels} pixel bytes"),
+        }));
+    }
+    Ok(())
+}
+
+/// Why [`splice_into_blocking`] failed.
+#[derive(Debug)]
+pub(crate) enum SpliceError {
+    /// The frame file is missing, unreadable or not a frame of the expected size.
+    File(MediaError),
+    /// Writing to the sink failed.
+    Sink(std::io::Error),
+}
+
+/// The header of a `width` x `height` frame file.
+fn header(width: u32, height: u32) -> [u8; HEADER_LEN] {
+    let mut header = [0u8; HEADER_LEN];
+    header[..4].copy_from_slice(&width.to_le_bytes());
+    header[4..].copy_from_slice(&height.to_le_bytes());
+    header
+}
+
+/// [`read_frame_file`] on the calling thread, for callers already on a blocking one.
+pub(crate) fn read_blocking(path: &Path) -> Result<RgbImage, MediaError> {
     let io = |source| MediaError::reading(path, "read frame", source);
     let bad = |detail: String| MediaError::BadFrameFile {
         path: path.to_owned(),

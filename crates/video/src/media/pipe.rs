@@ -60,8 +60,7 @@ impl Pipe {
         op: fn(&mut File, &mut Vec<u8>) -> std::io::Result<R>,
     ) -> (Vec<u8>, std::io::Result<R>) {
         let Some(mut file) = self.0.take() else {
-            let lost = std::io::Error::other("the pipe was lost by an interrupted transfer");
-            return (buf, Err(lost));
+            return (buf, Err(lost()));
         };
         let done = tokio::task::spawn_blocking(move || {
             let result = op(&mut file, &mut buf);
@@ -76,6 +75,31 @@ impl Pipe {
             Err(e) => (Vec::new(), Err(std::io::Error::other(e))),
         }
     }
+
+    /// Runs `op` on the pipe's file in one task on the blocking pool: many frames' worth
+    /// of blocking calls for one hop. An error only when the file is lost (a task that
+    /// panicked or an earlier transfer that was interrupted).
+    pub(crate) async fn with<R: Send + 'static>(
+        &mut self,
+        op: impl FnOnce(&mut File) -> R + Send + 'static,
+    ) -> std::io::Result<R> {
+        let Some(mut file) = self.0.take() else {
+            return Err(lost());
+        };
+        let (file, result) = tokio::task::spawn_blocking(move || {
+            let result = op(&mut file);
+            (file, result)
+        })
+        .await
+        .map_err(std::io::Error::other)?;
+        self.0 = Some(file);
+        Ok(result)
+    }
+}
+
+/// The error of a transfer on a pipe that an interrupted one took away.
+fn lost() -> std::io::Error {
+    std::io::Error::other("the pipe was lost by an interrupted transfer")
 }
 
 /// Asks the kernel for a pipe buffer of `bytes` (at most [`PIPE_MAX`]). Only a speed-up:
