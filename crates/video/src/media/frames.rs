@@ -9,7 +9,7 @@ use tokio::process::Child;
 use tokio::task::JoinHandle;
 
 use super::MediaError;
-use super::frame_file::splice_from_blocking;
+use super::frame_file::{splice_from_blocking, splice_into_slot_blocking};
 use super::pipe::Pipe;
 use super::probe::probe_display_size;
 use super::tool::{self, FFMPEG};
@@ -201,6 +201,73 @@ impl FrameReader {
             return Ok(written);
         };
         // The decoder's output ended: cleanly between frames, or inside one.
+        self.done = true;
+        self.wait_success().await?;
+        if moved != 0 {
+            return Err(MediaError::BadFrameFile {
+                path: self.path.clone(),
+                detail: format!(
+                    "decoder output ended inside frame {} ({moved} of {frame_bytes} bytes): frames are not {}x{}",
+                    self.frames_read, self.width, self.height
+                ),
+            });
+        }
+        Ok(written)
+    }
+
+    /// Moves the next `count` frames into slots `first_slot`.. of the frames file `file`
+    /// (see [`splice_into_slot_blocking`](super::frame_file)) in one task on the blocking
+    /// pool; returns how many were written, fewer once ffmpeg finished successfully.
+    pub async fn frames_into_slots(
+        &mut self,
+        file: PathBuf,
+        first_slot: u64,
+        count: u64,
+    ) -> Result<u64, MediaError> {
+        if self.done || count == 0 {
+            return Ok(0);
+        }
+        let (width, height) = (self.width, self.height);
+        let frame_bytes = u64::from(width) * u64::from(height) * 3;
+        let target = file.clone();
+        let moved = self
+            .stdout
+            .with(move |pipe| {
+                let open = || {
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .create(true)
+                        .truncate(false)
+                        .open(&target)
+                };
+                let out = open().or_else(|e| match target.parent() {
+                    Some(dir) if e.kind() == std::io::ErrorKind::NotFound => {
+                        std::fs::create_dir_all(dir)?;
+                        open()
+                    }
+                    _ => Err(e),
+                })?;
+                for i in 0..count {
+                    let moved =
+                        splice_into_slot_blocking(pipe, &out, first_slot + i, width, height)?;
+                    if moved != frame_bytes {
+                        return Ok((i, Some(moved)));
+                    }
+                }
+                Ok::<_, std::io::Error>((count, None))
+            })
+            .await
+            .and_then(|moved| moved)
+            .map_err(|source| MediaError::Io {
+                path: file.clone(),
+                action: "write decoded frames",
+                source,
+            })?;
+        let (written, short) = moved;
+        self.frames_read += written;
+        let Some(moved) = short else {
+            return Ok(written);
+        };
         self.done = true;
         self.wait_success().await?;
         if moved != 0 {

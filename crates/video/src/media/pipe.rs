@@ -97,6 +97,60 @@ impl Pipe {
     }
 }
 
+/// Moves up to `len` bytes from `from` to `to`, one of them a pipe, inside the kernel
+/// (`splice`: no copy through this process), reading and writing at the given offsets
+/// of the ends that are files (`None` for a pipe). Returns the bytes moved: fewer than
+/// `len` only when `from` ended.
+#[cfg(target_os = "linux")]
+pub(crate) fn splice_all(
+    from: &File,
+    mut from_offset: Option<u64>,
+    to: &File,
+    mut to_offset: Option<u64>,
+    len: u64,
+) -> std::io::Result<u64> {
+    use rustix::pipe::{SpliceFlags, splice};
+    let mut moved = 0;
+    while moved < len {
+        let want = usize::try_from(len - moved)
+            .unwrap_or(usize::MAX)
+            .min(1 << 30);
+        match splice(
+            from,
+            from_offset.as_mut(),
+            to,
+            to_offset.as_mut(),
+            want,
+            SpliceFlags::MOVE,
+        ) {
+            Ok(0) => break,
+            Ok(n) => moved += n as u64,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(moved)
+}
+
+/// [`splice_all`] where there is no `splice`: through a buffer.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn splice_all(
+    mut from: &File,
+    from_offset: Option<u64>,
+    mut to: &File,
+    to_offset: Option<u64>,
+    len: u64,
+) -> std::io::Result<u64> {
+    use std::io::{Seek, SeekFrom};
+    if let Some(offset) = from_offset {
+        from.seek(SeekFrom::Start(offset))?;
+    }
+    if let Some(offset) = to_offset {
+        to.seek(SeekFrom::Start(offset))?;
+    }
+    std::io::copy(&mut from.take(len), &mut to)
+}
+
 /// The error of a transfer on a pipe that an interrupted one took away.
 fn lost() -> std::io::Error {
     std::io::Error::other("the pipe was lost by an interrupted transfer")

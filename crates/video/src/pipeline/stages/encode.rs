@@ -159,6 +159,18 @@ async fn encode_segment(
                 .await
                 .map_err(media_failure)?;
         }
+    } else if work.frames_together {
+        // Straight from the segment's file of enhanced frames, FRAMES_PER_HOP per hop.
+        let file = dir.enhanced_frames(work.segment);
+        let mut sent = 0;
+        while sent < work.frame_count {
+            let count = (work.frame_count - sent).min(FRAMES_PER_HOP as u64);
+            encoder
+                .push_slots(file.clone(), sent, count)
+                .await
+                .map_err(media_failure)?;
+            sent += count;
+        }
     } else {
         // Straight from the files, FRAMES_PER_HOP frames per hop to the blocking pool.
         let paths: Vec<PathBuf> = (0..work.frame_count).map(path).collect();

@@ -19,9 +19,11 @@ use crate::storage::{Fetched, Storage};
 /// attempt stops within a fraction of a second.
 const FRAMES_PER_HOP: u64 = 64;
 
-/// Decodes a segment with [`FrameReader`] straight into frame files. A rerun overwrites
-/// the same files with the same pixels, and no frame is read before the attempt that
-/// wrote them all completes, so they are written in place (no temporary name).
+/// Decodes a segment with [`FrameReader`] straight into frame files: one file per output
+/// segment holding its frames one after another (local artifacts), or one per frame
+/// (object storage, and runs made before). A rerun overwrites the same files with the
+/// same pixels, and no frame is read before the attempt that wrote them all completes,
+/// so they are written in place (no temporary name).
 pub(crate) struct Extract(pub(crate) Arc<Ctx>);
 
 #[async_trait]
@@ -42,6 +44,18 @@ impl Handler for Extract {
             let end = (n..work.frame_count.min(n + FRAMES_PER_HOP))
                 .find(|&i| work.output_of(i) != output)
                 .unwrap_or(work.frame_count.min(n + FRAMES_PER_HOP));
+            if work.frames_together {
+                let want = end - n;
+                let written = reader
+                    .frames_into_slots(dir.originals(output), work.slot_of(n), want)
+                    .await
+                    .map_err(transient)?;
+                n += written;
+                if written < want {
+                    break;
+                }
+                continue;
+            }
             // Written into the output segment's frames directory itself when local,
             // else into a scratch one, then published.
             let staged = storage

@@ -1,6 +1,6 @@
 //! `frame`: enhance one frame through the run's provider.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -13,8 +13,10 @@ use serde_json::json;
 use super::FrameWork;
 use super::full_disk::wait_out_full_disk;
 use super::score::Score;
-use crate::media::frame_file::{read_blocking, write_blocking};
-use crate::media::{MediaError, read_frame_file, write_frame_file_shared};
+use crate::media::frame_file::{
+    read_blocking, read_slot_blocking, write_blocking, write_slot_blocking,
+};
+use crate::media::{MediaError, write_frame_file_shared};
 use crate::pipeline::context::{Ctx, Enhancer, payload, storage_failure, transient};
 use crate::pipeline::settings::OnFrameFailure;
 use crate::storage::{Fetched, is_remote};
@@ -95,8 +97,9 @@ async fn through_api(
 ) -> Result<Result<Score, ProviderError>, HandlerError> {
     let (original, copy) = local_original(ctx, work).await?;
     let encoder = http.clone();
+    let slot = work.slot;
     let request = tokio::task::spawn_blocking(move || {
-        let frame = read_blocking(&original);
+        let frame = read_original_blocking(&original, slot);
         drop(copy);
         Ok::<_, MediaError>(encoder.request(&frame?, &params))
     })
@@ -130,7 +133,7 @@ async fn through_api(
     let kept = tokio::task::spawn_blocking(move || {
         let frame = answer.image()?;
         let score = Score::of(&frame);
-        let written = write_blocking(&target, &frame);
+        let written = write_enhanced_blocking(&target, slot, &frame);
         Ok::<_, ProviderError>((Arc::new(frame), score, written))
     })
     .await
@@ -190,10 +193,37 @@ fn gone(e: &dyn std::fmt::Display) -> HandlerError {
 }
 
 async fn read_original(ctx: &Ctx, work: &FrameWork) -> Result<RgbImage, HandlerError> {
-    let (original, _copy) = local_original(ctx, work).await?;
-    read_frame_file(&original)
-        .await
-        .map_err(original_unreadable)
+    let (original, copy) = local_original(ctx, work).await?;
+    let slot = work.slot;
+    tokio::task::spawn_blocking(move || {
+        let frame = read_original_blocking(&original, slot);
+        drop(copy);
+        frame
+    })
+    .await
+    .map_err(transient)?
+    .map_err(original_unreadable)
+}
+
+/// Writes an enhanced frame into slot `slot` of its segment's file of enhanced frames,
+/// or as a frame file.
+fn write_enhanced_blocking(
+    path: &Path,
+    slot: Option<u64>,
+    frame: &RgbImage,
+) -> Result<(), MediaError> {
+    match slot {
+        Some(slot) => write_slot_blocking(path, slot, frame),
+        None => write_blocking(path, frame),
+    }
+}
+
+/// Reads an original: frame `slot` of its segment's file of originals, or a frame file.
+fn read_original_blocking(path: &Path, slot: Option<u64>) -> Result<RgbImage, MediaError> {
+    match slot {
+        Some(slot) => read_slot_blocking(path, slot),
+        None => read_blocking(path),
+    }
 }
 
 /// Writes a frame the provider answered. A full disk does not throw the answer away: the
@@ -207,16 +237,19 @@ async fn write_paid_frame(
     wait_out_full_disk(job, || write_enhanced(ctx, work, frame.clone())).await
 }
 
-/// Writes the enhanced frame where the encoder will read it (atomically: a local
-/// rename, or one PUT).
+/// Writes the enhanced frame where the encoder will read it: into its slot of the
+/// segment's file of enhanced frames, or as a frame file (atomically: a local rename,
+/// or one PUT).
 async fn write_enhanced(
     ctx: &Ctx,
     work: &FrameWork,
     frame: Arc<RgbImage>,
 ) -> Result<(), HandlerError> {
     if !is_remote(&work.enhanced) {
-        return write_frame_file_shared(&work.enhanced, frame)
+        let (path, slot) = (work.enhanced.clone(), work.slot);
+        return tokio::task::spawn_blocking(move || write_enhanced_blocking(&path, slot, &frame))
             .await
+            .map_err(transient)?
             .map_err(transient);
     }
     let staged = ctx
