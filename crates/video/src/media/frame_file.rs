@@ -183,7 +183,7 @@ pub(crate) fn splice_into_blocking(
 /// no file of its own (creating and deleting a file per frame kept ext4 busy looking
 /// for free inodes). As with [`splice_from_blocking`], the bytes are the same at every
 /// attempt and are written in place. Returns the pixel bytes moved: fewer than a frame
-/// when `source` ended first.
+/// when `source` ended first, and then the file ends before the slot.
 pub(crate) fn splice_into_slot_blocking(
     source: &std::fs::File,
     file: &std::fs::File,
@@ -194,7 +194,12 @@ pub(crate) fn splice_into_slot_blocking(
     let pixels = u64::from(width) * u64::from(height) * 3;
     let at = slot * (HEADER_LEN as u64 + pixels);
     file.write_all_at(&header(width, height), at)?;
-    splice_all(source, None, file, Some(at + HEADER_LEN as u64), pixels)
+    let moved = splice_all(source, None, file, Some(at + HEADER_LEN as u64), pixels)?;
+    if moved != pixels {
+        // Past the decoder's last frame: no slot (the file ends with the last whole one).
+        file.set_len(at)?;
+    }
+    Ok(moved)
 }
 
 /// Reads frame `slot` of a frames file written by [`splice_into_slot_blocking`], checking
