@@ -346,6 +346,26 @@ impl LimiterState {
         self.tokens = (self.tokens + unused.units).min(self.config.burst);
     }
 
+    /// A worker's lease of a chunk ([`Store::limiter_lease`](crate::store::Store::limiter_lease)):
+    /// counts `successes` reported since its last chunk, takes back `unused` units of that
+    /// chunk, then takes `cost` units when the limiter allows chunks (no concurrency cap,
+    /// circuit not half-open). `None`: the caller needs per-call permits.
+    pub fn lease(
+        &mut self,
+        cost: f64,
+        successes: u32,
+        unused: Unused,
+        now: Millis,
+    ) -> Option<Permit> {
+        for _ in 0..successes {
+            self.apply(LimiterFeedback::Success, 0, now);
+        }
+        self.give_back(unused, now);
+        let half_open = self.circuit_tripped() && self.blocked_until(now).is_none();
+        (cost > 0.0 && self.config.max_concurrent == 0 && !half_open)
+            .then(|| self.take(cost, 0, now, now))
+    }
+
     fn refill(&mut self, now: Millis) {
         let elapsed = (now - self.refilled_at).max(0) as f64 / 1000.0;
         self.tokens = (self.tokens + elapsed * self.current_rate).min(self.config.burst);

@@ -219,7 +219,7 @@ pub struct Attempt {
 }
 
 /// Something a new item waits for before it can run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Dep {
     /// An item of the same run, by stage and key.
     Item {

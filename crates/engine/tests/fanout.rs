@@ -197,6 +197,66 @@ async fn item_dependencies(db: TestDb) {
     assert!(err.contains("nope/missing"), "{err}");
 }
 
+/// A completion spawns the video pipeline's shape: an extract, frames waiting for it in
+/// a group, an encode waiting for the group. The frames wait for an input spawned with
+/// them, the encode for members that themselves wait; a spawn naming a missing input
+/// fails the whole completion, which leaves nothing behind.
+async fn spawned_waiters_link_to_inputs_spawned_with_them(db: TestDb) {
+    let store = db.store().await;
+    let run = run_with_items(&*store, "split", 1, 0).await;
+    let (token, split) = claim(&*store, "split", 1, 0, 1_000).await;
+    let frames = |extra: Option<NewItem>| {
+        let mut items = vec![NewItem::new("extract", "seg", json!(null))];
+        items.extend((0..3).map(|i| {
+            NewItem::new("frame", format!("f{i}"), json!(i))
+                .after_item("extract", "seg")
+                .in_group("frames")
+        }));
+        items.push(NewItem::new("encode", "seg", json!(null)).after_group("frames"));
+        items.extend(extra);
+        items
+    };
+    let outcome = |spawns| Outcome {
+        item_id: split[0].id,
+        lease_token: token,
+        kind: OutcomeKind::Completed(json!(null)),
+        spawns,
+    };
+    let bad = NewItem::new("frame", "bad", json!(null)).after_item("nope", "missing");
+    let err = record_one(&*store, outcome(frames(Some(bad))), 1)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("nope/missing"), "{err}");
+    assert_eq!(count(&*store, run, "pending").await, 0, "nothing spawned");
+    assert_eq!(
+        count(&*store, run, "running").await,
+        1,
+        "split not recorded"
+    );
+    record_one(&*store, outcome(frames(None)), 1).await.unwrap();
+    assert!(claim(&*store, "frame", 10, 1, 1_000).await.1.is_empty());
+    let (t, extract) = claim(&*store, "extract", 1, 1, 1_000).await;
+    let done = |item_id, lease_token| Outcome {
+        item_id,
+        lease_token,
+        kind: OutcomeKind::Completed(json!(null)),
+        spawns: vec![],
+    };
+    record_one(&*store, done(extract[0].id, t), 2)
+        .await
+        .unwrap();
+    let (t, frames) = claim(&*store, "frame", 10, 2, 1_000).await;
+    assert_eq!(frames.len(), 3, "released by their input");
+    for (i, frame) in frames.iter().enumerate() {
+        assert!(claim(&*store, "encode", 1, 3, 1_000).await.1.is_empty());
+        record_one(&*store, done(frame.id, t), 3 + i as i64)
+            .await
+            .unwrap();
+    }
+    assert_eq!(claim(&*store, "encode", 1, 6, 1_000).await.1.len(), 1);
+}
+
 /// A waiter blocked by a dead input does not keep its run running forever: the run ends
 /// failed; a retry of the dead input reopens it, and the waiter then runs.
 async fn dead_input_fails_the_run_and_retry_resumes_it(db: TestDb) {
@@ -324,6 +384,7 @@ backend_tests!(
     fan_out_of_10k_is_all_or_nothing,
     waiter_released_exactly_at_last_input,
     item_dependencies,
+    spawned_waiters_link_to_inputs_spawned_with_them,
     dead_input_fails_the_run_and_retry_resumes_it,
     item_and_group_release_in_one_batch,
 );

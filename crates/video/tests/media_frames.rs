@@ -158,3 +158,76 @@ async fn thumbnails_are_at_most_640_wide() {
         "small frames are not enlarged"
     );
 }
+
+/// Frames moved by the kernel from the decoder into frame files and into the slots of a
+/// segment's file are the decoded frames, byte for byte; the decoder's end shows as fewer
+/// frames written; an encoder fed from those files and slots writes the same bytes as one
+/// fed the frames from memory; and a slot file cut short is an error naming it.
+#[tokio::test]
+async fn frames_spliced_into_files_and_slots_are_the_decoded_frames() {
+    use idempipe_video::media::{EncodeSettings, SegmentEncoder, probe};
+    let path = sample("carphone_pristine.mp4");
+    let mut whole = FrameReader::open(&path).await.unwrap();
+    let mut frames = Vec::new();
+    while let Some(frame) = whole.next_frame().await.unwrap() {
+        frames.push(frame);
+    }
+    let (w, h) = frames[0].dimensions();
+    let dir = TempDir::new("slots");
+    let files: Vec<_> = (0..10).map(|i| dir.join(&format!("f/{i}.rgb"))).collect();
+    let slots = dir.join("s/frames.rgb");
+    let mut reader = FrameReader::open(&path).await.unwrap();
+    assert_eq!(reader.frames_into_files(files.clone()).await.unwrap(), 10);
+    let rest = frames.len() as u64 - 10;
+    let written = reader
+        .frames_into_slots(slots.clone(), 0, rest + 5)
+        .await
+        .unwrap();
+    assert_eq!(written, rest, "the decoder ended");
+    for (i, file) in files.iter().enumerate() {
+        assert!(
+            read_frame_file(file).await.unwrap() == frames[i],
+            "file {i}"
+        );
+    }
+    let bytes = std::fs::read(&slots).unwrap();
+    let slot_len = 8 + (w * h * 3) as usize;
+    assert_eq!(bytes.len(), slot_len * rest as usize);
+    for (i, slot) in bytes.chunks(slot_len).enumerate() {
+        assert_eq!(&slot[..4], &w.to_le_bytes());
+        assert!(slot[8..] == *frames[10 + i].as_raw(), "slot {i}");
+    }
+
+    let info = probe(&path).await.unwrap();
+    let settings = EncodeSettings {
+        preset: "ultrafast".into(),
+        ..EncodeSettings::default()
+    };
+    let mut from_memory =
+        SegmentEncoder::create(&dir.join("memory.mp4"), w, h, info.fps, &settings)
+            .await
+            .unwrap();
+    for frame in &frames {
+        from_memory.push(frame).await.unwrap();
+    }
+    from_memory.finish().await.unwrap();
+    let mut from_disk = SegmentEncoder::create(&dir.join("disk.mp4"), w, h, info.fps, &settings)
+        .await
+        .unwrap();
+    from_disk.push_files(files.clone()).await.unwrap();
+    from_disk.push_slots(slots.clone(), 0, rest).await.unwrap();
+    from_disk.finish().await.unwrap();
+    assert!(
+        std::fs::read(dir.join("memory.mp4")).unwrap()
+            == std::fs::read(dir.join("disk.mp4")).unwrap(),
+        "the same frames encode to the same bytes"
+    );
+
+    std::fs::write(&slots, &bytes[..slot_len * 2 + 100]).unwrap();
+    let mut short = SegmentEncoder::create(&dir.join("short.mp4"), w, h, info.fps, &settings)
+        .await
+        .unwrap();
+    let err = short.push_slots(slots.clone(), 0, 3).await.unwrap_err();
+    assert!(matches!(err, MediaError::BadFrameFile { .. }), "{err}");
+    assert!(err.to_string().contains("frames.rgb"), "{err}");
+}

@@ -74,9 +74,17 @@ pub(crate) async fn exists_inside(roots: &[PathBuf], path: Option<PathBuf>) -> b
     }
 }
 
-/// Reads a frame file and encodes it as PNG.
-pub(crate) async fn frame_png(path: PathBuf) -> Result<Vec<u8>, ApiError> {
-    let bytes = tokio::fs::read(&path).await.map_err(|e| match e.kind() {
+/// Reads a frame file, or frame `slot` of a file of frames one after another (a
+/// frame item's payload names its slot), and encodes it as PNG.
+pub(crate) async fn frame_png(path: PathBuf, slot: Option<u64>) -> Result<Vec<u8>, ApiError> {
+    let file = path.clone();
+    let bytes = tokio::task::spawn_blocking(move || match slot {
+        None => std::fs::read(&file),
+        Some(slot) => read_slot(&file, slot),
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => ApiError::not_found("the frame file is gone"),
         _ => ApiError::internal(format!("{}: {e}", path.display())),
     })?;
@@ -84,6 +92,26 @@ pub(crate) async fn frame_png(path: PathBuf) -> Result<Vec<u8>, ApiError> {
         .await
         .map_err(ApiError::internal)?
         .map_err(|m| ApiError::internal(format!("{}: {m}", path.display())))
+}
+
+/// The bytes (header and pixels) of frame `slot` of a file of frames of the size its
+/// first header gives.
+fn read_slot(path: &Path, slot: u64) -> std::io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::File::open(path)?;
+    let mut header = [0u8; FRAME_HEADER_LEN];
+    file.read_exact_at(&mut header, 0)?;
+    let width = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes"));
+    let height = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
+    if width == 0 || height == 0 || width > MAX_FRAME_SIDE || height > MAX_FRAME_SIDE {
+        return Err(std::io::Error::other(format!(
+            "implausible frame size {width}x{height}"
+        )));
+    }
+    let len = FRAME_HEADER_LEN as u64 + u64::from(width) * u64::from(height) * 3;
+    let mut bytes = vec![0u8; len as usize];
+    file.read_exact_at(&mut bytes, slot * len)?;
+    Ok(bytes)
 }
 
 /// A frame file (header + RGB24) as PNG bytes.

@@ -102,7 +102,8 @@ pub(crate) async fn frame(
             && let Some(path) = raw.map(PathBuf::from)
             && let Ok(real) = resolve_inside(&roots, &path).await
         {
-            return frame_png(real).await;
+            let slot = item.payload.get("slot").and_then(Value::as_u64);
+            return frame_png(real, slot).await;
         }
     }
     let segment = segment_of(store, run.id, n).await?;

@@ -134,6 +134,21 @@ async fn frames_as_png(db: TestDb) {
         let png = image::load_from_memory(&bytes).unwrap().to_rgb8();
         assert_eq!(png.dimensions(), (4, 3));
     }
+    // Frame 2 is a slot of the segment's files of frames: its own pixels, each side.
+    let compare = format!("/api/runs/{}/compare/2", fx.run);
+    for (uri, rgb) in [
+        (format!("{base}/frame/000002/original.png"), [70, 80, 90]),
+        (format!("{base}/frame/000002/enhanced.png"), [100, 110, 120]),
+        (format!("{compare}/before.png"), [70, 80, 90]),
+        (format!("{compare}/after.png"), [100, 110, 120]),
+    ] {
+        let (status, response) = send(&app, get(&uri)).await;
+        assert_eq!(status, StatusCode::OK, "{uri}");
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let png = image::load_from_memory(&bytes).unwrap().to_rgb8();
+        assert_eq!(png.dimensions(), (4, 3));
+        assert_eq!(png.get_pixel(3, 2).0, rgb, "{uri}");
+    }
     // Frame 7 died: its original exists, its enhanced frame never did.
     let (status, _) = send(&app, get(&format!("{base}/frame/000007/original.png"))).await;
     assert_eq!(status, StatusCode::OK);

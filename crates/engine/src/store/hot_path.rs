@@ -1,11 +1,14 @@
 //! Where a backend runs its hot-path writes another way than the shared sqlx flow
 //! (`shared.rs`). Each method returns None to let the shared flow run; SQLite sends these
-//! writes to its writer thread (`sqlite/writer.rs`), PostgreSQL uses the shared flow.
+//! writes (limiter writes included, so that no second connection competes with the
+//! writer for the file's lock) to its writer thread (`sqlite/writer.rs`), PostgreSQL uses
+//! the shared flow.
 
 use async_trait::async_trait;
 
 use crate::clock::Millis;
 use crate::error::StoreResult;
+use crate::limiter::{LimiterFeedback, LimiterState, Permit, Unused};
 use crate::store::{ClaimParams, ClaimedItem, Outcome};
 
 /// Hot-path writes a backend may take over; see the module doc.
@@ -66,6 +69,38 @@ pub(crate) trait HotPath {
         _token: i64,
         _now: Millis,
     ) -> Option<StoreResult<u64>> {
+        None
+    }
+    /// `Store::limiter_lease`.
+    async fn hot_limiter_lease(
+        &self,
+        _name: &str,
+        _cost: f64,
+        _successes: u32,
+        _unused: Unused,
+        _now: Millis,
+    ) -> Option<StoreResult<(Option<Permit>, LimiterState)>> {
+        None
+    }
+    /// `Store::limiter_acquire`.
+    async fn hot_limiter_acquire(
+        &self,
+        _name: &str,
+        _cost: f64,
+        _holder: i64,
+        _hold_until: Millis,
+        _now: Millis,
+    ) -> Option<StoreResult<Permit>> {
+        None
+    }
+    /// `Store::limiter_release`.
+    async fn hot_limiter_release(
+        &self,
+        _name: &str,
+        _holder: i64,
+        _feedback: LimiterFeedback,
+        _now: Millis,
+    ) -> Option<StoreResult<()>> {
         None
     }
 }

@@ -79,6 +79,19 @@ mod tests {
         ] {
             assert!(sqlite.remove(name), "{name}");
         }
+        // Only SQLite's writer thread inserts spawned items with their links in bulk.
+        for name in [
+            "item_insert_spawned",
+            "group_add_many",
+            "item_lookup_many",
+            "group_remaining_many",
+            "item_wait_insert_many",
+            "item_set_has_waiters_many",
+            "group_wait_insert_many",
+            "item_add_waiting_many",
+        ] {
+            assert!(sqlite.remove(name), "{name}");
+        }
         assert_eq!(sqlite, pg);
         assert!(sqlite.len() > 30);
     }

@@ -1185,6 +1185,9 @@ macro_rules! impl_store {
             }
 
             async fn limiter_acquire(&self, name: &str, cost: f64, holder: i64, hold_until: Millis, now: Millis) -> StoreResult<Permit> {
+                if let Some(done) = self.hot_limiter_acquire(name, cost, holder, hold_until, now).await {
+                    return done;
+                }
                 let mut tx = self.begin_write().await?;
                 sqlx::query(self.sql("limiter_slot_expire")).bind(name).bind(now).execute(&mut *tx).await?;
                 let mut state = self.limiter_load_tx(&mut tx, name, now).await?;
@@ -1203,6 +1206,9 @@ macro_rules! impl_store {
             }
 
             async fn limiter_release(&self, name: &str, holder: i64, feedback: LimiterFeedback, now: Millis) -> StoreResult<()> {
+                if let Some(done) = self.hot_limiter_release(name, holder, feedback, now).await {
+                    return done;
+                }
                 let mut tx = self.begin_write().await?;
                 sqlx::query(self.sql("limiter_slot_give")).bind(name).bind(holder).execute(&mut *tx).await?;
                 let mut state = self.limiter_load_tx(&mut tx, name, now).await?;
@@ -1292,16 +1298,13 @@ macro_rules! impl_store {
             }
 
             async fn limiter_lease(&self, name: &str, cost: f64, successes: u32, unused: crate::limiter::Unused, now: Millis) -> StoreResult<(Option<Permit>, LimiterState)> {
+                if let Some(done) = self.hot_limiter_lease(name, cost, successes, unused, now).await {
+                    return done;
+                }
                 let mut tx = self.begin_write().await?;
                 let mut state = self.limiter_load_tx(&mut tx, name, now).await?;
                 let before = state.clone();
-                for _ in 0..successes {
-                    state.apply(LimiterFeedback::Success, 0, now);
-                }
-                state.give_back(unused, now);
-                let half_open = state.circuit_tripped() && state.blocked_until(now).is_none();
-                let permit = (cost > 0.0 && state.config.max_concurrent == 0 && !half_open)
-                    .then(|| state.take(cost, 0, now, now));
+                let permit = state.lease(cost, successes, unused, now);
                 if state != before {
                     self.limiter_save_tx(&mut tx, &state).await?;
                 }

@@ -94,33 +94,67 @@ impl HttpProvider {
         url
     }
 
-    async fn call(
+    /// The request for `frame`: the parameters checked and the frame encoded as
+    /// configured. CPU work with no I/O, for the caller to run on a thread of its
+    /// choosing (with its own reading of the frame: one hop to the blocking pool for
+    /// both); then [`send`](Self::send) it.
+    pub fn request(
         &self,
-        frame: RgbImage,
+        frame: &RgbImage,
         params: &EnhanceParams,
-        key: &str,
-    ) -> Result<RgbImage, ProviderError> {
+    ) -> Result<Request, ProviderError> {
         params
             .validate()
             .map_err(|e| ProviderError::permanent(e.to_string()))?;
-        validate_key(key.as_bytes()).map_err(|e| ProviderError::permanent(e.to_string()))?;
-        let (format, png) = (self.config.format, self.config.png);
-        let (width, height) = frame.dimensions();
-        let body = blocking(move || codec::encode_with(&frame, format, png))
-            .await?
+        let body = codec::encode_with(frame, self.config.format, self.config.png)
             .map_err(|e| ProviderError::permanent(format!("could not encode the frame: {e}")))?;
+        Ok(Request {
+            body,
+            size: frame.dimensions(),
+            params: *params,
+        })
+    }
 
+    /// Sends `request` under the idempotency key `key` and returns the answer, to be
+    /// decoded with [`Answer::image`] (CPU work with no I/O, like
+    /// [`request`](Self::request)).
+    pub async fn send(&self, request: Request, key: &str) -> Result<Answer, ProviderError> {
+        let started = Instant::now();
+        let result = self.post(request, key).await;
+        let secs = started.elapsed().as_secs_f64();
+        let status = match &result {
+            Ok(_) => "200".to_string(),
+            Err(e) => e
+                .status()
+                .map_or_else(|| "error".to_string(), |s| s.to_string()),
+        };
+        metrics::histogram!("idempipe_enhance_api_duration_seconds").record(secs);
+        metrics::counter!("idempipe_enhance_api_requests_total", "status" => status).increment(1);
+        let ms = secs * 1000.0;
+        match &result {
+            Ok(_) => tracing::debug!(provider = %self.name, key, ms, "frame enhanced"),
+            Err(e) => {
+                tracing::debug!(provider = %self.name, key, ms, status = e.status(), error = %e, "enhance call failed")
+            }
+        }
+        result
+    }
+
+    async fn post(&self, request: Request, key: &str) -> Result<Answer, ProviderError> {
+        validate_key(key.as_bytes()).map_err(|e| ProviderError::permanent(e.to_string()))?;
+        let format = self.config.format;
+        let (width, height) = request.size;
         let url = self.endpoint.as_str();
-        let mut request = self
+        let mut http = self
             .client
-            .post(self.url_with_params(params))
+            .post(self.url_with_params(&request.params))
             .header(CONTENT_TYPE, format.content_type())
             .header("Idempotency-Key", key)
-            .body(body);
+            .body(request.body);
         if let Some(token) = &self.config.token {
-            request = request.bearer_auth(token);
+            http = http.bearer_auth(token);
         }
-        let response = request.send().await.map_err(|e| self.transport_error(&e))?;
+        let response = http.send().await.map_err(|e| self.transport_error(&e))?;
         let (headers, bytes) = ok_body(
             response,
             url,
@@ -128,25 +162,17 @@ impl HttpProvider {
             max_answer_bytes(width, height),
         )
         .await?;
-        let answered_format = headers
+        let format = headers
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .and_then(ImageFormat::from_content_type)
             .unwrap_or(format);
-        let garbled = |what: String| garbled(url, &what);
-        // The answer must be the frame's size: refuse a larger one from its header,
-        // before allocating its pixels (a small PNG can declare gigapixels).
-        let max_pixels = u64::from(width) * u64::from(height);
-        let image = blocking(move || codec::decode_limited(&bytes, answered_format, max_pixels))
-            .await?
-            .map_err(|e| garbled(format!("a body that is not an image: {e}")))?;
-        if image.dimensions() != (width, height) {
-            let (w, h) = image.dimensions();
-            return Err(garbled(format!(
-                "a {w}x{h} image for a {width}x{height} frame"
-            )));
-        }
-        Ok(image)
+        Ok(Answer {
+            bytes,
+            format,
+            size: request.size,
+            url: url.to_owned(),
+        })
     }
 
     fn transport_error(&self, e: &reqwest::Error) -> ProviderError {
@@ -162,29 +188,52 @@ impl Provider for HttpProvider {
         params: &EnhanceParams,
         key: &str,
     ) -> Result<RgbImage, ProviderError> {
-        let started = Instant::now();
-        let result = self.call(frame, params, key).await;
-        let secs = started.elapsed().as_secs_f64();
-        let ms = secs * 1000.0;
-        let status = match &result {
-            Ok(_) => "200".to_string(),
-            Err(e) => e
-                .status()
-                .map_or_else(|| "error".to_string(), |s| s.to_string()),
-        };
-        metrics::histogram!("idempipe_enhance_api_duration_seconds").record(secs);
-        metrics::counter!("idempipe_enhance_api_requests_total", "status" => status).increment(1);
-        match &result {
-            Ok(_) => tracing::debug!(provider = %self.name, key, ms, "frame enhanced"),
-            Err(e) => {
-                tracing::debug!(provider = %self.name, key, ms, status = e.status(), error = %e, "enhance call failed")
-            }
-        }
-        result
+        let this = self.clone();
+        let params = *params;
+        let request = blocking(move || this.request(&frame, &params)).await??;
+        let answer = self.send(request, key).await?;
+        blocking(move || answer.image()).await?
     }
 
     fn name(&self) -> &str {
         &self.name
+    }
+}
+
+/// A frame encoded for the API ([`HttpProvider::request`]).
+#[derive(Debug)]
+pub struct Request {
+    body: Vec<u8>,
+    size: (u32, u32),
+    params: EnhanceParams,
+}
+
+/// The API's answer to a [`Request`], not decoded yet.
+#[derive(Debug)]
+pub struct Answer {
+    bytes: axum::body::Bytes,
+    format: ImageFormat,
+    size: (u32, u32),
+    url: String,
+}
+
+impl Answer {
+    /// The enhanced frame. An answer that is not an image, or not one of the frame's
+    /// size (refused from its header, before its pixels are allocated: a small PNG can
+    /// declare gigapixels), is a retryable failure: the contract forbids it.
+    pub fn image(self) -> Result<RgbImage, ProviderError> {
+        let (width, height) = self.size;
+        let garbled = |what: String| garbled(&self.url, &what);
+        let max_pixels = u64::from(width) * u64::from(height);
+        let image = codec::decode_limited(&self.bytes, self.format, max_pixels)
+            .map_err(|e| garbled(format!("a body that is not an image: {e}")))?;
+        if image.dimensions() != (width, height) {
+            let (w, h) = image.dimensions();
+            return Err(garbled(format!(
+                "a {w}x{h} image for a {width}x{height} frame"
+            )));
+        }
+        Ok(image)
     }
 }
 

@@ -18,7 +18,9 @@ use image::RgbImage;
 use crate::params::EnhanceParams;
 
 pub use error::{ProviderConfigError, ProviderError};
-pub use http::{API_TOKEN_ENV, HttpProvider, HttpProviderConfig, api_token_from_env};
+pub use http::{
+    API_TOKEN_ENV, Answer, HttpProvider, HttpProviderConfig, Request, api_token_from_env,
+};
 pub use local::LocalProvider;
 
 /// Something that enhances one frame per call.

@@ -9,6 +9,7 @@ use tokio::process::Child;
 use tokio::task::JoinHandle;
 
 use super::atomic::{rename_into_place, temp_path_for};
+use super::frame_file::{SpliceError, splice_into_blocking, splice_slot_into_blocking};
 use super::frames::read_all;
 use super::pipe::Pipe;
 use super::tool::{self, FFMPEG};
@@ -246,6 +247,92 @@ impl SegmentEncoder {
         self.frames += 1;
         // The same buffer comes back whenever the write succeeded.
         Ok(RgbImage::from_raw(width, height, buf).unwrap_or_default())
+    }
+
+    /// Sends the frames of the frame files `paths`, in order, in one task on the blocking
+    /// pool; the kernel moves their pixels from the files to the pipe (see
+    /// [`splice_into_blocking`]), so they never pass through this process's memory. A
+    /// missing or damaged file is its error (naming it); a closed pipe, ffmpeg's.
+    pub async fn push_files(&mut self, paths: Vec<PathBuf>) -> Result<(), MediaError> {
+        let Some(stdin) = self.stdin.as_mut() else {
+            return Err(self.closed());
+        };
+        let (width, height) = (self.width, self.height);
+        let sent = stdin
+            .with(move |pipe| {
+                let mut sent = 0;
+                for path in &paths {
+                    if let Err(e) = splice_into_blocking(path, pipe, width, height) {
+                        return (sent, Err(e));
+                    }
+                    sent += 1;
+                }
+                (sent, Ok(()))
+            })
+            .await;
+        self.sent(sent).await
+    }
+
+    /// Counts the frames a batch sent and reports its error: a frame file's own, or
+    /// ffmpeg's when the pipe closed.
+    async fn sent(
+        &mut self,
+        sent: std::io::Result<(u64, Result<(), SpliceError>)>,
+    ) -> Result<(), MediaError> {
+        let (sent, result) = match sent {
+            Ok(done) => done,
+            Err(lost) => (0, Err(SpliceError::Sink(lost))),
+        };
+        self.frames += sent;
+        match result {
+            Ok(()) => Ok(()),
+            Err(SpliceError::File(e)) => Err(e),
+            Err(SpliceError::Sink(source)) => {
+                // A broken pipe means ffmpeg exited: its stderr says why.
+                self.stdin = None;
+                self.wait_success().await?;
+                Err(MediaError::Io {
+                    path: self.out_path.clone(),
+                    action: "send frame to ffmpeg",
+                    source,
+                })
+            }
+        }
+    }
+
+    /// Sends frames `first`..`first + count` of the frames file `path` (see
+    /// [`splice_slot_into_blocking`]), as [`push_files`](Self::push_files) does for frame
+    /// files.
+    pub async fn push_slots(
+        &mut self,
+        path: PathBuf,
+        first: u64,
+        count: u64,
+    ) -> Result<(), MediaError> {
+        let Some(stdin) = self.stdin.as_mut() else {
+            return Err(self.closed());
+        };
+        let (width, height) = (self.width, self.height);
+        let sent = stdin
+            .with(move |pipe| {
+                let file = match std::fs::File::open(&path) {
+                    Ok(file) => file,
+                    Err(e) => {
+                        let e = MediaError::reading(&path, "read frame", e);
+                        return (0, Err(SpliceError::File(e)));
+                    }
+                };
+                for i in 0..count {
+                    let sent =
+                        splice_slot_into_blocking(&path, &file, first + i, pipe, width, height);
+                    if let Err(e) = sent {
+                        return (i, Err(e));
+                    }
+                }
+                (count, Ok(()))
+            })
+            .await;
+        self.sent(sent).await
     }
 
     /// Closes the input, waits for ffmpeg and renames the file into place.

@@ -11,6 +11,7 @@
 //! file and the frame's own buffer (no intermediate copy, no header shifted out).
 
 use std::io::{Read, Write};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -18,6 +19,7 @@ use image::RgbImage;
 
 use super::MediaError;
 use super::atomic::temp_path_for;
+use super::pipe::splice_all;
 
 /// Bytes before the pixels: width and height.
 const HEADER_LEN: usize = 8;
@@ -62,11 +64,10 @@ pub async fn read_frame_file(path: &Path) -> Result<RgbImage, MediaError> {
         })?
 }
 
-fn write_blocking(path: &Path, frame: &RgbImage) -> Result<(), MediaError> {
+/// [`write_frame_file`] on the calling thread, for callers already on a blocking one.
+pub(crate) fn write_blocking(path: &Path, frame: &RgbImage) -> Result<(), MediaError> {
     let tmp = temp_path_for(path);
-    let mut header = [0u8; HEADER_LEN];
-    header[..4].copy_from_slice(&frame.width().to_le_bytes());
-    header[4..].copy_from_slice(&frame.height().to_le_bytes());
+    let header = header(frame.width(), frame.height());
     let created = std::fs::File::create(&tmp).or_else(|e| match path.parent() {
         // The directory is made once, by the first write that finds it missing.
         Some(dir) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -91,7 +92,229 @@ fn write_blocking(path: &Path, frame: &RgbImage) -> Result<(), MediaError> {
     })
 }
 
-fn read_blocking(path: &Path) -> Result<RgbImage, MediaError> {
+/// Moves the next `width` x `height` frame from `source` (a decoder's pipe) into a frame
+/// file at `path`: the header, then the pixels, which the kernel moves from the pipe to
+/// the file ([`splice_all`]) without a copy through this process.
+/// Returns the pixel bytes moved: the frame's size, fewer when `source` ended first
+/// (0 at a clean end), in which case the file is incomplete.
+///
+/// The file is written in place, not renamed: for frames decoded from an input, whose
+/// bytes are the same at every attempt and which nothing reads before the attempt that
+/// wrote them all completes. It is not truncated on opening (an attempt that lost its
+/// lease rewriting a frame another attempt finished writes the same bytes over them)
+/// and its length is set once full.
+pub(crate) fn splice_from_blocking(
+    source: &mut std::fs::File,
+    path: &Path,
+    width: u32,
+    height: u32,
+) -> Result<u64, MediaError> {
+    let io = |source| MediaError::Io {
+        path: path.to_owned(),
+        action: "write frame",
+        source,
+    };
+    let pixels = u64::from(width) * u64::from(height) * 3;
+    let open = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+    };
+    let file = open()
+        .or_else(|e| match path.parent() {
+            Some(dir) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(dir)?;
+                open()
+            }
+            _ => Err(e),
+        })
+        .map_err(io)?;
+    file.write_all_at(&header(width, height), 0).map_err(io)?;
+    let moved = splice_all(source, None, &file, Some(HEADER_LEN as u64), pixels).map_err(io)?;
+    if moved == pixels {
+        file.set_len(HEADER_LEN as u64 + pixels).map_err(io)?;
+    }
+    Ok(moved)
+}
+
+/// Moves the pixels of the frame file at `path` into `sink` (an encoder's pipe) after
+/// checking its header and length against a `width` x `height` frame; the kernel moves
+/// them from the file to the pipe ([`splice_all`]).
+/// A failed write to `sink` is [`SpliceError::Sink`] (the encoder is gone).
+pub(crate) fn splice_into_blocking(
+    path: &Path,
+    sink: &mut std::fs::File,
+    width: u32,
+    height: u32,
+) -> Result<(), SpliceError> {
+    let io = |source| SpliceError::File(MediaError::reading(path, "read frame", source));
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let pixels = u64::from(width) * u64::from(height) * 3;
+    let expected = HEADER_LEN as u64 + pixels;
+    let len = file.metadata().map_err(io)?.len();
+    let mut head = [0u8; HEADER_LEN];
+    if len == expected {
+        file.read_exact(&mut head).map_err(io)?;
+    }
+    if len != expected || head != header(width, height) {
+        return Err(SpliceError::File(MediaError::BadFrameFile {
+            path: path.to_owned(),
+            detail: format!(
+                "{len} bytes, expected a {width}x{height} frame file of {expected} bytes"
+            ),
+        }));
+    }
+    let moved = splice_all(&file, Some(HEADER_LEN as u64), sink, None, pixels)
+        .map_err(SpliceError::Sink)?;
+    if moved != pixels {
+        return Err(SpliceError::File(MediaError::BadFrameFile {
+            path: path.to_owned(),
+            detail: format!("the file shrank while being read: {moved} of {pixels} pixel bytes"),
+        }));
+    }
+    Ok(())
+}
+
+/// Moves the next `width` x `height` frame from `source` (a decoder's pipe) into slot
+/// `slot` of the frames file `file`: frames one after another, each with its header, the
+/// slot at `slot` times their size. One file holds a segment's frames, so a frame costs
+/// no file of its own (creating and deleting a file per frame kept ext4 busy looking
+/// for free inodes). As with [`splice_from_blocking`], the bytes are the same at every
+/// attempt and are written in place. Returns the pixel bytes moved: fewer than a frame
+/// when `source` ended first, and then the file ends before the slot.
+pub(crate) fn splice_into_slot_blocking(
+    source: &std::fs::File,
+    file: &std::fs::File,
+    slot: u64,
+    width: u32,
+    height: u32,
+) -> std::io::Result<u64> {
+    let pixels = u64::from(width) * u64::from(height) * 3;
+    let at = slot * (HEADER_LEN as u64 + pixels);
+    file.write_all_at(&header(width, height), at)?;
+    let moved = splice_all(source, None, file, Some(at + HEADER_LEN as u64), pixels)?;
+    if moved != pixels {
+        // Past the decoder's last frame: no slot (the file ends with the last whole one).
+        file.set_len(at)?;
+    }
+    Ok(moved)
+}
+
+/// Reads frame `slot` of a frames file written by [`splice_into_slot_blocking`], checking
+/// its header against the first frame's and the file's length.
+pub(crate) fn read_slot_blocking(path: &Path, slot: u64) -> Result<RgbImage, MediaError> {
+    let io = |source| MediaError::reading(path, "read frame", source);
+    let bad = |detail: String| MediaError::BadFrameFile {
+        path: path.to_owned(),
+        detail,
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let len = file.metadata().map_err(io)?.len();
+    let mut first = [0u8; HEADER_LEN];
+    file.read_exact_at(&mut first, 0).map_err(io)?;
+    let width = u32::from_le_bytes(first[0..4].try_into().expect("4 bytes"));
+    let height = u32::from_le_bytes(first[4..8].try_into().expect("4 bytes"));
+    let pixels = u64::from(width) * u64::from(height) * 3;
+    let at = slot * (HEADER_LEN as u64 + pixels);
+    let mut head = [0u8; HEADER_LEN];
+    if width == 0 || height == 0 || len < at + HEADER_LEN as u64 + pixels {
+        return Err(bad(format!(
+            "{len} bytes cannot hold frame {slot} of {width}x{height}"
+        )));
+    }
+    file.read_exact_at(&mut head, at).map_err(io)?;
+    if head != first {
+        return Err(bad(format!("frame {slot} is not {width}x{height}")));
+    }
+    let pixels =
+        usize::try_from(pixels).map_err(|_| bad(format!("{width}x{height} is too large")))?;
+    let mut buf = vec![0u8; pixels];
+    file.read_exact_at(&mut buf, at + HEADER_LEN as u64)
+        .map_err(io)?;
+    Ok(RgbImage::from_raw(width, height, buf).expect("length checked above"))
+}
+
+/// Writes `frame` into slot `slot` of the frames file at `path` (the layout of
+/// [`splice_into_slot_blocking`]), creating the file if needed. In place, not renamed:
+/// nothing reads a slot before the item that writes it completes, and ext4 serialises
+/// the writes of two attempts to the same slot.
+pub(crate) fn write_slot_blocking(
+    path: &Path,
+    slot: u64,
+    frame: &RgbImage,
+) -> Result<(), MediaError> {
+    let io = |source| MediaError::Io {
+        path: path.to_owned(),
+        action: "write frame",
+        source,
+    };
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(io)?;
+    let pixels = frame.as_raw();
+    let at = slot * (HEADER_LEN + pixels.len()) as u64;
+    file.write_all_at(&header(frame.width(), frame.height()), at)
+        .map_err(io)?;
+    file.write_all_at(pixels, at + HEADER_LEN as u64)
+        .map_err(io)
+}
+
+/// Moves the pixels of frame `slot` of the frames file `path` into `sink` (an encoder's
+/// pipe), as [`splice_into_blocking`] does for a frame file.
+pub(crate) fn splice_slot_into_blocking(
+    path: &Path,
+    file: &std::fs::File,
+    slot: u64,
+    sink: &std::fs::File,
+    width: u32,
+    height: u32,
+) -> Result<(), SpliceError> {
+    let io = |source| SpliceError::File(MediaError::reading(path, "read frame", source));
+    let pixels = u64::from(width) * u64::from(height) * 3;
+    let at = slot * (HEADER_LEN as u64 + pixels);
+    let mut head = [0u8; HEADER_LEN];
+    file.read_exact_at(&mut head, at).map_err(io)?;
+    if head != header(width, height) {
+        return Err(SpliceError::File(MediaError::BadFrameFile {
+            path: path.to_owned(),
+            detail: format!("frame {slot} is not a {width}x{height} frame"),
+        }));
+    }
+    let moved = splice_all(file, Some(at + HEADER_LEN as u64), sink, None, pixels)
+        .map_err(SpliceError::Sink)?;
+    if moved != pixels {
+        return Err(SpliceError::File(MediaError::BadFrameFile {
+            path: path.to_owned(),
+            detail: format!("frame {slot} is cut short: {moved} of {pixels} pixel bytes"),
+        }));
+    }
+    Ok(())
+}
+
+/// Why [`splice_into_blocking`] failed.
+#[derive(Debug)]
+pub(crate) enum SpliceError {
+    /// The frame file is missing, unreadable or not a frame of the expected size.
+    File(MediaError),
+    /// Writing to the sink failed.
+    Sink(std::io::Error),
+}
+
+/// The header of a `width` x `height` frame file.
+fn header(width: u32, height: u32) -> [u8; HEADER_LEN] {
+    let mut header = [0u8; HEADER_LEN];
+    header[..4].copy_from_slice(&width.to_le_bytes());
+    header[4..].copy_from_slice(&height.to_le_bytes());
+    header
+}
+
+/// [`read_frame_file`] on the calling thread, for callers already on a blocking one.
+pub(crate) fn read_blocking(path: &Path) -> Result<RgbImage, MediaError> {
     let io = |source| MediaError::reading(path, "read frame", source);
     let bad = |detail: String| MediaError::BadFrameFile {
         path: path.to_owned(),

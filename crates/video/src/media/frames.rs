@@ -9,6 +9,7 @@ use tokio::process::Child;
 use tokio::task::JoinHandle;
 
 use super::MediaError;
+use super::frame_file::{splice_from_blocking, splice_into_slot_blocking};
 use super::pipe::Pipe;
 use super::probe::probe_display_size;
 use super::tool::{self, FFMPEG};
@@ -160,6 +161,125 @@ impl FrameReader {
             });
         }
         Ok(false)
+    }
+
+    /// Moves the next frames into the frame files `paths` (one frame each, in order) in
+    /// one task on the blocking pool, the pixels going from the pipe to the files
+    /// without a copy through this process (see
+    /// [`splice_from_blocking`](super::frame_file)); returns how many were written,
+    /// fewer than `paths` once ffmpeg finished successfully.
+    pub async fn frames_into_files(&mut self, paths: Vec<PathBuf>) -> Result<u64, MediaError> {
+        if self.done || paths.is_empty() {
+            return Ok(0);
+        }
+        let (width, height) = (self.width, self.height);
+        let frame_bytes = u64::from(width) * u64::from(height) * 3;
+        let moved = self
+            .stdout
+            .with(move |pipe| {
+                let mut written = 0;
+                for path in &paths {
+                    let moved = splice_from_blocking(pipe, path, width, height)?;
+                    if moved != frame_bytes {
+                        // Past the last frame: no file (it holds at most a header).
+                        let _ = std::fs::remove_file(path);
+                        return Ok((written, Some(moved)));
+                    }
+                    written += 1;
+                }
+                Ok((written, None))
+            })
+            .await
+            .map_err(|source| MediaError::Io {
+                path: self.path.clone(),
+                action: "read decoded frames",
+                source,
+            })?;
+        let (written, short) = moved?;
+        self.frames_read += written;
+        let Some(moved) = short else {
+            return Ok(written);
+        };
+        // The decoder's output ended: cleanly between frames, or inside one.
+        self.done = true;
+        self.wait_success().await?;
+        if moved != 0 {
+            return Err(MediaError::BadFrameFile {
+                path: self.path.clone(),
+                detail: format!(
+                    "decoder output ended inside frame {} ({moved} of {frame_bytes} bytes): frames are not {}x{}",
+                    self.frames_read, self.width, self.height
+                ),
+            });
+        }
+        Ok(written)
+    }
+
+    /// Moves the next `count` frames into slots `first_slot`.. of the frames file `file`
+    /// (see [`splice_into_slot_blocking`](super::frame_file)) in one task on the blocking
+    /// pool; returns how many were written, fewer once ffmpeg finished successfully.
+    pub async fn frames_into_slots(
+        &mut self,
+        file: PathBuf,
+        first_slot: u64,
+        count: u64,
+    ) -> Result<u64, MediaError> {
+        if self.done || count == 0 {
+            return Ok(0);
+        }
+        let (width, height) = (self.width, self.height);
+        let frame_bytes = u64::from(width) * u64::from(height) * 3;
+        let target = file.clone();
+        let moved = self
+            .stdout
+            .with(move |pipe| {
+                let open = || {
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .create(true)
+                        .truncate(false)
+                        .open(&target)
+                };
+                let out = open().or_else(|e| match target.parent() {
+                    Some(dir) if e.kind() == std::io::ErrorKind::NotFound => {
+                        std::fs::create_dir_all(dir)?;
+                        open()
+                    }
+                    _ => Err(e),
+                })?;
+                for i in 0..count {
+                    let moved =
+                        splice_into_slot_blocking(pipe, &out, first_slot + i, width, height)?;
+                    if moved != frame_bytes {
+                        return Ok((i, Some(moved)));
+                    }
+                }
+                Ok::<_, std::io::Error>((count, None))
+            })
+            .await
+            .and_then(|moved| moved)
+            .map_err(|source| MediaError::Io {
+                path: file.clone(),
+                action: "write decoded frames",
+                source,
+            })?;
+        let (written, short) = moved;
+        self.frames_read += written;
+        let Some(moved) = short else {
+            return Ok(written);
+        };
+        self.done = true;
+        self.wait_success().await?;
+        if moved != 0 {
+            return Err(MediaError::BadFrameFile {
+                path: self.path.clone(),
+                detail: format!(
+                    "decoder output ended inside frame {} ({moved} of {frame_bytes} bytes): frames are not {}x{}",
+                    self.frames_read, self.width, self.height
+                ),
+            });
+        }
+        Ok(written)
     }
 
     async fn wait_success(&mut self) -> Result<(), MediaError> {

@@ -60,8 +60,7 @@ impl Pipe {
         op: fn(&mut File, &mut Vec<u8>) -> std::io::Result<R>,
     ) -> (Vec<u8>, std::io::Result<R>) {
         let Some(mut file) = self.0.take() else {
-            let lost = std::io::Error::other("the pipe was lost by an interrupted transfer");
-            return (buf, Err(lost));
+            return (buf, Err(lost()));
         };
         let done = tokio::task::spawn_blocking(move || {
             let result = op(&mut file, &mut buf);
@@ -76,6 +75,85 @@ impl Pipe {
             Err(e) => (Vec::new(), Err(std::io::Error::other(e))),
         }
     }
+
+    /// Runs `op` on the pipe's file in one task on the blocking pool: many frames' worth
+    /// of blocking calls for one hop. An error only when the file is lost (a task that
+    /// panicked or an earlier transfer that was interrupted).
+    pub(crate) async fn with<R: Send + 'static>(
+        &mut self,
+        op: impl FnOnce(&mut File) -> R + Send + 'static,
+    ) -> std::io::Result<R> {
+        let Some(mut file) = self.0.take() else {
+            return Err(lost());
+        };
+        let (file, result) = tokio::task::spawn_blocking(move || {
+            let result = op(&mut file);
+            (file, result)
+        })
+        .await
+        .map_err(std::io::Error::other)?;
+        self.0 = Some(file);
+        Ok(result)
+    }
+}
+
+/// Moves up to `len` bytes from `from` to `to`, one of them a pipe, inside the kernel
+/// (`splice`: no copy through this process), reading and writing at the given offsets
+/// of the ends that are files (`None` for a pipe). Returns the bytes moved: fewer than
+/// `len` only when `from` ended.
+#[cfg(target_os = "linux")]
+pub(crate) fn splice_all(
+    from: &File,
+    mut from_offset: Option<u64>,
+    to: &File,
+    mut to_offset: Option<u64>,
+    len: u64,
+) -> std::io::Result<u64> {
+    use rustix::pipe::{SpliceFlags, splice};
+    let mut moved = 0;
+    while moved < len {
+        let want = usize::try_from(len - moved)
+            .unwrap_or(usize::MAX)
+            .min(1 << 30);
+        match splice(
+            from,
+            from_offset.as_mut(),
+            to,
+            to_offset.as_mut(),
+            want,
+            SpliceFlags::MOVE,
+        ) {
+            Ok(0) => break,
+            Ok(n) => moved += n as u64,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(moved)
+}
+
+/// [`splice_all`] where there is no `splice`: through a buffer.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn splice_all(
+    mut from: &File,
+    from_offset: Option<u64>,
+    mut to: &File,
+    to_offset: Option<u64>,
+    len: u64,
+) -> std::io::Result<u64> {
+    use std::io::{Seek, SeekFrom};
+    if let Some(offset) = from_offset {
+        from.seek(SeekFrom::Start(offset))?;
+    }
+    if let Some(offset) = to_offset {
+        to.seek(SeekFrom::Start(offset))?;
+    }
+    std::io::copy(&mut from.take(len), &mut to)
+}
+
+/// The error of a transfer on a pipe that an interrupted one took away.
+fn lost() -> std::io::Error {
+    std::io::Error::other("the pipe was lost by an interrupted transfer")
 }
 
 /// Asks the kernel for a pipe buffer of `bytes` (at most [`PIPE_MAX`]). Only a speed-up:

@@ -33,6 +33,18 @@ impl RunDir {
         self.frames(seg).join(format!("{global:06}.orig.rgb"))
     }
 
+    /// The decoded originals of segment `seg` in one file, one after another (runs with
+    /// local artifacts since originals share a file; see
+    /// [`FrameWork::slot`](super::stages)).
+    pub(crate) fn originals(&self, seg: u32) -> PathBuf {
+        self.frames(seg).join("originals.rgb")
+    }
+
+    /// The enhanced frames of segment `seg` in one file, as [`originals`](Self::originals).
+    pub(crate) fn enhanced_frames(&self, seg: u32) -> PathBuf {
+        self.frames(seg).join("enhanced.rgb")
+    }
+
     /// The enhanced frame `global` of segment `seg`.
     pub(crate) fn enhanced(&self, seg: u32, global: u64) -> PathBuf {
         self.frames(seg).join(format!("{global:06}.enh.rgb"))

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use idempipe_captions::{HttpTranscriber, LocalTranscriber, TranscribeOptions, Transcriber};
 use idempipe_engine::{HandlerError, SharedStore};
-use idempipe_enhance::provider::{HttpProvider, HttpProviderConfig, LocalProvider, Provider};
+use idempipe_enhance::provider::{HttpProvider, HttpProviderConfig, LocalProvider};
 
 use super::artifacts::RunDir;
 use super::caption_settings::CaptionSettings;
@@ -23,7 +23,7 @@ pub(crate) struct Ctx {
     /// Where artifacts, inputs and outputs live (local or object storage).
     pub(crate) storage: Arc<Storage>,
     runs: Mutex<HashMap<i64, (Instant, Arc<RunParams>)>>,
-    providers: Mutex<HashMap<String, Arc<dyn Provider>>>,
+    providers: Mutex<HashMap<String, Enhancer>>,
     /// Enhancement limiters known to exist.
     limiters: Mutex<std::collections::HashSet<String>>,
     /// Held while a model loads, so concurrent windows load it once.
@@ -123,24 +123,37 @@ impl Ctx {
     }
 
     /// The provider named by a run's settings (`local` or a base URL), built once.
-    pub(crate) fn provider(&self, name: &str) -> Result<Arc<dyn Provider>, HandlerError> {
+    pub(crate) fn provider(&self, name: &str) -> Result<Enhancer, HandlerError> {
         let mut cache = self.providers.lock().expect("provider cache");
         if let Some(p) = cache.get(name) {
             return Ok(p.clone());
         }
-        let provider: Arc<dyn Provider> = if name == LOCAL_PROVIDER {
-            Arc::new(LocalProvider::new())
+        let provider = if name == LOCAL_PROVIDER {
+            Enhancer::Local(Arc::new(LocalProvider::new()))
         } else {
             let config = HttpProviderConfig {
                 timeout: self.options.api_timeout,
                 token: idempipe_enhance::provider::api_token_from_env(),
                 ..HttpProviderConfig::default()
             };
-            Arc::new(HttpProvider::new(name, config).map_err(HandlerError::permanent)?)
+            Enhancer::Http(Arc::new(
+                HttpProvider::new(name, config).map_err(HandlerError::permanent)?,
+            ))
         };
         cache.insert(name.to_owned(), provider.clone());
         Ok(provider)
     }
+}
+
+/// A run's enhancement provider. The HTTP one is kept as itself: the frame stage runs
+/// its encoding and decoding in its own hops to the blocking pool, with the frame's
+/// reading and writing.
+#[derive(Clone)]
+pub(crate) enum Enhancer {
+    /// In process.
+    Local(Arc<LocalProvider>),
+    /// An API.
+    Http(Arc<HttpProvider>),
 }
 
 impl Ctx {

@@ -46,7 +46,8 @@ pub(crate) async fn frame(
         .map(PathBuf::from)
         .ok_or_else(|| ApiError::not_found(format!("item {key} names no {field} frame")))?;
     let real = resolve_inside(&roots_for(&state, &run), &path).await?;
-    let png = frame_png(real).await?;
+    let slot = item.payload.get("slot").and_then(|v| v.as_u64());
+    let png = frame_png(real, slot).await?;
     Ok((
         [
             (header::CONTENT_TYPE, "image/png"),

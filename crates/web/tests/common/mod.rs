@@ -33,9 +33,22 @@ pub fn write_frame(path: &Path, w: u32, h: u32, rgb: [u8; 3]) {
     std::fs::write(path, bytes).unwrap();
 }
 
+/// Writes a file of `w`x`h` frames one after another, each one colour.
+pub fn write_frames(path: &Path, w: u32, h: u32, colours: &[[u8; 3]]) {
+    let mut bytes = Vec::new();
+    for (i, rgb) in colours.iter().enumerate() {
+        let one = path.with_extension(format!("part{i}"));
+        write_frame(&one, w, h, *rgb);
+        bytes.extend(std::fs::read(&one).unwrap());
+        std::fs::remove_file(one).unwrap();
+    }
+    std::fs::write(path, bytes).unwrap();
+}
+
 /// A video-like run made through the store API, with files under `root`:
 /// ingest completed; frames 0-4 completed, 5-6 failed (503), 7 dead (400), 8 running,
-/// 9 pending. Frame 0 has both files, frame 7 its original only.
+/// 9 pending. Frame 0 has both files, frame 7 its original only; frame 2's are slots of
+/// the segment's files of frames.
 pub struct Fixture {
     pub run: i64,
     pub root: PathBuf,
@@ -53,16 +66,36 @@ pub async fn fixture(store: &SharedStore, root: &Path) -> Fixture {
     let frames = artifacts.join("run-x/frames/00000");
     let mut items = vec![NewItem::new("ingest", "ingest", json!({}))];
     for i in 0..10u32 {
-        items.push(NewItem::new(
-            "frame",
-            frame_key(i),
+        let payload = if i == 2 {
+            // The layout of runs on local artifacts: the segment's frames in one file
+            // each for originals and enhanced frames, the frame at its slot.
+            json!({
+                "segment": 0, "index_in_segment": i, "global": i,
+                "original": frames.join("originals.rgb"),
+                "enhanced": frames.join("enhanced.rgb"),
+                "slot": i,
+            })
+        } else {
             json!({
                 "segment": 0, "index_in_segment": i, "global": i,
                 "original": frames.join(format!("{i:06}.orig.rgb")),
                 "enhanced": frames.join(format!("{i:06}.enh.rgb")),
-            }),
-        ));
+            })
+        };
+        items.push(NewItem::new("frame", frame_key(i), payload));
     }
+    write_frames(
+        &frames.join("originals.rgb"),
+        4,
+        3,
+        &[[0; 3], [0; 3], [70, 80, 90]],
+    );
+    write_frames(
+        &frames.join("enhanced.rgb"),
+        4,
+        3,
+        &[[0; 3], [0; 3], [100, 110, 120]],
+    );
     write_frame(&frames.join("000000.orig.rgb"), 4, 3, [10, 20, 30]);
     write_frame(&frames.join("000000.enh.rgb"), 4, 3, [40, 50, 60]);
     write_frame(&frames.join("000007.orig.rgb"), 4, 3, [1, 2, 3]);

@@ -157,10 +157,6 @@ impl HotPath for SqliteStore {
         outcomes: &[Outcome],
         now: Millis,
     ) -> Option<StoreResult<Vec<bool>>> {
-        // Spawns insert items with their groups and dependencies: the sqlx flow does that.
-        if outcomes.iter().any(|o| !o.spawns.is_empty()) {
-            return None;
-        }
         let input = hot::RecordInput::new(outcomes);
         let done = self.hot.call(move |c| hot::record(c, &input, now)).await;
         Some(done.map(|done| {
@@ -177,9 +173,6 @@ impl HotPath for SqliteStore {
         now: Millis,
         claim: &ClaimParams,
     ) -> Option<StoreResult<(Vec<bool>, Vec<ClaimedItem>)>> {
-        if outcomes.iter().any(|o| !o.spawns.is_empty()) {
-            return None;
-        }
         let input = hot::RecordInput::new(outcomes);
         let claim = claim.clone();
         let done = self
@@ -239,6 +232,60 @@ impl HotPath for SqliteStore {
                 .call(move |c| hot::release(c, &ids, token, now))
                 .await,
         )
+    }
+
+    async fn hot_limiter_lease(
+        &self,
+        name: &str,
+        cost: f64,
+        successes: u32,
+        unused: crate::limiter::Unused,
+        now: Millis,
+    ) -> Option<StoreResult<(Option<Permit>, LimiterState)>> {
+        let owned = name.to_owned();
+        let done = self
+            .hot
+            .call(move |c| hot::limiter_lease(c, &owned, cost, successes, unused, now))
+            .await;
+        Some(done.and_then(|found| found.ok_or_else(|| limiter_missing(name))))
+    }
+
+    async fn hot_limiter_acquire(
+        &self,
+        name: &str,
+        cost: f64,
+        holder: i64,
+        hold_until: Millis,
+        now: Millis,
+    ) -> Option<StoreResult<Permit>> {
+        let owned = name.to_owned();
+        let done = self
+            .hot
+            .call(move |c| hot::limiter_acquire(c, &owned, cost, holder, hold_until, now))
+            .await;
+        Some(done.and_then(|found| found.ok_or_else(|| limiter_missing(name))))
+    }
+
+    async fn hot_limiter_release(
+        &self,
+        name: &str,
+        holder: i64,
+        feedback: LimiterFeedback,
+        now: Millis,
+    ) -> Option<StoreResult<()>> {
+        let owned = name.to_owned();
+        let done = self
+            .hot
+            .call(move |c| hot::limiter_release(c, &owned, holder, feedback, now))
+            .await;
+        Some(done.and_then(|found| found.then_some(()).ok_or_else(|| limiter_missing(name))))
+    }
+}
+
+/// The error of a limiter call naming a limiter that does not exist.
+fn limiter_missing(name: &str) -> crate::error::StoreError {
+    crate::error::StoreError::NotFound {
+        what: format!("limiter {name:?}"),
     }
 }
 

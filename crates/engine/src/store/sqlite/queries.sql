@@ -100,6 +100,53 @@ SELECT remaining FROM groups WHERE run_id = $1 AND name = $2;
 -- name: group_wait_insert
 INSERT INTO group_waits (run_id, group_name, waiter_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING;
 
+-- name: item_insert_spawned
+-- SQLite only: the writer thread (hot.rs) inserts a completion's spawned items, with or
+-- without dependencies, in one statement ($3 as item_insert_many's) and links the new
+-- ones to their groups and inputs with the *_many statements below. Existing keys are
+-- skipped, as by item_insert.
+INSERT INTO items (run_id, stage, key, group_name, payload, next_attempt_at, created_at, updated_at)
+SELECT $1, value ->> 'stage', value ->> 'key', value ->> 'group', value -> 'payload', $2, $2, $2
+FROM json_each($3) WHERE true
+ON CONFLICT (run_id, stage, key) DO NOTHING RETURNING id, stage, key, group_name;
+
+-- name: group_add_many
+-- SQLite only. $2: JSON array of [group, members joining].
+INSERT INTO groups (run_id, name, remaining, total)
+SELECT $1, value ->> 0, value ->> 1, value ->> 1 FROM json_each($2) WHERE true
+ON CONFLICT (run_id, name) DO UPDATE
+SET remaining = remaining + excluded.remaining, total = total + excluded.total;
+
+-- name: item_lookup_many
+-- SQLite only. $2: JSON array of [stage, key]; the items of run $1 among them.
+SELECT i.stage, i.key, i.id, i.status
+FROM json_each($2) j JOIN items i
+  ON i.run_id = $1 AND i.stage = j.value ->> 0 AND i.key = j.value ->> 1;
+
+-- name: group_remaining_many
+-- SQLite only. $2: JSON array of group names.
+SELECT name, remaining FROM groups
+WHERE run_id = $1 AND name IN (SELECT value FROM json_each($2));
+
+-- name: item_wait_insert_many
+-- SQLite only. $1: JSON array of [input id, waiter id]; marks the inputs as waited for.
+INSERT INTO item_waits (input_id, waiter_id)
+SELECT value ->> 0, value ->> 1 FROM json_each($1) WHERE true ON CONFLICT DO NOTHING;
+
+-- name: item_set_has_waiters_many
+-- SQLite only. $1: JSON array of item ids.
+UPDATE items SET has_waiters = TRUE WHERE id IN (SELECT value FROM json_each($1));
+
+-- name: group_wait_insert_many
+-- SQLite only. $2: JSON array of [group, waiter id].
+INSERT INTO group_waits (run_id, group_name, waiter_id)
+SELECT $1, value ->> 0, value ->> 1 FROM json_each($2) WHERE true ON CONFLICT DO NOTHING;
+
+-- name: item_add_waiting_many
+-- SQLite only. $1: JSON array of [item id, inputs it waits for].
+UPDATE items SET waiting_on = waiting_on + (w.value ->> 1)
+FROM json_each($1) w WHERE items.id = w.value ->> 0;
+
 -- name: item_claim
 -- SQLite has one writer at a time (the transaction is BEGIN IMMEDIATE), so there is no
 -- SKIP LOCKED: the subquery picks, the UPDATE takes, and no other claim can interleave.

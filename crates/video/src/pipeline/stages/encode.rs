@@ -13,12 +13,15 @@ use serde_json::{Value, json};
 
 use super::SegmentWork;
 use super::in_stream::{StreamOutcome, enhance_and_encode, outcome_path};
-use crate::media::{EncodeSettings, SegmentEncoder, read_frame_file};
+use crate::media::{EncodeSettings, SegmentEncoder};
 use crate::pipeline::artifacts::RunDir;
 use crate::pipeline::context::{Ctx, media_failure, payload, storage_failure, transient};
 use crate::pipeline::disk::{check_manifest, remove_with_manifest, write_manifest};
 use crate::pipeline::settings::RunParams;
 use crate::storage::Storage;
+
+/// Frames sent to the encoder per hop to the blocking pool (frame files on local disk).
+const FRAMES_PER_HOP: usize = 64;
 
 /// Encodes with [`SegmentEncoder`] (deterministic), keeping the input's exact frame rate.
 pub(crate) struct Encode(pub(crate) Arc<Ctx>);
@@ -132,35 +135,54 @@ async fn encode_segment(
             enhance_and_encode(work, segment.path(), params.settings.enhance, encoder).await?;
         return Ok(Some(outcome));
     }
-    // Read the next frame file while the current one is being encoded.
     let path = |i: u64| dir.enhanced(work.segment, work.first_frame + i);
-    let read = |i: u64| tokio::spawn(read_owned(storage.clone(), path(i)));
-    let mut next = Some(read(0));
-    for i in 0..work.frame_count {
-        let frame = next
-            .take()
-            .expect("a read is in flight")
-            .await
-            .map_err(transient)?
-            .map_err(transient)?;
-        if i + 1 < work.frame_count {
-            next = Some(read(i + 1));
+    if crate::storage::is_remote(&dir.frames(work.segment)) {
+        // A local copy of each frame, fetched while the one before is being sent.
+        let fetch = |i: u64| {
+            let storage = storage.clone();
+            let location = path(i);
+            tokio::spawn(async move { storage.fetch(&location).await })
+        };
+        let mut next = Some(fetch(0));
+        for i in 0..work.frame_count {
+            let file = next
+                .take()
+                .expect("a fetch is in flight")
+                .await
+                .map_err(transient)?
+                .map_err(storage_failure)?;
+            if i + 1 < work.frame_count {
+                next = Some(fetch(i + 1));
+            }
+            encoder
+                .push_files(vec![file.path().to_owned()])
+                .await
+                .map_err(media_failure)?;
         }
-        encoder.push_owned(frame).await.map_err(media_failure)?;
+    } else if work.frames_together {
+        // Straight from the segment's file of enhanced frames, FRAMES_PER_HOP per hop.
+        let file = dir.enhanced_frames(work.segment);
+        let mut sent = 0;
+        while sent < work.frame_count {
+            let count = (work.frame_count - sent).min(FRAMES_PER_HOP as u64);
+            encoder
+                .push_slots(file.clone(), sent, count)
+                .await
+                .map_err(media_failure)?;
+            sent += count;
+        }
+    } else {
+        // Straight from the files, FRAMES_PER_HOP frames per hop to the blocking pool.
+        let paths: Vec<PathBuf> = (0..work.frame_count).map(path).collect();
+        for chunk in paths.chunks(FRAMES_PER_HOP) {
+            encoder
+                .push_files(chunk.to_vec())
+                .await
+                .map_err(media_failure)?;
+        }
     }
     encoder.finish().await.map_err(media_failure)?;
     Ok(None)
-}
-
-/// Reads an enhanced frame (a local copy first when it is in object storage).
-async fn read_owned(storage: Arc<Storage>, path: PathBuf) -> Result<image::RgbImage, String> {
-    if !crate::storage::is_remote(&path) {
-        return read_frame_file(&path).await.map_err(|e| e.to_string());
-    }
-    let file = storage.fetch(&path).await.map_err(|e| e.to_string())?;
-    read_frame_file(file.path())
-        .await
-        .map_err(|e| e.to_string())
 }
 
 /// Whether the encoded segment at `out` can be kept: `Ok(Err(why))` when it is missing

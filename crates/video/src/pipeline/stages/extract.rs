@@ -1,22 +1,29 @@
 //! `extract/N`: decode input segment N into one frame file per frame, in the frames
 //! directory of the output segment each frame belongs to.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use idempipe_engine::{Handler, HandlerError, ItemResult, Job};
-use image::RgbImage;
 use serde_json::json;
 
 use super::SegmentWork;
-use crate::media::{FrameReader, write_frame_file_owned};
+use crate::media::FrameReader;
 use crate::pipeline::context::{Ctx, payload, storage_failure, transient};
 use crate::pipeline::disk::check_manifest;
 use crate::pipeline::settings::RunParams;
-use crate::storage::{Fetched, Staged, Storage};
+use crate::storage::{Fetched, Storage};
 
-/// Decodes a segment with [`FrameReader`] and writes each frame atomically. A rerun
-/// overwrites the same files with the same pixels.
+/// Frames decoded into files per hop to the blocking pool: few hops, and a cancelled
+/// attempt stops within a fraction of a second.
+const FRAMES_PER_HOP: u64 = 64;
+
+/// Decodes a segment with [`FrameReader`] straight into frame files: one file per output
+/// segment holding its frames one after another (local artifacts), or one per frame
+/// (object storage, and runs made before). A rerun overwrites the same files with the
+/// same pixels, and no frame is read before the attempt that wrote them all completes,
+/// so they are written in place (no temporary name).
 pub(crate) struct Extract(pub(crate) Arc<Ctx>);
 
 #[async_trait]
@@ -26,48 +33,63 @@ impl Handler for Extract {
         let (params, dir) = self.0.run(job.run_id).await?;
         let storage = &self.0.storage;
         let segment = fetch_input_segment(storage, &work, &params, job.run_id).await?;
-        // Frames are written into their output segment's frames directory (that
-        // directory itself when local, else a scratch one), then published.
-        let mut staged: Option<(u32, Staged)> = None;
         let mut reader = FrameReader::open_with_size(segment.path(), work.width, work.height)
             .await
             .map_err(transient)?;
         let mut n = 0;
-        // One buffer for the whole segment: a fresh one per frame costs page faults.
-        let mut frame = RgbImage::default();
-        while reader
-            .next_frame_into(&mut frame)
-            .await
-            .map_err(transient)?
-        {
-            if n >= work.frame_count {
-                break;
-            }
-            let global = work.first_frame + n;
+        while n < work.frame_count {
+            // The next frames of one output segment, at most FRAMES_PER_HOP of them: one
+            // hop to the blocking pool moves them from the decoder into their files.
             let output = work.output_of(n);
-            if staged.as_ref().is_none_or(|(o, _)| *o != output) {
-                let dir = storage
-                    .stage_dir(&dir.frames(output))
+            let end = (n..work.frame_count.min(n + FRAMES_PER_HOP))
+                .find(|&i| work.output_of(i) != output)
+                .unwrap_or(work.frame_count.min(n + FRAMES_PER_HOP));
+            if work.frames_together {
+                let want = end - n;
+                let written = reader
+                    .frames_into_slots(dir.originals(output), work.slot_of(n), want)
                     .await
-                    .map_err(storage_failure)?;
-                staged = Some((output, dir));
+                    .map_err(transient)?;
+                n += written;
+                if written < want {
+                    break;
+                }
+                continue;
             }
-            let (_, into) = staged.as_ref().expect("staged above");
-            let location = dir.original(output, global);
-            let file = into
-                .path()
-                .join(location.file_name().expect("a frame file name"));
-            frame = write_frame_file_owned(&file, frame)
-                .await
-                .map_err(transient)?;
-            storage
-                .publish_file(&file, &location)
+            // Written into the output segment's frames directory itself when local,
+            // else into a scratch one, then published.
+            let staged = storage
+                .stage_dir(&dir.frames(output))
                 .await
                 .map_err(storage_failure)?;
-            if file != location {
-                let _ = tokio::fs::remove_file(&file).await;
+            let locations: Vec<PathBuf> = (n..end)
+                .map(|i| dir.original(output, work.first_frame + i))
+                .collect();
+            let files: Vec<PathBuf> = locations
+                .iter()
+                .map(|l| {
+                    staged
+                        .path()
+                        .join(l.file_name().expect("a frame file name"))
+                })
+                .collect();
+            let written = reader
+                .frames_into_files(files.clone())
+                .await
+                .map_err(transient)?;
+            for (file, location) in files.iter().zip(&locations).take(written as usize) {
+                storage
+                    .publish_file(file, location)
+                    .await
+                    .map_err(storage_failure)?;
+                if file != location {
+                    let _ = tokio::fs::remove_file(file).await;
+                }
             }
-            n += 1;
+            n += written;
+            if written < files.len() as u64 {
+                break;
+            }
         }
         if n != work.frame_count {
             return Err(HandlerError::permanent(format!(

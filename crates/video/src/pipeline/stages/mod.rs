@@ -62,6 +62,12 @@ pub(crate) struct SegmentWork {
     /// numbered as the input segment).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) outputs: Option<OutputSegments>,
+    /// Whether an output segment's originals share one file, and its enhanced frames
+    /// another ([`RunDir::originals`](super::artifacts::RunDir::originals),
+    /// [`RunDir::enhanced_frames`](super::artifacts::RunDir::enhanced_frames)), rather
+    /// than a file per frame (runs with object storage, and runs made before).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) frames_together: bool,
 }
 
 /// How an input segment's frames are divided among output segments: consecutive pieces
@@ -81,6 +87,15 @@ impl SegmentWork {
         match self.outputs {
             Some(o) => o.first + (offset / o.frames.max(1)) as u32,
             None => self.segment,
+        }
+    }
+
+    /// The place of the `offset`-th frame of this input segment within its output
+    /// segment.
+    pub(crate) fn slot_of(&self, offset: u64) -> u64 {
+        match self.outputs {
+            Some(o) => offset % o.frames.max(1),
+            None => offset,
         }
     }
 }
@@ -113,8 +128,13 @@ pub(crate) struct FrameWork {
     pub(crate) index_in_segment: u64,
     /// Position within the whole video.
     pub(crate) global: u64,
-    /// The decoded original frame file.
+    /// The decoded original frame file, or the segment's file of originals.
     pub(crate) original: PathBuf,
-    /// Where the enhanced frame goes.
+    /// Where the enhanced frame goes: a frame file, or the segment's file of enhanced
+    /// frames.
     pub(crate) enhanced: PathBuf,
+    /// The frame's place in `original` and `enhanced` when those are its segment's
+    /// files of frames.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) slot: Option<u64>,
 }

@@ -205,6 +205,10 @@ fn spawns(
     captions: CaptionPlan,
 ) -> Vec<NewItem> {
     let (width, height) = info.display_size();
+    // Local frames share a file per output segment (originals, and enhanced frames): a
+    // file per frame costs the file system more than the frame's bytes. In object
+    // storage each frame stays an object of its own, fetched alone by its frame item.
+    let together = !crate::storage::is_remote(&dir.frames(0));
     let mut items = Vec::new();
     let work_of = |seg: &Segment, index: u32, outputs: Option<OutputSegments>| SegmentWork {
         segment: index,
@@ -217,6 +221,7 @@ fn spawns(
         in_stream,
         encoder_threads: super::ENCODER_THREADS,
         outputs,
+        frames_together: together,
     };
     for (seg, outputs) in segments.iter().zip(plan) {
         let n = seg.index;
@@ -255,8 +260,17 @@ fn spawns(
                     segment: out.index,
                     index_in_segment: global - out.first_frame,
                     global,
-                    original: dir.original(out.index, global),
-                    enhanced: dir.enhanced(out.index, global),
+                    original: if together {
+                        dir.originals(out.index)
+                    } else {
+                        dir.original(out.index, global)
+                    },
+                    enhanced: if together {
+                        dir.enhanced_frames(out.index)
+                    } else {
+                        dir.enhanced(out.index, global)
+                    },
+                    slot: together.then_some(global - out.first_frame),
                 };
                 let frame = serde_json::to_value(&frame).expect("frame work serialises");
                 items.push(
@@ -353,6 +367,7 @@ mod tests {
             in_stream: false,
             encoder_threads: 2,
             outputs,
+            frames_together: true,
         };
         let chunked = work(Some(OutputSegments {
             first: 5,
@@ -362,7 +377,13 @@ mod tests {
         assert_eq!(chunked.output_of(43), 5);
         assert_eq!(chunked.output_of(44), 6);
         assert_eq!(chunked.output_of(129), 7);
+        // Each frame's place in its output segment's file of originals.
+        assert_eq!(chunked.slot_of(0), 0);
+        assert_eq!(chunked.slot_of(43), 43);
+        assert_eq!(chunked.slot_of(44), 0);
+        assert_eq!(chunked.slot_of(129), 41);
         // Runs made before output segments: the input segment's own directory.
         assert_eq!(work(None).output_of(129), 1);
+        assert_eq!(work(None).slot_of(129), 129);
     }
 }
