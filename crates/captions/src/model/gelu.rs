@@ -60,8 +60,21 @@ pub(crate) fn gelu_slice(input: &[f32], out: &mut [f32]) {
 #[inline(always)]
 fn gelu_kernel(input: &[f32], out: &mut [f32]) {
     for (o, &x) in out.iter_mut().zip(input) {
-        *o = 0.5 * x * (1.0 + tanh(SQRT_TWO_OVER_PI * x * (1.0 + 0.044715 * x * x)));
+        *o = gelu_of(x);
     }
+}
+
+/// GELU of every value in place (inlined into the caller's vectorised kernel).
+#[inline(always)]
+pub(crate) fn gelu_in_place(values: &mut [f32]) {
+    for v in values.iter_mut() {
+        *v = gelu_of(*v);
+    }
+}
+
+#[inline(always)]
+fn gelu_of(x: f32) -> f32 {
+    0.5 * x * (1.0 + tanh(SQRT_TWO_OVER_PI * x * (1.0 + 0.044715 * x * x)))
 }
 
 /// tanh as a ratio of odd and even polynomials on [-7.9, 7.9] (beyond, within 3e-7

@@ -9,6 +9,7 @@ pub mod decoder;
 mod dense;
 pub mod encoder;
 mod gelu;
+mod inplace;
 mod matrix;
 mod norm;
 mod simd;
