@@ -20,6 +20,7 @@ use super::ModelError;
 use super::ct2::Ct2File;
 use super::dense::Dense;
 use super::gelu::gelu;
+use super::matrix::Matrix;
 use super::norm::Norm;
 use super::weights::{layer_norm, linear, tensor};
 pub use cache::DecoderCache;
@@ -28,7 +29,7 @@ pub use cache::DecoderCache;
 #[derive(Debug, Clone)]
 pub struct TextDecoder {
     /// Token embeddings, `vocab` rows of `d_model` (also the output projection).
-    embeddings: Arc<Vec<f32>>,
+    embeddings: Arc<Matrix>,
     /// Position embeddings, `max_positions` rows of `d_model`.
     positions: Arc<Vec<f32>>,
     d_model: usize,
@@ -89,7 +90,7 @@ impl TextDecoder {
             )));
         }
         Ok(Self {
-            embeddings: Arc::new(embeddings.flatten_all()?.to_vec1()?),
+            embeddings: Arc::new(Matrix::new(embeddings.flatten_all()?.to_vec1()?, d_model)),
             positions: Arc::new(positions.flatten_all()?.to_vec1()?),
             d_model,
             norm: Norm::new(layer_norm(file, "decoder/layer_norm")?)?,
@@ -215,7 +216,7 @@ impl TextDecoder {
     fn input_row(&self, id: u32, position: usize) -> candle_core::Result<Vec<f32>> {
         let d = self.d_model;
         let id = id as usize;
-        let Some(token) = self.embeddings.get(id * d..(id + 1) * d) else {
+        let Some(token) = self.embeddings.row(id) else {
             return Err(candle_core::Error::Msg(format!(
                 "token {id} is not in the vocabulary"
             )));

@@ -6,122 +6,56 @@
 //! unset (it counts the physical cores from `/proc/cpuinfo` on every call): more than
 //! the product itself for the decoder's 384 x 384 layers, and about 3.6 ms of every
 //! decoding step of tiny.en. Many rows (a prompt, the audio's keys and values) still go
-//! through candle.
-
-use std::sync::Arc;
+//! through candle. The few-row path reads the weights as float16 when they are
+//! ([`Matrix`]).
 
 use candle_core::{Module, Tensor};
 use candle_nn::Linear;
-use rayon::prelude::*;
+
+use super::matrix::Matrix;
 
 /// At most this many rows take the matrix-vector path.
 const FEW_ROWS: usize = 8;
-
-/// Output features per parallel task.
-const BLOCK: usize = 64;
 
 /// A linear layer (`x W^T + b`) with a fast path for a few rows.
 #[derive(Debug, Clone)]
 pub(crate) struct Dense {
     linear: Linear,
-    /// The weights, `outputs` rows of `inputs`.
-    weight: Arc<Vec<f32>>,
-    bias: Option<Arc<Vec<f32>>>,
-    inputs: usize,
-    outputs: usize,
+    /// The weights, `outputs` rows of `inputs` (float16 when exact).
+    weight: Matrix,
+    bias: Option<Vec<f32>>,
 }
 
 impl Dense {
     /// Wraps `linear` (its weight `(outputs, inputs)`).
     pub(crate) fn new(linear: Linear) -> candle_core::Result<Self> {
-        let (outputs, inputs) = linear.weight().dims2()?;
-        let weight = Arc::new(linear.weight().flatten_all()?.to_vec1::<f32>()?);
-        let bias = linear
-            .bias()
-            .map(|b| b.to_vec1::<f32>().map(Arc::new))
-            .transpose()?;
+        let (_, inputs) = linear.weight().dims2()?;
+        let weight = Matrix::new(linear.weight().flatten_all()?.to_vec1::<f32>()?, inputs);
+        let bias = linear.bias().map(|b| b.to_vec1::<f32>()).transpose()?;
         Ok(Self {
             linear,
             weight,
             bias,
-            inputs,
-            outputs,
         })
     }
 
     /// `x W^T + b` over the last dimension of `x`.
     pub(crate) fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let dims = x.dims();
-        let rows = x.elem_count() / self.inputs;
+        let rows = x.elem_count() / self.weight.inputs();
         if rows > FEW_ROWS {
             return self.linear.forward(x);
         }
         let out = self.rows(&x.flatten_all()?.to_vec1::<f32>()?);
         let mut shape = dims.to_vec();
-        *shape.last_mut().expect("x has dimensions") = self.outputs;
+        *shape.last_mut().expect("x has dimensions") = self.weight.outputs();
         Tensor::from_vec(out, shape, x.device())
     }
 
     /// `x W^T + b` of each row of `x` (rows of `inputs`).
     pub(crate) fn rows(&self, x: &[f32]) -> Vec<f32> {
-        rows_times(
-            x,
-            x.len() / self.inputs,
-            &self.weight,
-            self.inputs,
-            self.bias.as_deref().map(Vec::as_slice),
-        )
+        self.weight.times(x, self.bias.as_deref())
     }
-}
-
-/// `rows` rows of `x` (each `inputs` long) times the transpose of `weight` (rows of
-/// `inputs`), plus `bias`: `rows` rows of `weight.len() / inputs` outputs.
-pub(crate) fn rows_times(
-    x: &[f32],
-    rows: usize,
-    weight: &[f32],
-    inputs: usize,
-    bias: Option<&[f32]>,
-) -> Vec<f32> {
-    let outputs = weight.len() / inputs;
-    // Computed feature-major (each task owns whole features), then transposed.
-    let mut by_feature = vec![0.0f32; outputs * rows];
-    by_feature
-        .par_chunks_mut(BLOCK * rows)
-        .zip(weight.par_chunks(BLOCK * inputs))
-        .for_each(|(out, w)| {
-            for (feature, w_row) in w.chunks_exact(inputs).enumerate() {
-                for r in 0..rows {
-                    out[feature * rows + r] = dot(w_row, &x[r * inputs..(r + 1) * inputs]);
-                }
-            }
-        });
-    let mut out = vec![0.0f32; rows * outputs];
-    for (f, values) in by_feature.chunks_exact(rows).enumerate() {
-        let b = bias.map_or(0.0, |b| b[f]);
-        for (r, &v) in values.iter().enumerate() {
-            out[r * outputs + f] = v + b;
-        }
-    }
-    out
-}
-
-/// Dot product with eight independent sums (so the compiler can vectorise it).
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut sums = [0.0f32; 8];
-    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = a8
-        .remainder()
-        .iter()
-        .zip(b8.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in a8.zip(b8) {
-        for k in 0..8 {
-            sums[k] += x[k] * y[k];
-        }
-    }
-    sums.iter().sum::<f32>() + tail
 }
 
 #[cfg(test)]

@@ -4,14 +4,15 @@
 //! pre-norm transformer layers. Each layer's query, key and value come from one fused
 //! product (the query rows pre-scaled by `1 / sqrt(head_dim)` at load), and attention
 //! runs over blocks of query rows, so the scores of a block (all heads) stay a few MB
-//! instead of one `(heads, frames, frames)` matrix of 54 MB per layer.
+//! instead of one `(heads, frames, frames)` matrix of 54 MB per layer. Biases, GELU and
+//! the residual sums are done in place on the products' outputs ([`super::inplace`]).
 
 use candle_core::{Module, Tensor};
 use candle_nn::{Conv1d, Conv1dConfig, LayerNorm, Linear};
 
 use super::ModelError;
 use super::ct2::Ct2File;
-use super::gelu::gelu;
+use super::inplace::{add_bias, add_residual};
 use super::softmax::softmax_last_dim_in_place;
 use super::weights::{layer_norm, linear};
 
@@ -23,8 +24,11 @@ const QUERY_BLOCK: usize = 256;
 /// The encoder's weights.
 #[derive(Debug, Clone)]
 pub struct AudioEncoder {
+    /// The convolutions without their biases (added in place).
     conv1: Conv1d,
+    conv1_bias: Vec<f32>,
     conv2: Conv1d,
+    conv2_bias: Vec<f32>,
     positions: Tensor,
     layers: Vec<EncoderLayer>,
     norm: LayerNorm,
@@ -35,24 +39,63 @@ pub struct AudioEncoder {
 struct EncoderLayer {
     attention_norm: LayerNorm,
     /// Query (pre-scaled), key and value projections in one.
-    qkv: Linear,
-    out: Linear,
+    qkv: Projection,
+    out: Projection,
     ffn_norm: LayerNorm,
-    ffn_in: Linear,
-    ffn_out: Linear,
+    ffn_in: Projection,
+    ffn_out: Projection,
+}
+
+/// A linear layer whose bias is added by the caller, in place.
+#[derive(Debug, Clone)]
+struct Projection {
+    /// `(outputs, inputs)`.
+    weight: Tensor,
+    /// One value per output (zeros when the file has none).
+    bias: Vec<f32>,
+}
+
+impl Projection {
+    fn new(linear: Linear) -> candle_core::Result<Self> {
+        let outputs = linear.weight().dim(0)?;
+        let bias = match linear.bias() {
+            Some(b) => b.to_vec1::<f32>()?,
+            None => vec![0.0; outputs],
+        };
+        Ok(Self {
+            weight: linear.weight().clone(),
+            bias,
+        })
+    }
+
+    /// `x W^T` of `x` `(1, rows, inputs)`, without the bias.
+    fn product(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let (b, rows, inputs) = x.dims3()?;
+        x.reshape((b * rows, inputs))?
+            .matmul(&self.weight.t()?)?
+            .reshape((b, rows, ()))
+    }
 }
 
 impl AudioEncoder {
     /// Loads the encoder of a CTranslate2 Whisper spec with `heads` attention heads.
     pub(crate) fn load(file: &Ct2File, layers: usize, heads: usize) -> Result<Self, ModelError> {
-        let conv = |name: &str, stride: usize| -> Result<Conv1d, ModelError> {
+        let conv = |name: &str, stride: usize| -> Result<(Conv1d, Vec<f32>), ModelError> {
             let config = Conv1dConfig {
                 padding: 1,
                 stride,
                 ..Conv1dConfig::default()
             };
             let l = linear(file, &format!("encoder/{name}"))?;
-            Ok(Conv1d::new(l.weight().clone(), l.bias().cloned(), config))
+            let channels = l.weight().dim(0)?;
+            let bias = match l.bias() {
+                Some(b) => b.to_vec1::<f32>()?,
+                None => vec![0.0; channels],
+            };
+            Ok((Conv1d::new(l.weight().clone(), None, config), bias))
+        };
+        let project = |name: &str| -> Result<Projection, ModelError> {
+            Ok(Projection::new(linear(file, name)?)?)
         };
         let layers = (0..layers)
             .map(|i| {
@@ -60,17 +103,20 @@ impl AudioEncoder {
                 let qkv = linear(file, &format!("{p}/self_attention/linear_0"))?;
                 Ok(EncoderLayer {
                     attention_norm: layer_norm(file, &format!("{p}/self_attention/layer_norm"))?,
-                    qkv: scale_queries(qkv, heads)?,
-                    out: linear(file, &format!("{p}/self_attention/linear_1"))?,
+                    qkv: Projection::new(scale_queries(qkv, heads)?)?,
+                    out: project(&format!("{p}/self_attention/linear_1"))?,
                     ffn_norm: layer_norm(file, &format!("{p}/ffn/layer_norm"))?,
-                    ffn_in: linear(file, &format!("{p}/ffn/linear_0"))?,
-                    ffn_out: linear(file, &format!("{p}/ffn/linear_1"))?,
+                    ffn_in: project(&format!("{p}/ffn/linear_0"))?,
+                    ffn_out: project(&format!("{p}/ffn/linear_1"))?,
                 })
             })
             .collect::<Result<Vec<_>, ModelError>>()?;
+        let ((conv1, conv1_bias), (conv2, conv2_bias)) = (conv("conv1", 1)?, conv("conv2", 2)?);
         let encoder = Self {
-            conv1: conv("conv1", 1)?,
-            conv2: conv("conv2", 2)?,
+            conv1,
+            conv1_bias,
+            conv2,
+            conv2_bias,
             positions: sinusoids(&file.get("encoder/position_encodings/encodings")?.shape)?,
             norm: layer_norm(file, "encoder/layer_norm")?,
             layers,
@@ -95,7 +141,7 @@ impl AudioEncoder {
             ("encoder/layer_norm/gamma", self.norm.weight(), vec![d]),
         ];
         for l in &self.layers {
-            let ffn = l.ffn_in.weight().dim(0)?;
+            let ffn = l.ffn_in.weight.dim(0)?;
             expected.extend([
                 (
                     "an encoder attention layer_norm",
@@ -105,12 +151,12 @@ impl AudioEncoder {
                 ("an encoder ffn layer_norm", l.ffn_norm.weight(), vec![d]),
                 (
                     "an encoder attention linear_0",
-                    l.qkv.weight(),
+                    &l.qkv.weight,
                     vec![3 * d, d],
                 ),
-                ("an encoder attention linear_1", l.out.weight(), vec![d, d]),
-                ("an encoder ffn linear_0", l.ffn_in.weight(), vec![ffn, d]),
-                ("an encoder ffn linear_1", l.ffn_out.weight(), vec![d, ffn]),
+                ("an encoder attention linear_1", &l.out.weight, vec![d, d]),
+                ("an encoder ffn linear_0", &l.ffn_in.weight, vec![ffn, d]),
+                ("an encoder ffn linear_1", &l.ffn_out.weight, vec![d, ffn]),
             ]);
         }
         for (name, t, dims) in expected {
@@ -126,17 +172,21 @@ impl AudioEncoder {
 
     /// Encodes a log-mel window `(1, mels, frames)` into `(1, frames / 2, d_model)`.
     pub fn forward(&self, mel: &Tensor) -> candle_core::Result<Tensor> {
-        let x = gelu(&self.conv1.forward(mel)?)?;
-        let x = gelu(&self.conv2.forward(&x)?)?;
+        let x = self.conv1.forward(mel)?;
+        add_bias(&x, &self.conv1_bias, true, true)?;
+        let x = self.conv2.forward(&x)?;
+        add_bias(&x, &self.conv2_bias, true, true)?;
         let (_, _, frames) = x.dims3()?;
-        let mut x = x
+        // A fresh tensor, so the in-place sums below change nothing else.
+        let x = x
             .transpose(1, 2)?
             .broadcast_add(&self.positions.narrow(0, 0, frames)?)?;
         for layer in &self.layers {
             let attended = self.attention(layer, &layer.attention_norm.forward(&x)?)?;
-            x = (x + layer.out.forward(&attended)?)?;
-            let hidden = gelu(&layer.ffn_in.forward(&layer.ffn_norm.forward(&x)?)?)?;
-            x = (x + layer.ffn_out.forward(&hidden)?)?;
+            add_residual(&x, &layer.out.product(&attended)?, &layer.out.bias)?;
+            let hidden = layer.ffn_in.product(&layer.ffn_norm.forward(&x)?)?;
+            add_bias(&hidden, &layer.ffn_in.bias, false, true)?;
+            add_residual(&x, &layer.ffn_out.product(&hidden)?, &layer.ffn_out.bias)?;
         }
         self.norm.forward(&x)
     }
@@ -147,9 +197,9 @@ impl AudioEncoder {
         let (_, frames, d) = x.dims3()?;
         let (h, hd) = (self.heads, d / self.heads);
         // (3, heads, frames, head_dim): queries, keys, values, each head contiguous.
-        let qkv = layer
-            .qkv
-            .forward(x)?
+        let qkv = layer.qkv.product(x)?;
+        add_bias(&qkv, &layer.qkv.bias, false, false)?;
+        let qkv = qkv
             .reshape((frames, 3, h, hd))?
             .permute((1, 2, 0, 3))?
             .contiguous()?;

@@ -7,6 +7,8 @@
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::simd::vectorized;
+
 /// Values per parallel task.
 const CHUNK: usize = 16 * 1024;
 
@@ -49,13 +51,35 @@ impl CustomOp1 for Gelu {
 
 /// GELU of `input` into `out` (same lengths).
 pub(crate) fn gelu_slice(input: &[f32], out: &mut [f32]) {
+    vectorized(
+        #[inline(always)]
+        || gelu_kernel(input, out),
+    );
+}
+
+#[inline(always)]
+fn gelu_kernel(input: &[f32], out: &mut [f32]) {
     for (o, &x) in out.iter_mut().zip(input) {
-        *o = 0.5 * x * (1.0 + tanh(SQRT_TWO_OVER_PI * x * (1.0 + 0.044715 * x * x)));
+        *o = gelu_of(x);
     }
+}
+
+/// GELU of every value in place (inlined into the caller's vectorised kernel).
+#[inline(always)]
+pub(crate) fn gelu_in_place(values: &mut [f32]) {
+    for v in values.iter_mut() {
+        *v = gelu_of(*v);
+    }
+}
+
+#[inline(always)]
+fn gelu_of(x: f32) -> f32 {
+    0.5 * x * (1.0 + tanh(SQRT_TWO_OVER_PI * x * (1.0 + 0.044715 * x * x)))
 }
 
 /// tanh as a ratio of odd and even polynomials on [-7.9, 7.9] (beyond, within 3e-7
 /// of ±1), within a few ulp of `f32::tanh` (Eigen's float approximation).
+#[inline(always)]
 fn tanh(x: f32) -> f32 {
     // Plain products and sums: `mul_add` is a library call without FMA enabled.
     let x = x.clamp(-7.905_311, 7.905_311);

@@ -6,6 +6,8 @@
 use candle_core::{CpuStorage, InplaceOp1, Layout, Tensor};
 use rayon::prelude::*;
 
+use super::simd::vectorized;
+
 /// `log2(e)`.
 const LOG2_E: f32 = std::f32::consts::LOG2_E;
 
@@ -25,10 +27,12 @@ const ROUNDER: f32 = 12_582_912.0;
 
 /// `e^x` within 2 ulp of `f32::exp` for `x` in `[LOWEST, HIGHEST]`, 0 below, written
 /// with plain arithmetic (no library call) so loops over it vectorise.
+#[inline(always)]
 pub(crate) fn exp(x: f32) -> f32 {
     let clamped = x.clamp(LOWEST, HIGHEST);
     // x = n ln 2 + r with |r| <= ln(2) / 2; e^x = 2^n e^r.
-    let n = (clamped * LOG2_E + ROUNDER) - ROUNDER;
+    let rounded = clamped * LOG2_E + ROUNDER;
+    let n = rounded - ROUNDER;
     let r = clamped - n * LN2_HIGH - n * LN2_LOW;
     // Cephes' polynomial for e^r on that interval.
     let mut p = 1.987_569_1e-4f32;
@@ -42,12 +46,22 @@ pub(crate) fn exp(x: f32) -> f32 {
         p = p * r + c;
     }
     let e_r = p * r * r + r + 1.0;
-    let two_n = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // 2^n from the bits of `rounded` (1.5 * 2^23 + n): its low bits hold n, and the
+    // shift drops the others. An integer cast would not vectorise (it saturates).
+    let two_n = f32::from_bits(rounded.to_bits().wrapping_add(127) << 23);
     if x < LOWEST { 0.0 } else { e_r * two_n }
 }
 
 /// Softmax of `row` in place.
 pub(crate) fn softmax(row: &mut [f32]) {
+    vectorized(
+        #[inline(always)]
+        || softmax_kernel(row),
+    );
+}
+
+#[inline(always)]
+fn softmax_kernel(row: &mut [f32]) {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     for s in row.iter_mut() {
         *s = exp(*s - max);
@@ -61,6 +75,14 @@ pub(crate) fn softmax(row: &mut [f32]) {
 
 /// The sum of `e^(v - shift)` over `values`, vectorised.
 pub(crate) fn sum_exp(values: &[f32], shift: f32) -> f32 {
+    vectorized(
+        #[inline(always)]
+        || sum_exp_kernel(values, shift),
+    )
+}
+
+#[inline(always)]
+fn sum_exp_kernel(values: &[f32], shift: f32) -> f32 {
     let mut sums = [0.0f32; 8];
     let chunks = values.chunks_exact(8);
     let tail: f32 = chunks.remainder().iter().map(|&v| exp(v - shift)).sum();
@@ -73,6 +95,7 @@ pub(crate) fn sum_exp(values: &[f32], shift: f32) -> f32 {
 }
 
 /// The sum of `values` with eight independent partial sums (so it vectorises).
+#[inline(always)]
 fn sum(values: &[f32]) -> f32 {
     let mut sums = [0.0f32; 8];
     let chunks = values.chunks_exact(8);

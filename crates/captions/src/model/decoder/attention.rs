@@ -5,6 +5,7 @@
 use rayon::prelude::*;
 
 use super::cache::Past;
+use crate::model::simd::vectorized;
 use crate::model::softmax::softmax;
 
 /// Self-attention of each sequence's new query (rows of `3 * d` in `qkv`: query, key,
@@ -21,21 +22,26 @@ pub(super) fn self_attention(
     let per_head: Vec<Vec<f32>> = (0..past.len() * heads)
         .into_par_iter()
         .map(|task| {
-            let (r, h) = (task / heads, task % heads);
-            let q = &qkv[r * 3 * d + h * head_dim..r * 3 * d + (h + 1) * head_dim];
-            let (keys, values) = &past[r];
-            let mut scores: Vec<f32> = keys
-                .chunks_exact(d)
-                .map(|k| dot(q, &k[h * head_dim..(h + 1) * head_dim]) * scale)
-                .collect();
-            softmax(&mut scores);
-            let mut out = vec![0f32; head_dim];
-            for (&w, v) in scores.iter().zip(values.chunks_exact(d)) {
-                for (o, &x) in out.iter_mut().zip(&v[h * head_dim..(h + 1) * head_dim]) {
-                    *o += w * x;
-                }
-            }
-            out
+            vectorized(
+                #[inline(always)]
+                || {
+                    let (r, h) = (task / heads, task % heads);
+                    let q = &qkv[r * 3 * d + h * head_dim..r * 3 * d + (h + 1) * head_dim];
+                    let (keys, values) = &past[r];
+                    let mut scores: Vec<f32> = keys
+                        .chunks_exact(d)
+                        .map(|k| dot(q, &k[h * head_dim..(h + 1) * head_dim]) * scale)
+                        .collect();
+                    softmax(&mut scores);
+                    let mut out = vec![0f32; head_dim];
+                    for (&w, v) in scores.iter().zip(values.chunks_exact(d)) {
+                        for (o, &x) in out.iter_mut().zip(&v[h * head_dim..(h + 1) * head_dim]) {
+                            *o += w * x;
+                        }
+                    }
+                    out
+                },
+            )
         })
         .collect();
     per_head.concat()
@@ -58,28 +64,33 @@ pub(super) fn cross_attention(
     let per_head: Vec<Vec<f32>> = (0..heads)
         .into_par_iter()
         .map(|h| {
-            let keys = &ck[h * head_dim * frames..(h + 1) * head_dim * frames];
-            let values = &cv[h * frames * head_dim..(h + 1) * frames * head_dim];
-            let mut out = vec![0.0f32; rows * head_dim];
-            let mut scores = vec![0.0f32; frames];
-            for r in 0..rows {
-                let qh = &q[r * d + h * head_dim..r * d + (h + 1) * head_dim];
-                scores.fill(0.0);
-                for (&qd, key_row) in qh.iter().zip(keys.chunks_exact(frames)) {
-                    let qd = qd * scale;
-                    for (s, &k) in scores.iter_mut().zip(key_row) {
-                        *s += qd * k;
+            vectorized(
+                #[inline(always)]
+                || {
+                    let keys = &ck[h * head_dim * frames..(h + 1) * head_dim * frames];
+                    let values = &cv[h * frames * head_dim..(h + 1) * frames * head_dim];
+                    let mut out = vec![0.0f32; rows * head_dim];
+                    let mut scores = vec![0.0f32; frames];
+                    for r in 0..rows {
+                        let qh = &q[r * d + h * head_dim..r * d + (h + 1) * head_dim];
+                        scores.fill(0.0);
+                        for (&qd, key_row) in qh.iter().zip(keys.chunks_exact(frames)) {
+                            let qd = qd * scale;
+                            for (s, &k) in scores.iter_mut().zip(key_row) {
+                                *s += qd * k;
+                            }
+                        }
+                        softmax(&mut scores);
+                        let o = &mut out[r * head_dim..(r + 1) * head_dim];
+                        for (&w, value) in scores.iter().zip(values.chunks_exact(head_dim)) {
+                            for (acc, &v) in o.iter_mut().zip(value) {
+                                *acc += w * v;
+                            }
+                        }
                     }
-                }
-                softmax(&mut scores);
-                let o = &mut out[r * head_dim..(r + 1) * head_dim];
-                for (&w, value) in scores.iter().zip(values.chunks_exact(head_dim)) {
-                    for (acc, &v) in o.iter_mut().zip(value) {
-                        *acc += w * v;
-                    }
-                }
-            }
-            out
+                    out
+                },
+            )
         })
         .collect();
     let mut out = vec![0.0f32; rows * d];
@@ -92,6 +103,7 @@ pub(super) fn cross_attention(
     out
 }
 
+#[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }

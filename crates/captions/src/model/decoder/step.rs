@@ -4,7 +4,6 @@
 
 use super::attention::{cross_attention, self_attention};
 use super::{DecoderCache, TextDecoder};
-use crate::model::dense::rows_times;
 use crate::model::gelu::gelu_slice;
 
 impl TextDecoder {
@@ -56,10 +55,8 @@ impl TextDecoder {
     /// product reads the `(vocab, d_model)` embeddings once for all rows, spread over
     /// rayon's threads (candle's product of one row runs on one thread).
     pub(super) fn logits_of(&self, hidden: &[f32]) -> candle_core::Result<Vec<Vec<f32>>> {
-        let d = self.d_model;
-        let rows = hidden.len() / d;
-        let all = rows_times(hidden, rows, &self.embeddings, d, None);
-        let vocab = self.embeddings.len() / d;
+        let all = self.embeddings.times(hidden, None);
+        let vocab = self.embeddings.outputs();
         Ok(all.chunks_exact(vocab).map(<[f32]>::to_vec).collect())
     }
 }
