@@ -35,7 +35,7 @@ pub use error::MediaError;
 pub use frame_file::{
     read_frame_file, write_frame_file, write_frame_file_owned, write_frame_file_shared,
 };
-pub use frames::FrameReader;
+pub use frames::{FrameReader, FrameTransform};
 pub use probe::{MediaInfo, Rational, probe};
 pub use split::{Segment, split};
 pub use thumbnail::{THUMBNAIL_MAX_WIDTH, thumbnail_image, write_thumbnail};
