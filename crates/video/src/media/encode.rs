@@ -335,6 +335,45 @@ impl SegmentEncoder {
         self.sent(sent).await
     }
 
+    /// Takes the pipe to ffmpeg out, for a blocking task that writes frames into it
+    /// ([`FrameReader::transform_into`](super::FrameReader::transform_into)); the error
+    /// when ffmpeg already failed.
+    pub(crate) fn take_input(&mut self) -> Result<std::fs::File, MediaError> {
+        self.stdin
+            .as_mut()
+            .and_then(Pipe::take)
+            .ok_or_else(|| self.closed())
+    }
+
+    /// Puts back the pipe taken with [`take_input`](Self::take_input), `frames` frames
+    /// later; `failed` is the error that stopped the writes, if any (ffmpeg's stderr then
+    /// says why).
+    pub(crate) async fn put_input(
+        &mut self,
+        file: std::fs::File,
+        frames: u64,
+        failed: Option<std::io::Error>,
+    ) -> Result<(), MediaError> {
+        self.frames += frames;
+        match failed {
+            None => {
+                if let Some(stdin) = self.stdin.as_mut() {
+                    stdin.put(file);
+                }
+                Ok(())
+            }
+            Some(source) => {
+                self.stdin = None;
+                self.wait_success().await?;
+                Err(MediaError::Io {
+                    path: self.out_path.clone(),
+                    action: "send frame to ffmpeg",
+                    source,
+                })
+            }
+        }
+    }
+
     /// Closes the input, waits for ffmpeg and renames the file into place.
     pub async fn finish(mut self) -> Result<PathBuf, MediaError> {
         if self.frames == 0 {

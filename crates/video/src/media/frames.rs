@@ -1,5 +1,6 @@
 //! Decoding a video into RGB frames, one at a time, through a pipe.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
@@ -9,8 +10,9 @@ use tokio::process::Child;
 use tokio::task::JoinHandle;
 
 use super::MediaError;
+use super::encode::SegmentEncoder;
 use super::frame_file::{splice_from_blocking, splice_into_slot_blocking};
-use super::pipe::Pipe;
+use super::pipe::{Pipe, read_full_blocking};
 use super::probe::probe_display_size;
 use super::tool::{self, FFMPEG};
 
@@ -282,9 +284,94 @@ impl FrameReader {
         Ok(written)
     }
 
+    /// Sends up to `count` frames through `transform` into `encoder` in one task on the
+    /// blocking pool: each frame is read into one buffer, transformed into another and
+    /// written to the encoder's pipe, with no hop, channel or allocation per frame.
+    /// Returns the frames sent (fewer once ffmpeg finished successfully) and `transform`
+    /// with whatever it learned.
+    pub async fn transform_into<T: FrameTransform>(
+        &mut self,
+        encoder: &mut SegmentEncoder,
+        count: u64,
+        mut transform: T,
+    ) -> Result<(u64, T), MediaError> {
+        if self.done || count == 0 {
+            return Ok((0, transform));
+        }
+        let mut sink = encoder.take_input()?;
+        let (width, height) = (self.width, self.height);
+        let done = self
+            .stdout
+            .with(move |source| {
+                let mut decoded = RgbImage::new(width, height);
+                let mut out = RgbImage::new(width, height);
+                let frame_bytes = decoded.as_raw().len();
+                let mut sent = 0;
+                let end = loop {
+                    if sent == count {
+                        break Ok(None);
+                    }
+                    match read_full_blocking(source, &mut decoded) {
+                        Ok(n) if n == frame_bytes => {}
+                        Ok(n) => break Ok(Some(n)),
+                        Err(e) => break Err(Ok(e)),
+                    }
+                    transform.apply(&decoded, &mut out);
+                    if let Err(e) = sink.write_all(out.as_raw()) {
+                        break Err(Err(e));
+                    }
+                    sent += 1;
+                };
+                (sink, transform, sent, end)
+            })
+            .await
+            .map_err(|source| MediaError::Io {
+                path: self.path.clone(),
+                action: "read decoded frames",
+                source,
+            })?;
+        let (sink, transform, sent, end) = done;
+        self.frames_read += sent;
+        let (failed, end) = match end {
+            Err(Err(write)) => (Some(write), Ok(None)),
+            other => (None, other),
+        };
+        encoder.put_input(sink, sent, failed).await?;
+        let filled = match end {
+            Ok(None) => return Ok((sent, transform)),
+            Ok(Some(filled)) => filled,
+            Err(Ok(source)) | Err(Err(source)) => {
+                return Err(MediaError::Io {
+                    path: self.path.clone(),
+                    action: "read decoded frames",
+                    source,
+                });
+            }
+        };
+        self.done = true;
+        self.wait_success().await?;
+        if filled != 0 {
+            let frame_bytes = width as usize * height as usize * 3;
+            return Err(MediaError::BadFrameFile {
+                path: self.path.clone(),
+                detail: format!(
+                    "decoder output ended inside frame {} ({filled} of {frame_bytes} bytes): frames are not {}x{}",
+                    self.frames_read, self.width, self.height
+                ),
+            });
+        }
+        Ok((sent, transform))
+    }
+
     async fn wait_success(&mut self) -> Result<(), MediaError> {
         tool::wait_success(&mut self.child, self.stderr.take(), &self.path).await
     }
+}
+
+/// What [`FrameReader::transform_into`] does to each frame on its way to the encoder.
+pub trait FrameTransform: Send + 'static {
+    /// Writes the transformed `frame` into `out`, which has its size.
+    fn apply(&mut self, frame: &RgbImage, out: &mut RgbImage);
 }
 
 /// Collects a child's stderr; with `-v error` it stays small.

@@ -3,13 +3,16 @@
 //! The system `ffmpeg`/`ffprobe` binaries are driven through `tokio::process`;
 //! frames travel as raw RGB24 through pipes, one frame at a time, so no step holds a
 //! whole video in memory. Every file this module produces is written under a hidden
-//! temporary name and renamed into place, so a half-written file never looks complete.
+//! temporary name and renamed into place, so a half-written file never looks complete;
+//! except decoded frames and the slots of a segment's file of frames, written in place
+//! for callers that read none of them before the step that writes them all completes.
 //!
 //! # Layout
 //! - [`probe`]: ffprobe metadata ([`MediaInfo`]) and input validation.
 //! - [`split`]: keyframe-aligned segments by stream copy ([`Segment`]).
 //! - [`frames`]: decode a video into [`image::RgbImage`]s ([`FrameReader`]).
-//! - [`frame_file`]: per-frame artifact files (raw RGB with a size header).
+//! - [`frame_file`]: frame artifact files (raw RGB with a size header), one per frame or
+//!   a segment's frames one after another (slots).
 //! - `pipe`: whole frames through a child's pipe on the blocking pool.
 //! - [`encode`]: encode frames into an H.264 segment ([`SegmentEncoder`]).
 //! - [`assemble`]: join segments and mux the original audio and captions.
@@ -35,7 +38,7 @@ pub use error::MediaError;
 pub use frame_file::{
     read_frame_file, write_frame_file, write_frame_file_owned, write_frame_file_shared,
 };
-pub use frames::FrameReader;
+pub use frames::{FrameReader, FrameTransform};
 pub use probe::{MediaInfo, Rational, probe};
 pub use split::{Segment, split};
 pub use thumbnail::{THUMBNAIL_MAX_WIDTH, thumbnail_image, write_thumbnail};

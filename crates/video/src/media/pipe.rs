@@ -32,19 +32,19 @@ impl Pipe {
     /// Reads into `buf` until it is full or the pipe ends; gives `buf` back with the
     /// number of bytes read.
     pub(crate) async fn read_full(&mut self, buf: Vec<u8>) -> (Vec<u8>, std::io::Result<usize>) {
-        self.lend(buf, |file, buf| {
-            let mut filled = 0;
-            while filled < buf.len() {
-                match file.read(&mut buf[filled..]) {
-                    Ok(0) => break,
-                    Ok(n) => filled += n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            Ok(filled)
-        })
-        .await
+        self.lend(buf, |file, buf| read_full_blocking(file, buf))
+            .await
+    }
+
+    /// Takes the file out (for a blocking task that uses this pipe with another one); put
+    /// it back with [`put`](Self::put). `None` if an interrupted transfer lost it.
+    pub(crate) fn take(&mut self) -> Option<File> {
+        self.0.take()
+    }
+
+    /// Puts back a file taken with [`take`](Self::take).
+    pub(crate) fn put(&mut self, file: File) {
+        self.0 = Some(file);
     }
 
     /// Writes all of `buf`; gives it back.
@@ -149,6 +149,20 @@ pub(crate) fn splice_all(
         to.seek(SeekFrom::Start(offset))?;
     }
     std::io::copy(&mut from.take(len), &mut to)
+}
+
+/// Reads from `file` into `buf` until it is full or the file ends; returns the bytes read.
+pub(crate) fn read_full_blocking(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
 }
 
 /// The error of a transfer on a pipe that an interrupted one took away.

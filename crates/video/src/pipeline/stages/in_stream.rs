@@ -4,10 +4,11 @@
 //!
 //! Local enhancement is a pure function of the decoded frame, so a frame never needs to
 //! be kept: a segment that dies half-way is decoded and enhanced again, with the same
-//! bytes. Three stages run at once (the ffmpeg decoder feeding this process, the
-//! enhancement on a blocking thread, the ffmpeg encoder fed by this process), joined by
-//! two-frame channels; frame buffers go back to their producer, so a segment holds
-//! eight frames whatever its length.
+//! bytes. One task on the blocking pool moves the whole segment: it reads each frame from
+//! the ffmpeg decoder into one buffer, enhances it into another and writes that to the
+//! ffmpeg encoder ([`FrameReader::transform_into`]), with no hop, channel or allocation
+//! per frame. The decoder and the encoder are processes of their own and run alongside;
+//! this thread's share (a few milliseconds a frame at 720p) is far from the encoder's.
 
 use std::path::Path;
 
@@ -15,20 +16,12 @@ use idempipe_engine::HandlerError;
 use idempipe_enhance::EnhanceParams;
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
 
 use super::SegmentWork;
 use super::score::Score;
 use super::thread_cpu::ThreadCpu;
-use crate::media::{FrameReader, MediaError, SegmentEncoder};
+use crate::media::{FrameReader, FrameTransform, SegmentEncoder};
 use crate::pipeline::context::{media_failure, transient};
-
-/// Frames queued between two stages of the stream.
-const QUEUE: usize = 2;
-/// Frame buffers each producer owns: the queue, one in the consumer's hands, one being
-/// filled. A producer waits for a buffer to come back rather than allocating: a fresh
-/// multi-megabyte buffer costs page faults and zeroing on every frame.
-const POOL: usize = QUEUE + 2;
 
 /// What streaming one segment found: its frame count, its best frame for the thumbnail
 /// and the CPU time the enhancement itself took.
@@ -50,139 +43,65 @@ pub(crate) async fn enhance_and_encode(
     work: &SegmentWork,
     input: &Path,
     params: EnhanceParams,
-    encoder: SegmentEncoder,
+    mut encoder: SegmentEncoder,
 ) -> Result<StreamOutcome, HandlerError> {
-    let reader = FrameReader::open_with_size(input, work.width, work.height)
+    let mut reader = FrameReader::open_with_size(input, work.width, work.height)
         .await
         .map_err(transient)?;
-    let (decoded_tx, decoded_rx) = mpsc::channel(QUEUE);
-    let (enhanced_tx, enhanced_rx) = mpsc::channel(QUEUE);
-    let (spent_decoded, reuse_decoded) = mpsc::unbounded_channel();
-    let (spent_enhanced, reuse_enhanced) = mpsc::unbounded_channel();
-    let first = work.first_frame;
-    let enhance = tokio::task::spawn_blocking(move || {
-        enhance_frames(
-            decoded_rx,
-            enhanced_tx,
-            spent_decoded,
-            reuse_enhanced,
-            params,
-            first,
-        )
-    });
-    let (decoded, encoded) = tokio::join!(
-        decode(reader, work.frame_count, decoded_tx, reuse_decoded),
-        encode(encoder, enhanced_rx, spent_enhanced),
-    );
-    let mut outcome = enhance.await.map_err(transient)?;
-    let decoded = decoded.map_err(transient)?;
-    let encoder = encoded.map_err(media_failure)?;
-    if decoded != work.frame_count || outcome.frames != decoded {
+    let enhancing = Enhancing {
+        params,
+        first_frame: work.first_frame,
+        frames: 0,
+        best: None,
+        enhance_ns: 0,
+    };
+    let (decoded, enhancing) = reader
+        .transform_into(&mut encoder, work.frame_count, enhancing)
+        .await
+        .map_err(media_failure)?;
+    if decoded != work.frame_count {
         return Err(HandlerError::permanent(format!(
-            "{}: decoded {decoded} frames (enhanced {}), expected {}",
+            "{}: decoded {decoded} frames, expected {}",
             work.path.display(),
-            outcome.frames,
             work.frame_count
         )));
     }
     encoder.finish().await.map_err(media_failure)?;
-    outcome.frames = decoded;
-    Ok(outcome)
+    let (best_frame, best_score) = enhancing.best.unwrap_or((work.first_frame, 0.0));
+    Ok(StreamOutcome {
+        frames: decoded,
+        best_frame,
+        best_score,
+        enhance_cpu_ms: enhancing.enhance_ns as f64 / 1e6,
+    })
 }
 
-/// Sends up to `count` decoded frames; returns how many it sent.
-async fn decode(
-    mut reader: FrameReader,
-    count: u64,
-    out: mpsc::Sender<RgbImage>,
-    mut reuse: mpsc::UnboundedReceiver<RgbImage>,
-) -> Result<u64, MediaError> {
-    let mut sent = 0;
-    while sent < count {
-        let mut frame = if sent < POOL as u64 {
-            RgbImage::default()
-        } else {
-            match reuse.recv().await {
-                Some(frame) => frame,
-                None => break, // the enhancement ended; its outcome says why
-            }
-        };
-        if !reader.next_frame_into(&mut frame).await? {
-            break;
-        }
-        if out.send(frame).await.is_err() {
-            break; // the encoder failed; its error is the one reported
-        }
-        sent += 1;
-    }
-    Ok(sent)
-}
-
-/// The enhancement thread: enhances, scores, and times the enhancement alone.
-///
-/// The enhancement's CPU is this thread's CPU over the whole segment less the scoring.
-/// Reading the thread's clock around each enhancement undercounts it:
-/// `/proc/thread-self/schedstat` moves only at scheduler ticks and switches, so a 2.5 ms
-/// enhancement between two reads often looks like 1 ms (a perf profile of a 720p run:
-/// `enhance_into` 2.5 ms a frame, per-frame reads 1.3 ms), and the rest was reported as
-/// the pipeline's own CPU. Over a segment the error is at most one tick. The scoring
-/// (a small fraction of a millisecond a frame, optimised) is read the same way around
-/// each call, which undercounts it, so the figure errs towards the enhancement by at
-/// most the scoring's cost; so does what this thread spends on its channels.
-fn enhance_frames(
-    mut decoded: mpsc::Receiver<RgbImage>,
-    out: mpsc::Sender<RgbImage>,
-    spent: mpsc::UnboundedSender<RgbImage>,
-    mut reuse: mpsc::UnboundedReceiver<RgbImage>,
+/// Each frame's enhancement and score, on the streaming thread.
+struct Enhancing {
     params: EnhanceParams,
     first_frame: u64,
-) -> StreamOutcome {
-    let cpu = ThreadCpu::open();
-    let thread_started = cpu.ns();
-    let mut outcome = StreamOutcome::default();
-    let mut best: Option<(u64, f64)> = None;
-    let mut scoring_ns = 0;
-    while let Some(frame) = decoded.blocking_recv() {
-        let mut enhanced = if outcome.frames < POOL as u64 {
-            RgbImage::default()
-        } else {
-            match reuse.blocking_recv() {
-                Some(frame) => frame,
-                None => break, // the encoder failed; its error is the one reported
-            }
-        };
-        idempipe_enhance::enhance_into(&frame, &params, &mut enhanced);
-        let _ = spent.send(frame);
-        let global = first_frame + outcome.frames;
-        let scored = cpu.ns();
-        let score = Score::of(&enhanced).score();
-        scoring_ns += cpu.ns().saturating_sub(scored);
-        if best.is_none_or(|(_, s)| score > s) {
-            best = Some((global, score));
-        }
-        outcome.frames += 1;
-        if out.blocking_send(enhanced).is_err() {
-            break;
-        }
-    }
-    (outcome.best_frame, outcome.best_score) = best.unwrap_or((first_frame, 0.0));
-    let thread_ns = cpu.ns().saturating_sub(thread_started);
-    // Never negative: the scoring's reads are sub-intervals of the thread's.
-    outcome.enhance_cpu_ms = thread_ns.saturating_sub(scoring_ns) as f64 / 1e6;
-    outcome
+    /// Frames enhanced so far.
+    frames: u64,
+    /// (global index, score) of the best frame so far.
+    best: Option<(u64, f64)>,
+    /// CPU nanoseconds inside the enhancement, read from the thread's CPU clock around
+    /// each call (exact: the clock brings itself up to date when read).
+    enhance_ns: u64,
 }
 
-/// Pushes enhanced frames into the encoder until the enhancement ends.
-async fn encode(
-    mut encoder: SegmentEncoder,
-    mut frames: mpsc::Receiver<RgbImage>,
-    spent: mpsc::UnboundedSender<RgbImage>,
-) -> Result<SegmentEncoder, MediaError> {
-    while let Some(frame) = frames.recv().await {
-        let frame = encoder.push_owned(frame).await?;
-        let _ = spent.send(frame);
+impl FrameTransform for Enhancing {
+    fn apply(&mut self, frame: &RgbImage, out: &mut RgbImage) {
+        let cpu = ThreadCpu::open();
+        let started = cpu.ns();
+        idempipe_enhance::enhance_into(frame, &self.params, out);
+        self.enhance_ns += cpu.ns().saturating_sub(started);
+        let score = Score::of(out).score();
+        let global = self.first_frame + self.frames;
+        if self.best.is_none_or(|(_, s)| score > s) {
+            self.best = Some((global, score));
+        }
+        self.frames += 1;
     }
-    Ok(encoder)
 }
 
 /// Where a segment's [`StreamOutcome`] is kept next to its encoded file, so that an

@@ -1,32 +1,30 @@
-//! CPU time of the calling thread, read from `/proc/thread-self/schedstat`.
+//! CPU time of the calling thread.
 //!
 //! The pipeline reports how much CPU the enhancement itself used, so that what the
 //! pipeline costs around it (decoding pipes, scoring, bookkeeping) can be told apart.
-//! The kernel brings this figure up to date only at scheduler ticks and context
-//! switches: read it around long stretches (a segment), not around one short call.
+//! On Linux it is the thread's CPU clock (`CLOCK_THREAD_CPUTIME_ID`), exact around a
+//! single call; elsewhere 0.
 
-use std::fs::File;
-use std::os::unix::fs::FileExt;
-
-/// An open handle on this thread's scheduler statistics. Must be read on the thread
-/// that opened it.
-pub(crate) struct ThreadCpu(Option<File>);
+/// This thread's CPU clock. Must be read on the thread that made it.
+pub(crate) struct ThreadCpu;
 
 impl ThreadCpu {
-    /// Opens the calling thread's statistics (reads give 0 where /proc is missing).
+    /// The calling thread's clock.
     pub(crate) fn open() -> Self {
-        Self(File::open("/proc/thread-self/schedstat").ok())
+        Self
     }
 
     /// Nanoseconds this thread has run on a CPU so far.
+    #[cfg(target_os = "linux")]
     pub(crate) fn ns(&self) -> u64 {
-        let Some(file) = &self.0 else { return 0 };
-        let mut buf = [0u8; 96];
-        let n = file.read_at(&mut buf, 0).unwrap_or(0);
-        std::str::from_utf8(&buf[..n])
-            .ok()
-            .and_then(|s| s.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0)
+        let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+        (t.tv_sec as u64) * 1_000_000_000 + t.tv_nsec as u64
+    }
+
+    /// Nanoseconds this thread has run on a CPU so far (unknown here: 0).
+    #[cfg(not(target_os = "linux"))]
+    pub(crate) fn ns(&self) -> u64 {
+        0
     }
 }
 
