@@ -86,9 +86,7 @@ impl Matrix {
                             for (out, w_row) in
                                 out.chunks_exact_mut(rows).zip(w.chunks_exact(inputs))
                             {
-                                for (o, x_row) in out.iter_mut().zip(x.chunks_exact(inputs)) {
-                                    *o = dot(w_row, x_row);
-                                }
+                                dots(w_row, x, out);
                             }
                         },
                     )
@@ -111,9 +109,7 @@ impl Matrix {
                                 for (o, &h) in wide.iter_mut().zip(w_row) {
                                     *o = widen(h);
                                 }
-                                for (o, x_row) in out.iter_mut().zip(x.chunks_exact(inputs)) {
-                                    *o = dot(&wide, x_row);
-                                }
+                                dots(&wide, x, out);
                             }
                         },
                     )
@@ -163,6 +159,58 @@ fn dot_of<T>(w: &[T], x: &[f32], value: impl Fn(&T) -> f32) -> f32 {
             sums[k] += value(&a[k]) * b[k];
         }
     }
+    reduce(sums) + tail
+}
+
+/// The dot products of `w` with each row of `x` (rows as long as `w`), into `out` (one
+/// per row). Up to eight rows are computed together, so their sums do not wait on each
+/// other; each is the same value as [`dot`].
+#[inline(always)]
+fn dots(w: &[f32], x: &[f32], out: &mut [f32]) {
+    match out.len() {
+        1 => out[0] = dot(w, x),
+        2 => dots_of::<2>(w, x, out),
+        3 => dots_of::<3>(w, x, out),
+        4 => dots_of::<4>(w, x, out),
+        5 => dots_of::<5>(w, x, out),
+        6 => dots_of::<6>(w, x, out),
+        7 => dots_of::<7>(w, x, out),
+        8 => dots_of::<8>(w, x, out),
+        _ => {
+            for (o, x_row) in out.iter_mut().zip(x.chunks_exact(w.len())) {
+                *o = dot(w, x_row);
+            }
+        }
+    }
+}
+
+/// [`dots`] of `R` rows.
+#[inline(always)]
+fn dots_of<const R: usize>(w: &[f32], x: &[f32], out: &mut [f32]) {
+    let inputs = w.len();
+    let mut sums = [[0.0f32; LANES]; R];
+    let whole = inputs - inputs % LANES;
+    for (c, w_chunk) in w[..whole].chunks_exact(LANES).enumerate() {
+        for (r, sums) in sums.iter_mut().enumerate() {
+            let x_chunk = &x[r * inputs + c * LANES..r * inputs + (c + 1) * LANES];
+            for k in 0..LANES {
+                sums[k] += w_chunk[k] * x_chunk[k];
+            }
+        }
+    }
+    for (r, (o, sums)) in out.iter_mut().zip(sums).enumerate() {
+        let tail: f32 = w[whole..]
+            .iter()
+            .zip(&x[r * inputs + whole..(r + 1) * inputs])
+            .map(|(a, b)| a * b)
+            .sum();
+        *o = reduce(sums) + tail;
+    }
+}
+
+/// The sum of [`LANES`] partial sums, added pairwise.
+#[inline(always)]
+fn reduce(mut sums: [f32; LANES]) -> f32 {
     let mut n = LANES;
     while n > 1 {
         n /= 2;
@@ -170,7 +218,7 @@ fn dot_of<T>(w: &[T], x: &[f32], value: impl Fn(&T) -> f32) -> f32 {
             sums[k] += sums[k + n];
         }
     }
-    sums[0] + tail
+    sums[0]
 }
 
 /// The f32 value of the float16 bits `h`. Exact for finite values (infinities and NaN
@@ -241,6 +289,21 @@ mod tests {
             assert_eq!(ours, full.times(&x, Some(&bias)), "{rows} rows");
             for (a, b) in ours.iter().zip(reference(&w, &x, inputs, &bias)) {
                 assert!((f64::from(*a) - b).abs() < 1e-4, "{a} vs {b}");
+            }
+        }
+        // Several rows at once give each row's value alone, bit for bit.
+        for rows in 2..=9 {
+            let x: Vec<f32> = (0..rows * inputs)
+                .map(|i| (i % 13) as f32 / 7.0 - 0.9)
+                .collect();
+            let all = full.times(&x, None);
+            for (r, row) in x.chunks_exact(inputs).enumerate() {
+                let alone = full.times(row, None);
+                assert_eq!(
+                    alone,
+                    all[r * outputs..(r + 1) * outputs],
+                    "{rows} rows, row {r}"
+                );
             }
         }
         assert_eq!(half.row(2), Some(w[2 * inputs..3 * inputs].to_vec()));
