@@ -235,14 +235,7 @@ impl SegmentEncoder {
         let (width, height) = frame.dimensions();
         let (buf, written) = stdin.write_all(frame.into_raw()).await;
         if let Err(source) = written {
-            // A broken pipe means ffmpeg exited: its stderr says why.
-            self.stdin = None;
-            self.wait_success().await?;
-            return Err(MediaError::Io {
-                path: self.out_path.clone(),
-                action: "send frame to ffmpeg",
-                source,
-            });
+            return Err(self.send_failed(source).await);
         }
         self.frames += 1;
         // The same buffer comes back whenever the write succeeded.
@@ -287,16 +280,7 @@ impl SegmentEncoder {
         match result {
             Ok(()) => Ok(()),
             Err(SpliceError::File(e)) => Err(e),
-            Err(SpliceError::Sink(source)) => {
-                // A broken pipe means ffmpeg exited: its stderr says why.
-                self.stdin = None;
-                self.wait_success().await?;
-                Err(MediaError::Io {
-                    path: self.out_path.clone(),
-                    action: "send frame to ffmpeg",
-                    source,
-                })
-            }
+            Err(SpliceError::Sink(source)) => Err(self.send_failed(source).await),
         }
     }
 
@@ -362,15 +346,7 @@ impl SegmentEncoder {
                 }
                 Ok(())
             }
-            Some(source) => {
-                self.stdin = None;
-                self.wait_success().await?;
-                Err(MediaError::Io {
-                    path: self.out_path.clone(),
-                    action: "send frame to ffmpeg",
-                    source,
-                })
-            }
+            Some(source) => Err(self.send_failed(source).await),
         }
     }
 
@@ -404,6 +380,20 @@ impl SegmentEncoder {
 
     async fn wait_success(&mut self) -> Result<(), MediaError> {
         tool::wait_success(&mut self.child, self.stderr.take(), &self.out_path).await
+    }
+
+    /// The error of a frame that could not be sent: a broken pipe means ffmpeg exited,
+    /// and its stderr (through its exit status) says why.
+    async fn send_failed(&mut self, source: std::io::Error) -> MediaError {
+        self.stdin = None;
+        match self.wait_success().await {
+            Err(exited) => exited,
+            Ok(()) => MediaError::Io {
+                path: self.out_path.clone(),
+                action: "send frame to ffmpeg",
+                source,
+            },
+        }
     }
 }
 

@@ -151,17 +151,7 @@ impl FrameReader {
             self.frames_read += 1;
             return Ok(true);
         }
-        self.done = true;
-        self.wait_success().await?;
-        if filled != 0 {
-            return Err(MediaError::BadFrameFile {
-                path: self.path.clone(),
-                detail: format!(
-                    "decoder output ended inside frame {} ({filled} of {frame_bytes} bytes): frames are not {}x{}",
-                    self.frames_read, self.width, self.height
-                ),
-            });
-        }
+        self.ended(filled as u64).await?;
         Ok(false)
     }
 
@@ -202,18 +192,7 @@ impl FrameReader {
         let Some(moved) = short else {
             return Ok(written);
         };
-        // The decoder's output ended: cleanly between frames, or inside one.
-        self.done = true;
-        self.wait_success().await?;
-        if moved != 0 {
-            return Err(MediaError::BadFrameFile {
-                path: self.path.clone(),
-                detail: format!(
-                    "decoder output ended inside frame {} ({moved} of {frame_bytes} bytes): frames are not {}x{}",
-                    self.frames_read, self.width, self.height
-                ),
-            });
-        }
+        self.ended(moved).await?;
         Ok(written)
     }
 
@@ -270,17 +249,7 @@ impl FrameReader {
         let Some(moved) = short else {
             return Ok(written);
         };
-        self.done = true;
-        self.wait_success().await?;
-        if moved != 0 {
-            return Err(MediaError::BadFrameFile {
-                path: self.path.clone(),
-                detail: format!(
-                    "decoder output ended inside frame {} ({moved} of {frame_bytes} bytes): frames are not {}x{}",
-                    self.frames_read, self.width, self.height
-                ),
-            });
-        }
+        self.ended(moved).await?;
         Ok(written)
     }
 
@@ -348,19 +317,26 @@ impl FrameReader {
                 });
             }
         };
+        self.ended(filled as u64).await?;
+        Ok((sent, transform))
+    }
+
+    /// The decoder's output ended, cleanly between frames (`partial` 0) or `partial` bytes
+    /// into a frame: waits for ffmpeg's exit and names a frame size that does not match.
+    async fn ended(&mut self, partial: u64) -> Result<(), MediaError> {
         self.done = true;
         self.wait_success().await?;
-        if filled != 0 {
-            let frame_bytes = width as usize * height as usize * 3;
+        if partial != 0 {
+            let frame_bytes = u64::from(self.width) * u64::from(self.height) * 3;
             return Err(MediaError::BadFrameFile {
                 path: self.path.clone(),
                 detail: format!(
-                    "decoder output ended inside frame {} ({filled} of {frame_bytes} bytes): frames are not {}x{}",
+                    "decoder output ended inside frame {} ({partial} of {frame_bytes} bytes): frames are not {}x{}",
                     self.frames_read, self.width, self.height
                 ),
             });
         }
-        Ok((sent, transform))
+        Ok(())
     }
 
     async fn wait_success(&mut self) -> Result<(), MediaError> {
