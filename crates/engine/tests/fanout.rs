@@ -257,6 +257,48 @@ async fn spawned_waiters_link_to_inputs_spawned_with_them(db: TestDb) {
     assert_eq!(claim(&*store, "encode", 1, 6, 1_000).await.1.len(), 1);
 }
 
+/// Spawned items link whatever their order in the list: a waiter listed before its
+/// group's members counts all of them, and a member listed before its input finds it.
+async fn spawned_waiters_link_whatever_the_order(db: TestDb) {
+    let store = db.store().await;
+    run_with_items(&*store, "split", 1, 0).await;
+    let (token, split) = claim(&*store, "split", 1, 0, 1_000).await;
+    let mut spawns = vec![NewItem::new("encode", "seg", json!(null)).after_group("frames")];
+    spawns.extend((0..3).map(|i| {
+        NewItem::new("frame", format!("f{i}"), json!(i))
+            .after_item("extract", "seg")
+            .in_group("frames")
+    }));
+    spawns.push(NewItem::new("extract", "seg", json!(null)));
+    let done = |item_id, lease_token, spawns| Outcome {
+        item_id,
+        lease_token,
+        kind: OutcomeKind::Completed(json!(null)),
+        spawns,
+    };
+    record_one(&*store, done(split[0].id, token, spawns), 1)
+        .await
+        .unwrap();
+    assert!(
+        claim(&*store, "encode", 1, 1, 1_000).await.1.is_empty(),
+        "encode waits for the frames listed after it"
+    );
+    assert!(claim(&*store, "frame", 10, 1, 1_000).await.1.is_empty());
+    let (t, extract) = claim(&*store, "extract", 1, 1, 1_000).await;
+    record_one(&*store, done(extract[0].id, t, vec![]), 2)
+        .await
+        .unwrap();
+    let (t, frames) = claim(&*store, "frame", 10, 2, 1_000).await;
+    assert_eq!(frames.len(), 3, "released by the input listed after them");
+    for (i, frame) in frames.iter().enumerate() {
+        assert!(claim(&*store, "encode", 1, 3, 1_000).await.1.is_empty());
+        record_one(&*store, done(frame.id, t, vec![]), 3 + i as i64)
+            .await
+            .unwrap();
+    }
+    assert_eq!(claim(&*store, "encode", 1, 6, 1_000).await.1.len(), 1);
+}
+
 /// A waiter blocked by a dead input does not keep its run running forever: the run ends
 /// failed; a retry of the dead input reopens it, and the waiter then runs.
 async fn dead_input_fails_the_run_and_retry_resumes_it(db: TestDb) {
@@ -385,6 +427,7 @@ backend_tests!(
     waiter_released_exactly_at_last_input,
     item_dependencies,
     spawned_waiters_link_to_inputs_spawned_with_them,
+    spawned_waiters_link_whatever_the_order,
     dead_input_fails_the_run_and_retry_resumes_it,
     item_and_group_release_in_one_batch,
 );

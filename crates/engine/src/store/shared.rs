@@ -187,8 +187,9 @@ macro_rules! impl_store {
             }
 
             /// Inserts items and their groups and dependencies inside `tx`. Items without
-            /// dependencies go first, in bulk statements; the others follow one by one in
-            /// list order, so a waiter sees the group members listed before it.
+            /// dependencies go first, in bulk statements; the others follow one by one,
+            /// then their waits, so a waiter counts every group member inserted with it
+            /// (as SQLite's writer thread does with spawns).
             async fn insert_items_tx(
                 &self,
                 tx: &mut Tx,
@@ -220,6 +221,9 @@ macro_rules! impl_store {
                             .await?;
                     }
                 }
+                // Every item first, then the waits: a waiter counts every group member
+                // spawned with it and finds every input spawned with it, wherever listed.
+                let mut new_dependent = Vec::with_capacity(dependent.len());
                 for item in dependent {
                     let id: Option<i64> = sqlx::query_scalar(self.sql("item_insert"))
                         .bind(run_id)
@@ -239,6 +243,9 @@ macro_rules! impl_store {
                             .execute(&mut **tx)
                             .await?;
                     }
+                    new_dependent.push((id, item));
+                }
+                for (id, item) in new_dependent {
                     let mut waiting: i64 = 0;
                     for dep in &item.deps {
                         match dep {
