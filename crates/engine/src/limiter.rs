@@ -349,21 +349,47 @@ impl LimiterState {
     /// A worker's lease of a chunk ([`Store::limiter_lease`](crate::store::Store::limiter_lease)):
     /// counts `successes` reported since its last chunk, takes back `unused` units of that
     /// chunk, then takes `cost` units when the limiter allows chunks (no concurrency cap,
-    /// circuit not half-open). `None`: the caller needs per-call permits.
+    /// circuit not half-open). The permit is `None` when the caller needs per-call
+    /// permits; the flag says whether the state changed (and must be saved).
     pub fn lease(
         &mut self,
         cost: f64,
         successes: u32,
         unused: Unused,
         now: Millis,
-    ) -> Option<Permit> {
+    ) -> (Option<Permit>, bool) {
+        let before = self.clone();
         for _ in 0..successes {
             self.apply(LimiterFeedback::Success, 0, now);
         }
         self.give_back(unused, now);
         let half_open = self.circuit_tripped() && self.blocked_until(now).is_none();
-        (cost > 0.0 && self.config.max_concurrent == 0 && !half_open)
-            .then(|| self.take(cost, 0, now, now))
+        let permit = (cost > 0.0 && self.config.max_concurrent == 0 && !half_open)
+            .then(|| self.take(cost, 0, now, now));
+        (permit, *self != before)
+    }
+
+    /// A per-call permit ([`Store::limiter_acquire`](crate::store::Store::limiter_acquire)):
+    /// [`take`](Self::take), and whether `holder` now holds a concurrency slot the store
+    /// must record.
+    pub fn acquire(
+        &mut self,
+        cost: f64,
+        holder: i64,
+        hold_until: Millis,
+        now: Millis,
+    ) -> (Permit, bool) {
+        let permit = self.take(cost, holder, hold_until, now);
+        let holds_slot = !matches!(permit, Permit::Wait { .. }) && self.config.max_concurrent > 0;
+        (permit, holds_slot)
+    }
+
+    /// The end of `holder`'s call ([`Store::limiter_release`](crate::store::Store::limiter_release)):
+    /// [`apply`](Self::apply); whether the state changed (and must be saved).
+    pub fn release(&mut self, feedback: LimiterFeedback, holder: i64, now: Millis) -> bool {
+        let before = self.clone();
+        self.apply(feedback, holder, now);
+        *self != before
     }
 
     fn refill(&mut self, now: Millis) {

@@ -1198,8 +1198,8 @@ macro_rules! impl_store {
                 let mut tx = self.begin_write().await?;
                 sqlx::query(self.sql("limiter_slot_expire")).bind(name).bind(now).execute(&mut *tx).await?;
                 let mut state = self.limiter_load_tx(&mut tx, name, now).await?;
-                let permit = state.take(cost, holder, hold_until, now);
-                if !matches!(permit, Permit::Wait { .. }) && state.config.max_concurrent > 0 {
+                let (permit, holds_slot) = state.acquire(cost, holder, hold_until, now);
+                if holds_slot {
                     sqlx::query(self.sql("limiter_slot_take"))
                         .bind(name)
                         .bind(holder)
@@ -1219,9 +1219,7 @@ macro_rules! impl_store {
                 let mut tx = self.begin_write().await?;
                 sqlx::query(self.sql("limiter_slot_give")).bind(name).bind(holder).execute(&mut *tx).await?;
                 let mut state = self.limiter_load_tx(&mut tx, name, now).await?;
-                let before = state.clone();
-                state.apply(feedback, holder, now);
-                if state != before {
+                if state.release(feedback, holder, now) {
                     self.limiter_save_tx(&mut tx, &state).await?;
                 }
                 tx.commit().await?;
@@ -1310,9 +1308,8 @@ macro_rules! impl_store {
                 }
                 let mut tx = self.begin_write().await?;
                 let mut state = self.limiter_load_tx(&mut tx, name, now).await?;
-                let before = state.clone();
-                let permit = state.lease(cost, successes, unused, now);
-                if state != before {
+                let (permit, changed) = state.lease(cost, successes, unused, now);
+                if changed {
                     self.limiter_save_tx(&mut tx, &state).await?;
                 }
                 tx.commit().await?;

@@ -142,11 +142,7 @@ impl FrameReader {
         // The same buffer comes back (empty only if the pool thread died, then `filled`
         // is an error).
         *frame = RgbImage::from_raw(self.width, self.height, buf).unwrap_or_default();
-        let filled = filled.map_err(|source| MediaError::Io {
-            path: self.path.clone(),
-            action: "read decoded frames",
-            source,
-        })?;
+        let filled = filled.map_err(|source| self.read_error(source))?;
         if filled == frame_bytes {
             self.frames_read += 1;
             return Ok(true);
@@ -182,11 +178,7 @@ impl FrameReader {
                 Ok((written, None))
             })
             .await
-            .map_err(|source| MediaError::Io {
-                path: self.path.clone(),
-                action: "read decoded frames",
-                source,
-            })?;
+            .map_err(|source| self.read_error(source))?;
         let (written, short) = moved?;
         self.frames_read += written;
         let Some(moved) = short else {
@@ -294,11 +286,7 @@ impl FrameReader {
                 (sink, transform, sent, end)
             })
             .await
-            .map_err(|source| MediaError::Io {
-                path: self.path.clone(),
-                action: "read decoded frames",
-                source,
-            })?;
+            .map_err(|source| self.read_error(source))?;
         let (sink, transform, sent, end) = done;
         self.frames_read += sent;
         let (failed, end) = match end {
@@ -309,13 +297,7 @@ impl FrameReader {
         let filled = match end {
             Ok(None) => return Ok((sent, transform)),
             Ok(Some(filled)) => filled,
-            Err(Ok(source)) | Err(Err(source)) => {
-                return Err(MediaError::Io {
-                    path: self.path.clone(),
-                    action: "read decoded frames",
-                    source,
-                });
-            }
+            Err(Ok(source)) | Err(Err(source)) => return Err(self.read_error(source)),
         };
         self.ended(filled as u64).await?;
         Ok((sent, transform))
@@ -341,6 +323,15 @@ impl FrameReader {
 
     async fn wait_success(&mut self) -> Result<(), MediaError> {
         tool::wait_success(&mut self.child, self.stderr.take(), &self.path).await
+    }
+
+    /// An error reading the decoder's output.
+    fn read_error(&self, source: std::io::Error) -> MediaError {
+        MediaError::Io {
+            path: self.path.clone(),
+            action: "read decoded frames",
+            source,
+        }
     }
 }
 

@@ -557,9 +557,8 @@ pub(super) fn limiter_lease(
     let Some(mut state) = limiter_load(conn, name, now)? else {
         return Ok(None);
     };
-    let before = state.clone();
-    let permit = state.lease(cost, successes, unused, now);
-    if state != before {
+    let (permit, changed) = state.lease(cost, successes, unused, now);
+    if changed {
         limiter_save(conn, &state)?;
     }
     Ok(Some((permit, state)))
@@ -579,8 +578,8 @@ pub(super) fn limiter_acquire(
     let Some(mut state) = limiter_load(conn, name, now)? else {
         return Ok(None);
     };
-    let permit = state.take(cost, holder, hold_until, now);
-    if !matches!(permit, Permit::Wait { .. }) && state.config.max_concurrent > 0 {
+    let (permit, holds_slot) = state.acquire(cost, holder, hold_until, now);
+    if holds_slot {
         execute(conn, "limiter_slot_take", &[&name, &holder, &hold_until])?;
     }
     limiter_save(conn, &state)?;
@@ -600,9 +599,7 @@ pub(super) fn limiter_release(
     let Some(mut state) = limiter_load(conn, name, now)? else {
         return Ok(false);
     };
-    let before = state.clone();
-    state.apply(feedback, holder, now);
-    if state != before {
+    if state.release(feedback, holder, now) {
         limiter_save(conn, &state)?;
     }
     Ok(true)
