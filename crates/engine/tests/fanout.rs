@@ -257,6 +257,40 @@ async fn spawned_waiters_link_to_inputs_spawned_with_them(db: TestDb) {
     assert_eq!(claim(&*store, "encode", 1, 6, 1_000).await.1.len(), 1);
 }
 
+/// A dependency named twice is waited for once: the waiter runs when its input completes.
+async fn a_dependency_named_twice_is_waited_for_once(db: TestDb) {
+    let store = db.store().await;
+    let items = vec![
+        NewItem::new("a", "first", json!(1)),
+        NewItem::new("b", "second", json!(2))
+            .after_item("a", "first")
+            .after_item("a", "first"),
+    ];
+    store
+        .run_create(
+            &RunCreate {
+                pipeline: "t".into(),
+                fingerprint: "twice".into(),
+                input: "-".into(),
+                params: json!({}),
+                items,
+            },
+            0,
+        )
+        .await
+        .unwrap();
+    assert!(claim(&*store, "b", 1, 0, 1_000).await.1.is_empty());
+    let (token, a) = claim(&*store, "a", 1, 0, 1_000).await;
+    let outcome = Outcome {
+        item_id: a[0].id,
+        lease_token: token,
+        kind: OutcomeKind::Completed(json!(null)),
+        spawns: vec![],
+    };
+    record_one(&*store, outcome, 1).await.unwrap();
+    assert_eq!(claim(&*store, "b", 1, 1, 1_000).await.1.len(), 1);
+}
+
 /// Spawned items link whatever their order in the list: a waiter listed before its
 /// group's members counts all of them, and a member listed before its input finds it.
 async fn spawned_waiters_link_whatever_the_order(db: TestDb) {
@@ -428,6 +462,7 @@ backend_tests!(
     item_dependencies,
     spawned_waiters_link_to_inputs_spawned_with_them,
     spawned_waiters_link_whatever_the_order,
+    a_dependency_named_twice_is_waited_for_once,
     dead_input_fails_the_run_and_retry_resumes_it,
     item_and_group_release_in_one_batch,
 );

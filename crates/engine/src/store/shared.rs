@@ -247,7 +247,9 @@ macro_rules! impl_store {
                 }
                 for (id, item) in new_dependent {
                     let mut waiting: i64 = 0;
-                    for dep in &item.deps {
+                    // A dependency named twice is waited for once (as on SQLite's writer thread).
+                    let mut seen = std::collections::HashSet::new();
+                    for dep in item.deps.iter().filter(|d| seen.insert(*d)) {
                         match dep {
                             Dep::Item { stage, key } => {
                                 let row = sqlx::query(self.sql("item_lookup"))
