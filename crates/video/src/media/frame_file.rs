@@ -64,6 +64,25 @@ pub async fn read_frame_file(path: &Path) -> Result<RgbImage, MediaError> {
         })?
 }
 
+/// Opens a file written in place (frame files of decoded frames, frames files of slots)
+/// for writing: created if missing, with its directory, and never truncated.
+pub(crate) fn open_in_place(path: &Path) -> std::io::Result<std::fs::File> {
+    let open = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+    };
+    open().or_else(|e| match path.parent() {
+        Some(dir) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir)?;
+            open()
+        }
+        _ => Err(e),
+    })
+}
+
 /// [`write_frame_file`] on the calling thread, for callers already on a blocking one.
 pub(crate) fn write_blocking(path: &Path, frame: &RgbImage) -> Result<(), MediaError> {
     let tmp = temp_path_for(path);
@@ -115,22 +134,7 @@ pub(crate) fn splice_from_blocking(
         source,
     };
     let pixels = u64::from(width) * u64::from(height) * 3;
-    let open = || {
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-    };
-    let file = open()
-        .or_else(|e| match path.parent() {
-            Some(dir) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::create_dir_all(dir)?;
-                open()
-            }
-            _ => Err(e),
-        })
-        .map_err(io)?;
+    let file = open_in_place(path).map_err(io)?;
     file.write_all_at(&header(width, height), 0).map_err(io)?;
     let moved = splice_all(source, None, &file, Some(HEADER_LEN as u64), pixels).map_err(io)?;
     if moved == pixels {

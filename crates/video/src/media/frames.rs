@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 
 use super::MediaError;
 use super::encode::SegmentEncoder;
-use super::frame_file::{splice_from_blocking, splice_into_slot_blocking};
+use super::frame_file::{open_in_place, splice_from_blocking, splice_into_slot_blocking};
 use super::pipe::{Pipe, read_full_blocking};
 use super::probe::probe_display_size;
 use super::tool::{self, FFMPEG};
@@ -206,20 +206,7 @@ impl FrameReader {
         let moved = self
             .stdout
             .with(move |pipe| {
-                let open = || {
-                    std::fs::OpenOptions::new()
-                        .write(true)
-                        .create(true)
-                        .truncate(false)
-                        .open(&target)
-                };
-                let out = open().or_else(|e| match target.parent() {
-                    Some(dir) if e.kind() == std::io::ErrorKind::NotFound => {
-                        std::fs::create_dir_all(dir)?;
-                        open()
-                    }
-                    _ => Err(e),
-                })?;
+                let out = open_in_place(&target)?;
                 for i in 0..count {
                     let moved =
                         splice_into_slot_blocking(pipe, &out, first_slot + i, width, height)?;
