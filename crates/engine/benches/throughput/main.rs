@@ -9,6 +9,8 @@
 //! - IDEMPIPE_BENCH_CONFIGS: comma-separated `[frames:]CONCURRENCYxCLAIM_BATCH[xPROCESSES]`
 //!   (default [`DEFAULT_CONFIGS`]); `frames:` runs the frame stage's shape (fan-in group,
 //!   limiter permit, external-call mark) instead of no-op items;
+//! - IDEMPIPE_BENCH_PREFETCH: units each worker claims ahead of its slots
+//!   (`WorkerConfig::prefetch`, default 0);
 //! - IDEMPIPE_BENCH_GRAPHILE=1: after each no-op PostgreSQL config, Graphile Worker (the
 //!   queue a user would pick instead) drains as many jobs with the same concurrency and
 //!   processes on the same PostgreSQL, and the ratio is printed (needs node and npm);
@@ -282,7 +284,7 @@ async fn one(backend: &str, pg: Option<&Postgres>, items: usize, c: Config) -> f
     // Keys in the order (serde_json sorts object keys), then the breakdown.
     let num = |v: Option<f64>| v.map_or("null".to_string(), |v| format!("{:.1}", v));
     println!(
-        "{{\"backend\": {}, \"processes\": {}, \"concurrency\": {}, \"claim_batch\": {}, \"items_per_s\": {:.0}, \"cpu_us_per_item\": {}, \"p50_ms\": {p50}, \"p99_ms\": {p99}, \"variant\": {}, \"items\": {items}, \"worker_cpu_us_per_item\": {}, \"pg_cpu_us_per_item\": {}}}",
+        "{{\"backend\": {}, \"processes\": {}, \"concurrency\": {}, \"claim_batch\": {}, \"items_per_s\": {:.0}, \"cpu_us_per_item\": {}, \"p50_ms\": {p50}, \"p99_ms\": {p99}, \"variant\": {}, \"items\": {items}, \"worker_cpu_us_per_item\": {}, \"pg_cpu_us_per_item\": {}, \"prefetch\": {}}}",
         json!(backend),
         c.processes,
         c.concurrency,
@@ -292,6 +294,7 @@ async fn one(backend: &str, pg: Option<&Postgres>, items: usize, c: Config) -> f
         json!(c.variant.name()),
         num(cpu),
         num(pg_cpu),
+        workload::prefetch(),
     );
     drop(store);
     if let Some(dir) = dir {

@@ -114,6 +114,16 @@ pub(crate) async fn create_run(store: &SharedStore, variant: Variant, items: usi
         .unwrap();
 }
 
+/// Units claimed ahead of the slots (`IDEMPIPE_BENCH_PREFETCH`, default 0).
+pub(crate) fn prefetch() -> usize {
+    std::env::var("IDEMPIPE_BENCH_PREFETCH")
+        .map(|v| {
+            v.parse()
+                .expect("IDEMPIPE_BENCH_PREFETCH: a number of units")
+        })
+        .unwrap_or(0)
+}
+
 /// A worker serving the variant's stage.
 pub(crate) fn worker(
     store: SharedStore,
@@ -127,6 +137,7 @@ pub(crate) fn worker(
         claim_batch,
         poll_interval: std::time::Duration::from_millis(5),
         shutdown_grace: std::time::Duration::from_secs(5),
+        prefetch: prefetch(),
         ..WorkerConfig::default()
     };
     let worker = Worker::new(store, config);

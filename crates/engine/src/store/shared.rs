@@ -179,6 +179,20 @@ macro_rules! impl_store {
                 QUERIES.get(name)
             }
 
+            /// Runs a fenced `UPDATE ... RETURNING id` (ids bound first, as one array) in a
+            /// write transaction of its own; the ids it changed.
+            async fn fenced_ids(&self, query: Query<'_>) -> StoreResult<Vec<i64>> {
+                let rows = if SINGLE_STATEMENT_IS_ATOMIC {
+                    query.fetch_all(&self.pool).await?
+                } else {
+                    let mut tx = self.begin_write().await?;
+                    let rows = query.fetch_all(&mut *tx).await?;
+                    tx.commit().await?;
+                    rows
+                };
+                rows.iter().map(|row| Ok(row.try_get::<i64, _>(0)?)).collect()
+            }
+
             async fn notify_tx(&self, tx: &mut Tx) -> StoreResult<()> {
                 if let Some(sql) = QUERIES.find("notify") {
                     sqlx::query(sql).execute(&mut **tx).await?;
@@ -862,18 +876,10 @@ macro_rules! impl_store {
                 if let Some(done) = self.hot_heartbeat(ids, lease_token, lease_expires_at).await {
                     return done;
                 }
-                let query: Query<'_> = bind_ids(sqlx::query(self.sql("item_heartbeat")), ids)
+                let query = bind_ids(sqlx::query(self.sql("item_heartbeat")), ids)
                     .bind(lease_token)
                     .bind(lease_expires_at);
-                let rows = if SINGLE_STATEMENT_IS_ATOMIC {
-                    query.fetch_all(&self.pool).await?
-                } else {
-                    let mut tx = self.begin_write().await?;
-                    let rows = query.fetch_all(&mut *tx).await?;
-                    tx.commit().await?;
-                    rows
-                };
-                rows.iter().map(|row| Ok(row.try_get::<i64, _>(0)?)).collect()
+                self.fenced_ids(query).await
             }
 
             async fn item_mark_external(&self, item_id: i64, lease_token: i64, now: Millis) -> StoreResult<()> {
@@ -1322,18 +1328,11 @@ macro_rules! impl_store {
                 if let Some(done) = self.hot_start(ids, ahead_token, lease_token, lease_expires_at).await {
                     return done;
                 }
-                let query = sqlx::query_scalar(self.sql("item_start"))
-                    .bind(shared::json_array(ids))
+                let query = bind_ids(sqlx::query(self.sql("item_start")), ids)
                     .bind(ahead_token)
                     .bind(lease_token)
                     .bind(lease_expires_at);
-                if SINGLE_STATEMENT_IS_ATOMIC {
-                    return Ok(query.fetch_all(&self.pool).await?);
-                }
-                let mut tx = self.begin_write().await?;
-                let started: Vec<i64> = query.fetch_all(&mut *tx).await?;
-                tx.commit().await?;
-                Ok(started)
+                self.fenced_ids(query).await
             }
 
             async fn item_return_unstarted(&self, now: Millis) -> StoreResult<u64> {

@@ -240,7 +240,7 @@ fn spawn_listener(pool: PgPool, wake: Arc<Notify>) -> tokio::task::AbortHandle {
     .abort_handle()
 }
 
-/// Ids as one `bigint[]` parameter, joined on the primary key with `unnest`.
+/// Ids as one `bigint[]` parameter, matched with `= ANY` on the primary key.
 fn bind_ids<'q>(query: Query<'q>, ids: &[i64]) -> Query<'q> {
     query.bind(ids.to_vec())
 }

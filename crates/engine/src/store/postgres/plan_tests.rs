@@ -109,6 +109,16 @@ async fn bad_plans(pool: &PgPool, when: &str) -> Vec<String> {
                 .await,
             ),
             (
+                "item_start",
+                plan(pool, mode, "item_start", |q| {
+                    super::bind_ids(q, &ids)
+                        .bind(-7i64)
+                        .bind(8i64)
+                        .bind(200_000i64)
+                })
+                .await,
+            ),
+            (
                 "item_defer",
                 plan(pool, mode, "item_defer", |q| {
                     super::bind_ids(q, &ids).bind(7i64).bind(9i64).bind(5i64)

@@ -438,12 +438,12 @@ WHERE r.id IN (SELECT jsonb_array_elements_text($1::jsonb)::bigint) AND r.status
 -- name: item_start
 -- A prefetched item's handler starts: its lease moves from the claim-ahead token ($2,
 -- negative) to the attempt's token ($3) with a full lease ($4). Until then a lapsed lease
--- gives it back without counting the attempt (item_unstarted_expired). Driven by the
--- primary key (see item_heartbeat for the IS TRUE).
+-- gives it back without counting the attempt (item_unstarted_expired). $1: the ids
+-- (bigint[]), driven by the primary key as item_heartbeat is (ids read from a JSON array
+-- with a semi-join were planned as a scan of every row: 0.7 ms per start on 3,000 items).
 UPDATE items SET lease_token = $3, lease_expires_at = $4
-WHERE id IN (SELECT jsonb_array_elements_text($1::jsonb)::bigint) AND lease_token = $2
-  AND (status = 'running') IS TRUE
-RETURNING id;
+WHERE items.id = ANY($1::bigint[]) AND items.lease_token = $2
+RETURNING items.id;
 
 -- name: item_unstarted_expired
 -- Prefetched items whose worker stopped before their handler started (a negative token
