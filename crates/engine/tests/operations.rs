@@ -284,6 +284,51 @@ async fn new_work_wakes_idle_workers(db: TestDb) {
     handle.abort();
 }
 
+/// Links of a chain: each item of stage `a` spawns the next link in `b` and back, so
+/// every link is work that commits while the worker may be busy claiming.
+#[derive(Clone)]
+struct Relay(usize);
+
+#[async_trait]
+impl Handler for Relay {
+    async fn handle(&self, job: &Job) -> ItemResult {
+        let n: usize = job.key.parse().unwrap();
+        if n + 1 < self.0 {
+            let next = if job.stage == "a" { "b" } else { "a" };
+            job.spawn(NewItem::new(next, (n + 1).to_string(), json!(null)));
+        }
+        Ok(json!(null))
+    }
+}
+
+/// Work handed from stage to stage never waits for the poll: a wakeup sent while the
+/// worker's claim was in flight (the claim came back empty just before the new work
+/// committed) is kept for its next wait. With a `Notify` that only woke current
+/// waiters, such a link slept until the 60 s poll.
+async fn handoffs_between_stages_never_wait_for_the_poll(db: TestDb) {
+    const LINKS: usize = 60;
+    let store = db.store().await;
+    let run = run_with_items(&*store, "a", 0, SystemClock.now()).await;
+    let worker = Worker::new(store.clone(), config(2, Duration::from_secs(60)))
+        .handler(StagePolicy::new("a"), Relay(LINKS))
+        .handler(StagePolicy::new("b"), Relay(LINKS));
+    let handle = tokio::spawn(worker.run(tokio::time::sleep(Duration::from_secs(120))));
+    store
+        .item_insert(
+            run,
+            &[NewItem::new("a", "0", json!(null))],
+            SystemClock.now(),
+        )
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(50), "every link completed", || {
+        let store = store.clone();
+        async move { count(&*store, run, "completed").await == LINKS as i64 }
+    })
+    .await;
+    handle.abort();
+}
+
 /// Read API: counts by stage and status (waiting shown apart), attempts, throughput.
 async fn read_api_reports_progress(db: TestDb) {
     let store = db.store().await;
@@ -461,6 +506,7 @@ backend_tests!(
     circuit_opens_instead_of_burning_attempts,
     shutdown_releases_unfinished_items,
     new_work_wakes_idle_workers,
+    handoffs_between_stages_never_wait_for_the_poll,
     read_api_reports_progress,
     leadership_moves_when_the_leader_dies,
     handler_panic_is_a_failed_attempt,

@@ -13,9 +13,9 @@ pub(crate) mod shared;
 pub mod sqlite;
 #[cfg(test)]
 mod upgrade_tests;
+mod work_signal;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -312,9 +312,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// All limiters.
     async fn limiter_list(&self) -> StoreResult<Vec<LimiterState>>;
 
-    /// Waits until new work may be due (PostgreSQL: LISTEN/NOTIFY; SQLite: in-process
-    /// wakeups) or `timeout` passes.
-    async fn wait_for_work(&self, timeout: Duration);
+    /// Signals that new work may be due (PostgreSQL: LISTEN/NOTIFY and in-process
+    /// wakeups; SQLite: in-process wakeups). The receiver keeps a signal sent while its
+    /// worker was busy, so `changed()` returns at once after it.
+    fn work_signal(&self) -> tokio::sync::watch::Receiver<()>;
     /// Tries to become (or stay) the maintenance leader of this database.
     async fn leader_try_acquire(&self) -> StoreResult<bool>;
 

@@ -2,8 +2,8 @@
 //!
 //! `impl_store!` expands to the `Store` implementation of a backend type. The Rust is the
 //! same for SQLite and PostgreSQL; what differs is the SQL (each backend's `queries.sql`)
-//! and four inherent methods each backend provides: `begin_write`, `wait_for_work_impl`,
-//! `leader_try_acquire_impl` and the `MIGRATIONS` list. A macro instead of generics over
+//! and what each backend provides: `begin_write`, `leader_try_acquire_impl`, the
+//! `MIGRATIONS` list and a `local_wake` ([`WorkSignal`](super::work_signal::WorkSignal)). A macro instead of generics over
 //! `sqlx::Database` keeps the code free of the long trait bounds sqlx would need.
 
 use serde_json::{Value, json};
@@ -522,7 +522,7 @@ macro_rules! impl_store {
                     if let Some(notify) = QUERIES.find("notify") {
                         sqlx::query(notify).execute(&self.pool).await?;
                     }
-                    self.local_wake.notify_waiters();
+                    self.local_wake.notify();
                 }
                 Ok((self.recorded_flags(outcomes, done).await?, claimed))
             }
@@ -737,7 +737,7 @@ macro_rules! impl_store {
                 self.insert_items_tx(&mut tx, run_id, &params.items, now).await?;
                 self.notify_tx(&mut tx).await?;
                 tx.commit().await?;
-                self.local_wake.notify_waiters();
+                self.local_wake.notify();
                 Ok(run_id)
             }
 
@@ -818,7 +818,7 @@ macro_rules! impl_store {
                     self.notify_tx(&mut tx).await?;
                 }
                 tx.commit().await?;
-                self.local_wake.notify_waiters();
+                self.local_wake.notify();
                 Ok(())
             }
 
@@ -852,7 +852,7 @@ macro_rules! impl_store {
                 let n = self.insert_items_tx(&mut tx, run_id, items, now).await?;
                 self.notify_tx(&mut tx).await?;
                 tx.commit().await?;
-                self.local_wake.notify_waiters();
+                self.local_wake.notify();
                 Ok(n)
             }
 
@@ -918,7 +918,7 @@ macro_rules! impl_store {
                         if let Some(notify) = QUERIES.find("notify") {
                             sqlx::query(notify).execute(&self.pool).await?;
                         }
-                        self.local_wake.notify_waiters();
+                        self.local_wake.notify();
                     }
                     return self.recorded_flags(outcomes, done).await;
                 }
@@ -929,7 +929,7 @@ macro_rules! impl_store {
                 }
                 tx.commit().await?;
                 if wake {
-                    self.local_wake.notify_waiters();
+                    self.local_wake.notify();
                 }
                 self.recorded_flags(outcomes, done).await
             }
@@ -1012,7 +1012,7 @@ macro_rules! impl_store {
                 }
                 self.notify_tx(&mut tx).await?;
                 tx.commit().await?;
-                self.local_wake.notify_waiters();
+                self.local_wake.notify();
                 Ok(report)
             }
 
@@ -1033,7 +1033,7 @@ macro_rules! impl_store {
                     self.notify_tx(&mut tx).await?;
                 }
                 tx.commit().await?;
-                self.local_wake.notify_waiters();
+                self.local_wake.notify();
                 Ok(n)
             }
 
@@ -1106,7 +1106,7 @@ macro_rules! impl_store {
                     self.notify_tx(&mut tx).await?;
                 }
                 tx.commit().await?;
-                self.local_wake.notify_waiters();
+                self.local_wake.notify();
                 Ok(n)
             }
 
@@ -1248,8 +1248,8 @@ macro_rules! impl_store {
                 rows.iter().map(Self::limiter_row).collect()
             }
 
-            async fn wait_for_work(&self, timeout: Duration) {
-                self.wait_for_work_impl(timeout).await
+            fn work_signal(&self) -> tokio::sync::watch::Receiver<()> {
+                self.local_wake.subscribe()
             }
 
             async fn leader_try_acquire(&self) -> StoreResult<bool> {
@@ -1374,7 +1374,7 @@ macro_rules! impl_store {
                 }
                 tx.commit().await?;
                 if wake {
-                    self.local_wake.notify_waiters();
+                    self.local_wake.notify();
                 }
                 Ok((self.recorded_flags(outcomes, done).await?, claimed))
             }

@@ -13,7 +13,7 @@
 //!   back without counting the attempt (`item_return_unstarted`).
 //!
 //! A stage whose claim came back short is not claimed again until new work may be due
-//! (`wait_for_work`), or its limiter's pause ends.
+//! (`Store::work_signal`), or its limiter's pause ends.
 //!
 //! A small worker without prefetch (at most [`RIDE_UP_TO`] slots) whose slots are all busy
 //! leaves its next claim with the completer instead ([`ClaimOrder`]), where the store

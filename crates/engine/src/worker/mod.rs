@@ -299,6 +299,7 @@ impl Worker {
             self.store.claims_with_outcomes(),
         );
         let mut shutdown = std::pin::pin!(shutdown);
+        let mut work = self.store.work_signal();
         loop {
             for (token, ids) in fetcher.take_stale() {
                 tokio::spawn(give_back(shared.clone(), token, ids, "not started in time"));
@@ -330,8 +331,9 @@ impl Worker {
                 }
                 _ = tokio::time::sleep_until(stale_at.unwrap_or_else(tokio::time::Instant::now)), if stale_at.is_some() => {}
                 // Nothing to claim now (every stage came back short or is held back by its
-                // limiter, or no room): wait for new work, or poll.
-                _ = self.store.wait_for_work(self.config.poll_interval), if !claiming => {
+                // limiter, or no room): wait for new work, or poll. A signal sent while a
+                // claim was in flight is kept, so this returns at once after it.
+                _ = tokio::time::timeout(self.config.poll_interval, work.changed()), if !claiming => {
                     fetcher.wake();
                 }
             }

@@ -10,7 +10,9 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool, Postgres};
 use std::str::FromStr;
 use std::sync::{Arc, LazyLock};
-use tokio::sync::{Mutex, Notify};
+use tokio::sync::Mutex;
+
+use crate::store::work_signal::WorkSignal;
 
 use crate::store::migrate::Migration;
 use crate::store::queries::Queries;
@@ -81,7 +83,7 @@ pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
-    local_wake: Arc<Notify>,
+    local_wake: WorkSignal,
     leader_conn: Arc<Mutex<Option<PoolConnection<Postgres>>>>,
     _listener: Arc<ListenerTask>,
 }
@@ -112,7 +114,7 @@ impl PgStore {
             .test_before_acquire(false)
             .connect_with(options)
             .await?;
-        let local_wake = Arc::new(Notify::new());
+        let local_wake = WorkSignal::new();
         let listener = spawn_listener(pool.clone(), local_wake.clone());
         Ok(Self {
             pool,
@@ -129,10 +131,6 @@ impl PgStore {
 
     async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Postgres>, sqlx::Error> {
         self.pool.begin().await
-    }
-
-    async fn wait_for_work_impl(&self, timeout: std::time::Duration) {
-        let _ = tokio::time::timeout(timeout, self.local_wake.notified()).await;
     }
 
     async fn leader_try_acquire_impl(&self) -> Result<bool, crate::error::StoreError> {
@@ -209,7 +207,7 @@ fn connect_detail(e: &sqlx::Error) -> String {
 }
 
 /// Forwards NOTIFYs to this process's workers; reconnects after errors.
-fn spawn_listener(pool: PgPool, wake: Arc<Notify>) -> tokio::task::AbortHandle {
+fn spawn_listener(pool: PgPool, wake: WorkSignal) -> tokio::task::AbortHandle {
     tokio::spawn(async move {
         loop {
             match PgListener::connect_with(&pool).await {
@@ -219,7 +217,7 @@ fn spawn_listener(pool: PgPool, wake: Arc<Notify>) -> tokio::task::AbortHandle {
                     } else {
                         loop {
                             match listener.recv().await {
-                                Ok(_) => wake.notify_waiters(),
+                                Ok(_) => wake.notify(),
                                 Err(e) => {
                                     tracing::warn!(error = %e, "LISTEN connection lost; reconnecting");
                                     break;

@@ -13,11 +13,11 @@
 //! thread round trip per call instead of one per statement.
 
 use std::str::FromStr;
-use std::sync::{Arc, LazyLock};
+use std::sync::LazyLock;
 
+use crate::store::work_signal::WorkSignal;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqlitePool};
-use tokio::sync::Notify;
 
 use crate::store::migrate::Migration;
 use crate::store::queries::Queries;
@@ -75,7 +75,7 @@ pub struct SqliteStore {
     writer: SqlitePool,
     /// The hot-path writer thread.
     hot: writer::Writer,
-    local_wake: Arc<Notify>,
+    local_wake: WorkSignal,
 }
 
 impl SqliteStore {
@@ -127,16 +127,12 @@ impl SqliteStore {
             pool,
             writer,
             hot,
-            local_wake: Arc::new(Notify::new()),
+            local_wake: WorkSignal::new(),
         })
     }
 
     async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Sqlite>, sqlx::Error> {
         self.writer.begin_with("BEGIN IMMEDIATE").await
-    }
-
-    async fn wait_for_work_impl(&self, timeout: std::time::Duration) {
-        let _ = tokio::time::timeout(timeout, self.local_wake.notified()).await;
     }
 
     /// Maintenance is idempotent and SQLite serialises writers, so every process may run it.
@@ -161,7 +157,7 @@ impl HotPath for SqliteStore {
         let done = self.hot.call(move |c| hot::record(c, &input, now)).await;
         Some(done.map(|done| {
             if done.wake {
-                self.local_wake.notify_waiters();
+                self.local_wake.notify();
             }
             done.flags
         }))
@@ -181,7 +177,7 @@ impl HotPath for SqliteStore {
             .await;
         Some(done.map(|(done, claimed)| {
             if done.wake {
-                self.local_wake.notify_waiters();
+                self.local_wake.notify();
             }
             (done.flags, claimed)
         }))
