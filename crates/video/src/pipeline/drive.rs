@@ -11,7 +11,7 @@ use idempipe_engine::{
 use tokio::sync::watch;
 
 use super::error::PipelineError;
-use super::progress::{ProgressStyle, wait_for_run};
+use super::progress::{ProgressStyle, draw_finished, wait_for_run};
 use super::register::{PipelineOptions, register};
 use super::stage;
 
@@ -154,7 +154,12 @@ pub async fn drive(
     let maintenance = tokio::spawn(maintenance(clock).run(stopped(stop_rx)));
     let outcome = tokio::select! {
         run = wait_for_run(&store, run_id, options.progress) => run.map(DriveOutcome::Finished),
-        run = finished_after_assembly(&store, run_id, &stats, &finisher) => run.map(DriveOutcome::Finished),
+        run = finished_after_assembly(&store, run_id, &stats, &finisher) => match run {
+            Ok(run) => draw_finished(&store, run_id, options.progress)
+                .await
+                .map(|()| DriveOutcome::Finished(run)),
+            Err(e) => Err(e),
+        },
         _ = interrupt => Ok(DriveOutcome::Interrupted),
     };
     let _ = stop_tx.send(true);
