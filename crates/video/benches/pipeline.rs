@@ -28,7 +28,10 @@
 //! - `IDEMPIPE_BENCH_GOP`: keyframe interval of the inputs (default: ffmpeg's, 250);
 //! - `IDEMPIPE_BENCH_LONG=7200`: instead of the table, one 720p local run of a clip that
 //!   long (2 hours; not for CI), printing RSS and disk in each tenth of the run to show
-//!   they stay flat.
+//!   they stay flat;
+//! - `IDEMPIPE_BENCH_TIMELINE=1`: under each row, when each item ran (from its attempts,
+//!   in seconds since the pipeline started) and how many cores the pipeline's process
+//!   tree (itself and its ffmpeg children) kept busy in each half second.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -134,6 +137,38 @@ fn own_cpu_secs() -> f64 {
     (tick(11) + tick(12)) / TICKS_PER_SEC
 }
 
+/// The `/proc/PID/stat` fields after the command name (which may hold spaces).
+fn stat_fields(pid: &str) -> Vec<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    rest.split_whitespace()
+        .map(|v| v.parse::<f64>().unwrap_or(0.0))
+        .collect()
+}
+
+/// CPU seconds of this process, its children that ended (ffmpeg runs it waited for) and
+/// its children running now.
+fn tree_cpu_secs() -> f64 {
+    let me = std::process::id() as f64;
+    let own = stat_fields("self");
+    let field = |f: &[f64], i: usize| f.get(i).copied().unwrap_or(0.0);
+    let mut ticks = (11..=14).map(|i| field(&own, i)).sum::<f64>();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        let f = stat_fields(pid);
+        if field(&f, 1) == me {
+            ticks += field(&f, 11) + field(&f, 12);
+        }
+    }
+    ticks / TICKS_PER_SEC
+}
+
 /// CPU milliseconds the calling thread has used (`/proc/thread-self/schedstat`).
 fn thread_cpu_ms() -> f64 {
     std::fs::read_to_string("/proc/thread-self/schedstat")
@@ -161,12 +196,17 @@ fn child(spec: &str) {
     let sampler = {
         let (stop, artifacts) = (stop.clone(), artifacts.clone());
         std::thread::spawn(move || {
-            // (seconds since start, RSS MiB, artifact MiB)
+            // (seconds since start, RSS MiB, artifact MiB, CPU seconds of the process tree)
             let started = Instant::now();
             let mut samples = Vec::new();
             while !stop.load(Ordering::Relaxed) {
                 let disk = dir_size(&artifacts) as f64 / (1024.0 * 1024.0);
-                samples.push((started.elapsed().as_secs_f64(), status_mib("VmRSS:"), disk));
+                samples.push((
+                    started.elapsed().as_secs_f64(),
+                    status_mib("VmRSS:"),
+                    disk,
+                    tree_cpu_secs(),
+                ));
                 std::thread::sleep(SAMPLE_EVERY);
             }
             // Walking thousands of frame files is the bench's cost, not the pipeline's.
@@ -174,7 +214,7 @@ fn child(spec: &str) {
         })
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let (wall, report) = rt.block_on(pipeline(input, dir, &artifacts, provider));
+    let (wall, report, timeline) = rt.block_on(pipeline(input, dir, &artifacts, provider));
     drop(rt);
     stop.store(true, Ordering::Relaxed);
     let (samples, sampler_cpu_ms) = sampler.join().unwrap();
@@ -189,12 +229,19 @@ fn child(spec: &str) {
         "peak_disk_mib": samples.iter().map(|s| s.2).fold(0.0, f64::max),
         "samples": samples,
         "stages": report["stages"],
+        "timeline": timeline,
     });
     println!("{line}");
 }
 
-/// Runs the pipeline on `input` with `provider`; returns (wall seconds, report).
-async fn pipeline(input: &Path, dir: &Path, artifacts: &Path, provider: &str) -> (f64, Value) {
+/// Runs the pipeline on `input` with `provider`; returns (wall seconds, report,
+/// timeline of the items' attempts).
+async fn pipeline(
+    input: &Path,
+    dir: &Path,
+    artifacts: &Path,
+    provider: &str,
+) -> (f64, Value, Value) {
     let store = idempipe_engine::connect(&dir.join("state.db").display().to_string())
         .await
         .unwrap();
@@ -208,21 +255,84 @@ async fn pipeline(input: &Path, dir: &Path, artifacts: &Path, provider: &str) ->
         },
     };
     let started = Instant::now();
+    let started_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
     let start = start_or_resume(&store, &request).await.unwrap();
     let options = DriveOptions {
         progress: ProgressStyle::Quiet,
         ..DriveOptions::default()
     };
-    let outcome = drive(store, start.run_id, &options, std::future::pending())
-        .await
-        .unwrap();
+    let outcome = drive(
+        store.clone(),
+        start.run_id,
+        &options,
+        std::future::pending(),
+    )
+    .await
+    .unwrap();
     let elapsed = started.elapsed().as_secs_f64();
     let DriveOutcome::Finished(run) = outcome else {
         unreachable!()
     };
     assert_eq!(run.status.as_str(), "completed", "{:?}", run.summary);
     let report = std::fs::read(&start.params.report).unwrap();
-    (elapsed, serde_json::from_slice(&report).unwrap())
+    let timeline = if std::env::var("IDEMPIPE_BENCH_TIMELINE").is_ok_and(|v| v == "1") {
+        timeline(&store, start.run_id, started_ms).await
+    } else {
+        Value::Null
+    };
+    (elapsed, serde_json::from_slice(&report).unwrap(), timeline)
+}
+
+/// Each item's attempts, `[stage/key, start, end]` in seconds since `started_ms`, in
+/// start order; items of a stage with more than a few items are merged into one line.
+async fn timeline(store: &idempipe_engine::SharedStore, run_id: i64, started_ms: i64) -> Value {
+    let filter = idempipe_engine::store::ItemFilter {
+        run_id,
+        stage: None,
+        statuses: Vec::new(),
+        limit: 100_000,
+        after_id: 0,
+    };
+    let items = store.item_list(&filter).await.unwrap();
+    let mut per_stage = std::collections::HashMap::<&str, usize>::new();
+    for item in &items {
+        *per_stage.entry(item.stage.as_str()).or_default() += 1;
+    }
+    let many = |stage: &str| per_stage[stage] > 8;
+    let secs = |ms: i64| (ms - started_ms) as f64 / 1000.0;
+    let mut lines: Vec<(String, f64, f64)> = Vec::new();
+    for item in &items {
+        for a in store.attempt_list(item.id).await.unwrap() {
+            let name = if many(&item.stage) {
+                format!("{} (all)", item.stage)
+            } else {
+                format!("{}/{}", item.stage, item.key)
+            };
+            let (start, end) = (secs(a.started_at), secs(a.ended_at));
+            match lines.iter_mut().find(|l| l.0 == name) {
+                Some(l) => {
+                    l.1 = l.1.min(start);
+                    l.2 = l.2.max(end);
+                }
+                None => lines.push((name, start, end)),
+            }
+        }
+    }
+    if let Ok(run) = store.run_get(run_id).await {
+        lines.push((
+            "run created".into(),
+            secs(run.created_at),
+            secs(run.created_at),
+        ));
+        if let Some(at) = run.finished_at {
+            lines.push(("run finished".into(), secs(at), secs(at)));
+        }
+    }
+    lines.sort_by(|a, b| a.1.total_cmp(&b.1));
+    json!(lines)
 }
 
 /// The server child: serves the enhancement API on a free port, prints its URL, and
@@ -287,6 +397,9 @@ fn print_row(res: &str, secs: u32, provider: &str, ffmpeg_secs: f64, r: &Value) 
         r["peak_rss_mib"].as_f64().unwrap_or(0.0),
         r["peak_disk_mib"].as_f64().unwrap_or(0.0),
     );
+    if std::env::var("IDEMPIPE_BENCH_TIMELINE").is_ok_and(|v| v == "1") {
+        print_timeline(r);
+    }
     if std::env::var("IDEMPIPE_BENCH_STAGES").is_ok_and(|v| v == "1")
         && let Some(stages) = r["stages"].as_object()
     {
@@ -299,6 +412,33 @@ fn print_row(res: &str, secs: u32, provider: &str, ffmpeg_secs: f64, r: &Value) 
             );
         }
     }
+}
+
+/// The items' attempts, then the cores the process tree kept busy per half second.
+fn print_timeline(r: &Value) {
+    for line in r["timeline"].as_array().into_iter().flatten() {
+        let at = |i: usize| line[i].as_f64().unwrap_or(0.0);
+        println!(
+            "        {:<24} {:>7.2} s .. {:>7.2} s",
+            line[0].as_str().unwrap_or(""),
+            at(1),
+            at(2)
+        );
+    }
+    let samples = r["samples"].as_array().cloned().unwrap_or_default();
+    let point = |s: &Value| (s[0].as_f64().unwrap_or(0.0), s[3].as_f64().unwrap_or(0.0));
+    let mut cores = Vec::new();
+    let mut from = samples.first().map(point);
+    for s in &samples {
+        let (t, cpu) = point(s);
+        if let Some((t0, cpu0)) = from
+            && t - t0 >= 0.49
+        {
+            cores.push(format!("{:.1}", (cpu - cpu0) / (t - t0)));
+            from = Some((t, cpu));
+        }
+    }
+    println!("        cores busy per 0.5 s: {}", cores.join(" "));
 }
 
 /// The long mode: one 720p local run of `secs`, with RSS and disk per tenth of the run.

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use idempipe_engine::{RunStatus, connect};
 use idempipe_enhance::metrics;
-use idempipe_video::media::{FrameReader, probe};
+use idempipe_video::media::{FrameReader, probe, thumbnail_jpeg};
 use image::RgbImage;
 use support::{TempDir, frame_attempts, process, request, sample, settings, stage_attempts};
 
@@ -90,6 +90,17 @@ async fn end_to_end(name: &str) {
     );
     let thumb = image::open(&start.params.thumbnail).unwrap();
     assert_eq!(thumb.width(), inp.width.min(640));
+    // The thumbnail is the best frame as enhanced, before encoding: kept by its
+    // segment's encode, not decoded again from the encoded segment.
+    let best = report["thumbnail"]["frame"].as_u64().unwrap();
+    let original = frames_at(&input, &[best]).await.remove(0);
+    let mut enhanced = RgbImage::new(0, 0);
+    idempipe_enhance::enhance_into(&original, &req.settings.enhance, &mut enhanced);
+    assert_eq!(
+        std::fs::read(&start.params.thumbnail).unwrap(),
+        thumbnail_jpeg(&enhanced).unwrap(),
+        "the thumbnail of frame {best}"
+    );
     // Intermediate files are gone once the output is written.
     assert!(
         !dir.join(&format!("artifacts/run-{}", start.params.uid))

@@ -51,6 +51,17 @@ impl FrameReader {
     /// but never converted or sent), so the first frame read is frame `first`.
     pub async fn open_from(path: &Path, first: u64) -> Result<Self, MediaError> {
         let (width, height) = probe_display_size(path).await?;
+        Self::open_from_with_size(path, width, height, first).await
+    }
+
+    /// [`open_from`](Self::open_from) for a video whose decoded frames are known to be
+    /// `width` x `height` (no ffprobe run).
+    pub async fn open_from_with_size(
+        path: &Path,
+        width: u32,
+        height: u32,
+        first: u64,
+    ) -> Result<Self, MediaError> {
         let select = format!("select=gte(n\\,{first})");
         Self::spawn(path, width, height, Some(select)).await
     }
@@ -268,6 +279,7 @@ impl FrameReader {
                     if let Err(e) = sink.write_all(out.as_raw()) {
                         break Err(Err(e));
                     }
+                    transform.sent(&mut out);
                     sent += 1;
                 };
                 (sink, transform, sent, end)
@@ -326,6 +338,11 @@ impl FrameReader {
 pub trait FrameTransform: Send + 'static {
     /// Writes the transformed `frame` into `out`, which has its size.
     fn apply(&mut self, frame: &RgbImage, out: &mut RgbImage);
+
+    /// Called once `out` (what [`apply`](Self::apply) wrote) reached the encoder: the
+    /// transform may keep it by swapping in another buffer of any size (the next `apply`
+    /// gets that one).
+    fn sent(&mut self, _out: &mut RgbImage) {}
 }
 
 /// Collects a child's stderr; with `-v error` it stays small.

@@ -41,5 +41,5 @@ pub use frame_file::{
 pub use frames::{FrameReader, FrameTransform};
 pub use probe::{MediaInfo, Rational, probe};
 pub use split::{Segment, split};
-pub use thumbnail::{THUMBNAIL_MAX_WIDTH, thumbnail_image, write_thumbnail};
+pub use thumbnail::{THUMBNAIL_MAX_WIDTH, thumbnail_image, thumbnail_jpeg, write_thumbnail};
 pub use tool::kill_children;

@@ -35,18 +35,22 @@ pub fn thumbnail_image(frame: &RgbImage) -> RgbImage {
 /// on the blocking pool.
 pub async fn write_thumbnail(path: &Path, frame: &RgbImage) -> Result<(), MediaError> {
     let frame = frame.clone();
-    let encoded = tokio::task::spawn_blocking(move || {
-        let thumb = thumbnail_image(&frame);
-        let mut jpeg = Vec::new();
-        JpegEncoder::new_with_quality(&mut jpeg, JPEG_QUALITY)
-            .encode_image(&thumb)
-            .map(|()| jpeg)
-    })
-    .await
-    .expect("thumbnail task panicked");
+    let encoded = tokio::task::spawn_blocking(move || thumbnail_jpeg(&frame))
+        .await
+        .expect("thumbnail task panicked");
     let jpeg = encoded.map_err(|source| MediaError::Image {
         path: path.to_owned(),
         source,
     })?;
     write_atomic(path, &jpeg).await
+}
+
+/// The JPEG bytes of the thumbnail of `frame` (what [`write_thumbnail`] writes), made on
+/// the calling thread.
+pub fn thumbnail_jpeg(frame: &RgbImage) -> Result<Vec<u8>, image::ImageError> {
+    let thumb = thumbnail_image(frame);
+    let mut jpeg = Vec::new();
+    JpegEncoder::new_with_quality(&mut jpeg, JPEG_QUALITY)
+        .encode_image(&thumb)
+        .map(|()| jpeg)
 }

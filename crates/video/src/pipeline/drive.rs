@@ -6,13 +6,21 @@ use std::time::Duration;
 
 use idempipe_engine::{
     DatabaseClock, Maintenance, MaintenanceConfig, Run, RunStatus, SharedStore, Worker,
-    WorkerConfig,
+    WorkerConfig, WorkerStats,
 };
 use tokio::sync::watch;
 
 use super::error::PipelineError;
-use super::progress::{ProgressStyle, wait_for_run};
+use super::progress::{ProgressStyle, draw_finished, wait_for_run};
 use super::register::{PipelineOptions, register};
+use super::stage;
+
+/// How often [`drive`] looks at its worker's counters for the end of its run's last
+/// item, the assembly, to finish the run at once rather than at the next maintenance
+/// pass and progress poll (up to 0.7 s, on 10 s clips that take 6 s in all). Counters
+/// are memory reads; the store is asked only when an outcome was recorded and nothing
+/// else is running.
+const LAST_ITEM_CHECK: Duration = Duration::from_millis(20);
 
 /// How [`drive`] runs the work.
 #[derive(Debug, Clone)]
@@ -58,6 +66,41 @@ pub fn default_concurrency() -> usize {
     super::register::cpus() * SLOTS_PER_CPU
 }
 
+/// The run, once its assembly item has ended and `finisher` marked it finished, looked
+/// for whenever `stats` show a new outcome and no item running. Runs that end otherwise
+/// (an item dead before the assembly) are seen by the maintenance passes and
+/// [`wait_for_run`].
+async fn finished_after_assembly(
+    store: &SharedStore,
+    run_id: i64,
+    stats: &WorkerStats,
+    finisher: &Maintenance,
+) -> Result<Run, idempipe_engine::StoreError> {
+    let mut seen = 0;
+    loop {
+        tokio::time::sleep(LAST_ITEM_CHECK).await;
+        let [claimed, completed, failed, dead, lease_lost, released] = stats.snapshot();
+        let settled = completed + failed + dead + lease_lost + released;
+        if settled == seen || claimed > settled {
+            continue;
+        }
+        seen = settled;
+        let assembled = match store.item_get(run_id, stage::ASSEMBLE, "assemble").await {
+            Ok(item) => item.status.is_final(),
+            Err(idempipe_engine::StoreError::NotFound { .. }) => false,
+            Err(e) => return Err(e),
+        };
+        if !assembled {
+            continue;
+        }
+        finisher.finish_runs_once().await?;
+        let run = store.run_get(run_id).await?;
+        if run.status != RunStatus::Running {
+            return Ok(run);
+        }
+    }
+}
+
 /// How [`drive`] ended.
 #[derive(Debug, Clone)]
 pub enum DriveOutcome {
@@ -95,18 +138,28 @@ pub async fn drive(
         store.clone(),
         &options.pipeline,
     );
+    let stats = worker.stats();
     let worker = tokio::spawn(worker.run(stopped(stop_rx.clone())));
-    let maintenance = Maintenance::new(
-        store.clone(),
-        MaintenanceConfig {
-            interval: options.maintenance_interval,
-            retain: None,
-        },
-    )
-    .with_clock(clock);
-    let maintenance = tokio::spawn(maintenance.run(stopped(stop_rx)));
+    let maintenance = |clock| {
+        Maintenance::new(
+            store.clone(),
+            MaintenanceConfig {
+                interval: options.maintenance_interval,
+                retain: None,
+            },
+        )
+        .with_clock(clock)
+    };
+    let finisher = maintenance(clock.clone());
+    let maintenance = tokio::spawn(maintenance(clock).run(stopped(stop_rx)));
     let outcome = tokio::select! {
         run = wait_for_run(&store, run_id, options.progress) => run.map(DriveOutcome::Finished),
+        run = finished_after_assembly(&store, run_id, &stats, &finisher) => match run {
+            Ok(run) => draw_finished(&store, run_id, options.progress)
+                .await
+                .map(|()| DriveOutcome::Finished(run)),
+            Err(e) => Err(e),
+        },
         _ = interrupt => Ok(DriveOutcome::Interrupted),
     };
     let _ = stop_tx.send(true);

@@ -303,11 +303,7 @@ pub async fn wait_for_run(
     run_id: i64,
     style: ProgressStyle,
 ) -> Result<Run, StoreError> {
-    let style = match style {
-        ProgressStyle::Auto if std::io::stderr().is_terminal() => ProgressStyle::Line,
-        ProgressStyle::Auto => ProgressStyle::Plain,
-        other => other,
-    };
+    let style = resolve(style);
     let mut last_print: Option<Instant> = None;
     loop {
         let run = store.run_get(run_id).await?;
@@ -320,19 +316,7 @@ pub async fn wait_for_run(
             _ => false,
         };
         if due {
-            let p = run_progress(store, run_id).await?;
-            let mut err = std::io::stderr().lock();
-            let _ = if style == ProgressStyle::Line {
-                write!(
-                    err,
-                    "\r\x1b[2K{}{}",
-                    describe(&p),
-                    if finished { "\n" } else { "" }
-                )
-            } else {
-                writeln!(err, "{}", plain_lines(&p).join("\n"))
-            };
-            let _ = err.flush();
+            draw(store, run_id, style, finished).await?;
             last_print = Some(Instant::now());
         }
         if finished {
@@ -340,6 +324,52 @@ pub async fn wait_for_run(
         }
         tokio::time::sleep(POLL).await;
     }
+}
+
+/// Prints the last progress of `run_id`, which has finished, as [`wait_for_run`] does
+/// when it sees the end itself.
+pub(crate) async fn draw_finished(
+    store: &SharedStore,
+    run_id: i64,
+    style: ProgressStyle,
+) -> Result<(), StoreError> {
+    let style = resolve(style);
+    if matches!(style, ProgressStyle::Line | ProgressStyle::Plain) {
+        draw(store, run_id, style, true).await?;
+    }
+    Ok(())
+}
+
+/// `Auto` made concrete: a live line on a terminal, plain lines otherwise.
+fn resolve(style: ProgressStyle) -> ProgressStyle {
+    match style {
+        ProgressStyle::Auto if std::io::stderr().is_terminal() => ProgressStyle::Line,
+        ProgressStyle::Auto => ProgressStyle::Plain,
+        other => other,
+    }
+}
+
+/// Prints the progress of `run_id` in `style` (`Line` or `Plain`).
+async fn draw(
+    store: &SharedStore,
+    run_id: i64,
+    style: ProgressStyle,
+    finished: bool,
+) -> Result<(), StoreError> {
+    let p = run_progress(store, run_id).await?;
+    let mut err = std::io::stderr().lock();
+    let _ = if style == ProgressStyle::Line {
+        write!(
+            err,
+            "\r\x1b[2K{}{}",
+            describe(&p),
+            if finished { "\n" } else { "" }
+        )
+    } else {
+        writeln!(err, "{}", plain_lines(&p).join("\n"))
+    };
+    let _ = err.flush();
+    Ok(())
 }
 
 /// One progress line: frames done of total, retrying, dead, rate, ETA.

@@ -12,8 +12,8 @@ use idempipe_engine::{Handler, HandlerError, ItemResult, Job};
 use serde_json::{Value, json};
 
 use super::SegmentWork;
-use super::in_stream::{StreamOutcome, enhance_and_encode, outcome_path};
-use crate::media::{EncodeSettings, SegmentEncoder};
+use super::in_stream::{StreamOutcome, enhance_and_encode, outcome_path, thumbnail_path};
+use crate::media::{EncodeSettings, SegmentEncoder, thumbnail_jpeg};
 use crate::pipeline::artifacts::RunDir;
 use crate::pipeline::context::{Ctx, media_failure, payload, storage_failure, transient};
 use crate::pipeline::disk::{check_manifest, remove_with_manifest, write_manifest};
@@ -131,8 +131,18 @@ async fn encode_segment(
         .map_err(media_failure)?;
     if work.in_stream {
         let segment = super::extract::fetch_input_segment(storage, work, params, run_id).await?;
-        let outcome =
+        let (outcome, best) =
             enhance_and_encode(work, segment.path(), params.settings.enhance, encoder).await?;
+        // Written before the segment is published: a kept segment has its thumbnail.
+        let jpeg = tokio::task::spawn_blocking(move || thumbnail_jpeg(&best))
+            .await
+            .map_err(transient)?
+            .map_err(|e| HandlerError::transient(format!("thumbnail of {}: {e}", out.display())))?;
+        let location = thumbnail_path(&dir.encoded(work.segment), outcome.best_frame);
+        storage
+            .put_bytes(&location, jpeg)
+            .await
+            .map_err(storage_failure)?;
         return Ok(Some(outcome));
     }
     let path = |i: u64| dir.enhanced(work.segment, work.first_frame + i);

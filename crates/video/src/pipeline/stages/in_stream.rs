@@ -38,13 +38,15 @@ pub(crate) struct StreamOutcome {
 }
 
 /// Decodes `work`'s segment, enhances every frame with `params` and pushes it into
-/// `encoder`, which is finished on success (the file renamed into place).
+/// `encoder`, which is finished on success (the file renamed into place). Returns the
+/// outcome and the segment's best enhanced frame, kept on the way (its buffer swapped
+/// out of the stream, not copied), for the thumbnail.
 pub(crate) async fn enhance_and_encode(
     work: &SegmentWork,
     input: &Path,
     params: EnhanceParams,
     mut encoder: SegmentEncoder,
-) -> Result<StreamOutcome, HandlerError> {
+) -> Result<(StreamOutcome, RgbImage), HandlerError> {
     let mut reader = FrameReader::open_with_size(input, work.width, work.height)
         .await
         .map_err(transient)?;
@@ -53,6 +55,8 @@ pub(crate) async fn enhance_and_encode(
         first_frame: work.first_frame,
         frames: 0,
         best: None,
+        best_is_new: false,
+        best_frame: RgbImage::new(0, 0),
         enhance_ns: 0,
     };
     let (decoded, enhancing) = reader
@@ -68,12 +72,13 @@ pub(crate) async fn enhance_and_encode(
     }
     encoder.finish().await.map_err(media_failure)?;
     let (best_frame, best_score) = enhancing.best.unwrap_or((work.first_frame, 0.0));
-    Ok(StreamOutcome {
+    let outcome = StreamOutcome {
         frames: decoded,
         best_frame,
         best_score,
         enhance_cpu_ms: enhancing.enhance_ns as f64 / 1e6,
-    })
+    };
+    Ok((outcome, enhancing.best_frame))
 }
 
 /// Each frame's enhancement and score, on the streaming thread.
@@ -84,6 +89,10 @@ struct Enhancing {
     frames: u64,
     /// (global index, score) of the best frame so far.
     best: Option<(u64, f64)>,
+    /// Whether the frame just enhanced is the best so far.
+    best_is_new: bool,
+    /// The best frame so far, once it has been sent to the encoder.
+    best_frame: RgbImage,
     /// CPU nanoseconds inside the enhancement, read from the thread's CPU clock around
     /// each call (exact: the clock brings itself up to date when read).
     enhance_ns: u64,
@@ -97,11 +106,29 @@ impl FrameTransform for Enhancing {
         self.enhance_ns += cpu.ns().saturating_sub(started);
         let score = Score::of(out).score();
         let global = self.first_frame + self.frames;
-        if self.best.is_none_or(|(_, s)| score > s) {
+        self.best_is_new = self.best.is_none_or(|(_, s)| score > s);
+        if self.best_is_new {
             self.best = Some((global, score));
         }
         self.frames += 1;
     }
+
+    fn sent(&mut self, out: &mut RgbImage) {
+        if self.best_is_new {
+            std::mem::swap(out, &mut self.best_frame);
+        }
+    }
+}
+
+/// Where the thumbnail of frame `global`, a segment's best, is kept next to its encoded
+/// file (`seg_00003.mp4.frame-750.jpg`): the thumbnail stage copies the best segment's,
+/// with no decoding.
+pub(crate) fn thumbnail_path(encoded: &Path, global: u64) -> std::path::PathBuf {
+    let name = encoded
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    encoded.with_file_name(format!("{name}.frame-{global}.jpg"))
 }
 
 /// Where a segment's [`StreamOutcome`] is kept next to its encoded file, so that an

@@ -8,16 +8,19 @@ use idempipe_engine::{Handler, SharedStore, StoreError};
 use idempipe_engine::{HandlerError, ItemResult, ItemStatus, Job};
 use serde_json::json;
 
+use super::in_stream::thumbnail_path;
 use super::{SCORE_CRITERION, stream_outcome};
-use crate::media::{FrameReader, Segment, write_thumbnail};
+use crate::media::{FrameReader, MediaInfo, Segment, write_thumbnail};
 use crate::pipeline::context::{Ctx, storage_failure, transient};
 use crate::pipeline::stage;
 
 /// Rows read per page when scanning frame results.
 const PAGE: i64 = 2000;
 
-/// Picks the frame with the highest score (kept originals excluded), decodes it from
-/// its encoded segment and writes the thumbnail.
+/// Picks the frame with the highest score (kept originals excluded) and writes its
+/// thumbnail: the one its segment kept when it was enhanced in the encoder's stream (the
+/// enhanced frame, before encoding), else one of the frame decoded from its encoded
+/// segment.
 pub(crate) struct Thumbnail(pub(crate) Arc<Ctx>);
 
 #[async_trait]
@@ -27,17 +30,32 @@ impl Handler for Thumbnail {
         let (global, score) = best_frame(&self.0.store, job.run_id)
             .await
             .map_err(transient)?;
-        let segments = segments(&self.0.store, job.run_id).await?;
+        let (segments, (width, height)) = split_outcome(&self.0.store, job.run_id).await?;
         let seg = segments
             .iter()
             .find(|s| (s.first_frame..s.first_frame + s.frame_count).contains(&global))
             .ok_or_else(|| HandlerError::permanent(format!("frame {global} is in no segment")))?;
         let encoded = dir.encoded(seg.index);
         let storage = &self.0.storage;
+        // Segments enhanced in the stream kept their best frame's thumbnail.
+        let kept = storage
+            .get_bytes(&thumbnail_path(&encoded, global))
+            .await
+            .map_err(storage_failure)?;
+        if let Some(jpeg) = kept {
+            storage
+                .put_bytes(&params.thumbnail, jpeg)
+                .await
+                .map_err(storage_failure)?;
+            return Ok(
+                json!({ "path": params.thumbnail, "frame": global, "score": score, "criterion": SCORE_CRITERION }),
+            );
+        }
         let local =
             super::assemble::fetch_segments(storage, std::slice::from_ref(&encoded), &params.uid)
                 .await?;
-        let mut reader = FrameReader::open_from(local[0].path(), global - seg.first_frame)
+        let first = global - seg.first_frame;
+        let mut reader = FrameReader::open_from_with_size(local[0].path(), width, height, first)
             .await
             .map_err(transient)?;
         let picked = reader.next_frame().await.map_err(transient)?;
@@ -67,13 +85,27 @@ pub(crate) async fn segments(
     store: &SharedStore,
     run_id: i64,
 ) -> Result<Vec<Segment>, HandlerError> {
+    split_outcome(store, run_id)
+        .await
+        .map(|(segments, _)| segments)
+}
+
+/// The segments recorded by the `split` item and the decoded frame size of the input
+/// it split (its payload).
+async fn split_outcome(
+    store: &SharedStore,
+    run_id: i64,
+) -> Result<(Vec<Segment>, (u32, u32)), HandlerError> {
     let split = store
         .item_get(run_id, stage::SPLIT, "split")
         .await
         .map_err(transient)?;
+    let info: MediaInfo = serde_json::from_value(split.payload)
+        .map_err(|e| HandlerError::permanent(format!("split payload is unusable: {e}")))?;
     let result = split.result.unwrap_or_default();
-    serde_json::from_value(result["segments"].clone())
-        .map_err(|e| HandlerError::permanent(format!("split result has no segment list: {e}")))
+    let segments = serde_json::from_value(result["segments"].clone())
+        .map_err(|e| HandlerError::permanent(format!("split result has no segment list: {e}")))?;
+    Ok((segments, info.display_size()))
 }
 
 /// Highest score among completed, really enhanced frames; ties go to the lowest index.
