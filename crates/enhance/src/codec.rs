@@ -14,6 +14,8 @@ use image::codecs::png::{CompressionType, FilterType, PngEncoder};
 use image::{ImageEncoder, ImageReader, RgbImage};
 use serde::{Deserialize, Serialize};
 
+use crate::stored_png;
+
 /// JPEG quality (1..=100) used when encoding.
 pub const JPEG_QUALITY: u8 = 90;
 
@@ -133,6 +135,22 @@ pub fn decode_limited(
     format: ImageFormat,
     max_pixels: u64,
 ) -> Result<RgbImage, CodecError> {
+    decode_limited_into(bytes, format, max_pixels, Vec::new())
+}
+
+/// [`decode_limited`] into `buf`'s memory when it can (a stored PNG: see
+/// [`PngCompression::Stored`]); other images get a buffer of their own.
+pub fn decode_limited_into(
+    bytes: &[u8],
+    format: ImageFormat,
+    max_pixels: u64,
+    mut buf: Vec<u8>,
+) -> Result<RgbImage, CodecError> {
+    if format == ImageFormat::Png
+        && let Some((w, h)) = stored_png::read(bytes, max_pixels, &mut buf)
+    {
+        return Ok(RgbImage::from_raw(w, h, buf).expect("a whole frame was read"));
+    }
     let undecodable = |source| match source {
         image::ImageError::Limits(_) => CodecError::OverLimits { format, source },
         source => CodecError::Undecodable { format, source },
@@ -187,6 +205,12 @@ pub fn encode_with(
     png: PngCompression,
 ) -> Result<Vec<u8>, CodecError> {
     let (w, h) = frame.dimensions();
+    if (format, png) == (ImageFormat::Png, PngCompression::Stored) {
+        let mut out = Vec::new();
+        if stored_png::write(frame.as_raw(), w, h, &mut out).is_some() {
+            return Ok(out);
+        }
+    }
     let raw = frame.as_raw().len();
     let mut out = Vec::with_capacity(match (format, png) {
         // Stored blocks add 5 bytes per 64 KiB, rows a filter byte each, chunks 12 bytes.

@@ -14,6 +14,7 @@ use reqwest::{Client, Url};
 
 use super::http_common::{client, endpoint, garbled, ok_body, transport_error};
 use super::{Provider, ProviderConfigError, ProviderError};
+use crate::buffers::FRAMES;
 use crate::codec::{self, ImageFormat, PngCompression};
 use crate::idempotency::validate_key;
 use crate::params::EnhanceParams;
@@ -221,11 +222,14 @@ impl Answer {
     /// The enhanced frame. An answer that is not an image, or not one of the frame's
     /// size (refused from its header, before its pixels are allocated: a small PNG can
     /// declare gigapixels), is a retryable failure: the contract forbids it.
+    ///
+    /// A stored PNG is decoded into a buffer of [`FRAMES`]: give it back
+    /// ([`BufferPool::give`](crate::buffers::BufferPool::give)) when done with the frame.
     pub fn image(self) -> Result<RgbImage, ProviderError> {
         let (width, height) = self.size;
         let garbled = |what: String| garbled(&self.url, &what);
         let max_pixels = u64::from(width) * u64::from(height);
-        let image = codec::decode_limited(&self.bytes, self.format, max_pixels)
+        let image = codec::decode_limited_into(&self.bytes, self.format, max_pixels, FRAMES.take())
             .map_err(|e| garbled(format!("a body that is not an image: {e}")))?;
         if image.dimensions() != (width, height) {
             let (w, h) = image.dimensions();

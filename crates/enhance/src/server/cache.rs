@@ -126,22 +126,37 @@ impl IdempotencyCache {
 }
 
 /// A fast non-cryptographic 64-bit fingerprint of a request's parts, to tell a retry
-/// of the same request from a different request reusing a key.
+/// of the same request from a different request reusing a key. Four lanes take
+/// interleaved words: their multiplications do not wait on each other, so a 1080p
+/// frame (6 MB) hashes several times faster than through one chain.
 pub(crate) fn fingerprint(parts: &[&[u8]]) -> u64 {
     const K: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut h: u64 = 0x243f_6a88_85a3_08d3;
     let mix = |h: u64, v: u64| (h ^ v).wrapping_mul(K).rotate_left(29);
+    let word = |c: &[u8]| {
+        let mut w = [0u8; 8];
+        w[..c.len()].copy_from_slice(c);
+        u64::from_le_bytes(w)
+    };
+    let mut lanes: [u64; 4] = [
+        0x243f_6a88_85a3_08d3,
+        0x1319_8a2e_0370_7344,
+        0xa409_3822_299f_31d0,
+        0x082e_fa98_ec4e_6c89,
+    ];
     for part in parts {
-        h = mix(h, part.len() as u64);
-        let chunks = part.chunks_exact(8);
-        let rest = chunks.remainder();
-        for c in chunks {
-            h = mix(h, u64::from_le_bytes(c.try_into().unwrap_or_default()));
+        lanes[0] = mix(lanes[0], part.len() as u64);
+        let blocks = part.chunks_exact(32);
+        let rest = blocks.remainder();
+        for block in blocks {
+            for (lane, c) in lanes.iter_mut().zip(block.chunks_exact(8)) {
+                *lane = mix(*lane, word(c));
+            }
         }
-        let mut tail = [0u8; 8];
-        tail[..rest.len()].copy_from_slice(rest);
-        h = mix(h, u64::from_le_bytes(tail));
+        for (lane, c) in lanes.iter_mut().zip(rest.chunks(8)) {
+            *lane = mix(*lane, word(c));
+        }
     }
+    let h = lanes.iter().fold(0, |h, &lane| mix(h, lane));
     h ^ (h >> 32)
 }
 
@@ -178,5 +193,20 @@ mod tests {
         assert_ne!(fingerprint(&[b"abc"]), fingerprint(&[b"abd"]));
         assert_ne!(fingerprint(&[b"ab", b"c"]), fingerprint(&[b"a", b"bc"]));
         assert_eq!(fingerprint(&[b"0123456789"]), fingerprint(&[b"0123456789"]));
+    }
+
+    #[test]
+    fn fingerprint_sees_every_byte_of_a_long_body() {
+        let body: Vec<u8> = (0..1000u32).map(|i| (i * 7) as u8).collect();
+        let original = fingerprint(&[b"image/png", &body]);
+        for at in 0..body.len() {
+            let mut changed = body.clone();
+            changed[at] ^= 0x10;
+            assert_ne!(
+                fingerprint(&[b"image/png", &changed]),
+                original,
+                "byte {at}"
+            );
+        }
     }
 }

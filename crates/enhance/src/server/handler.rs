@@ -8,11 +8,13 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
+use image::RgbImage;
 
 use super::ServerState;
 use super::cache::fingerprint;
 use super::error::ApiError;
 use super::faults::AnswerFault;
+use crate::buffers::FRAMES;
 use crate::codec::{self, CodecError, ImageFormat, PngCompression};
 use crate::idempotency::validate_key;
 use crate::params::EnhanceParams;
@@ -194,23 +196,32 @@ async fn run_enhancement(
     let inner = state.inner.clone();
     let key = key.map(str::to_string);
     let task = tokio::task::spawn_blocking(move || {
+        // The decoded and enhanced frames live in reused buffers (see `buffers`).
         let frame =
-            codec::decode_limited(&body, format, inner.config.max_pixels).map_err(|e| match e {
-                CodecError::TooLarge { .. } | CodecError::OverLimits { .. } => {
-                    ApiError::TooLarge(e.to_string())
-                }
-                other => ApiError::BadImage(other.to_string()),
-            })?;
+            codec::decode_limited_into(&body, format, inner.config.max_pixels, FRAMES.take())
+                .map_err(|e| match e {
+                    CodecError::TooLarge { .. } | CodecError::OverLimits { .. } => {
+                        ApiError::TooLarge(e.to_string())
+                    }
+                    other => ApiError::BadImage(other.to_string()),
+                })?;
         inner.stats.enhanced();
         if let (Some(ledger), Some(key)) = (&inner.ledger, &key) {
             ledger.enhanced(key);
         }
-        let enhanced = crate::algorithm::enhance(&frame, &params);
+        let (width, height) = frame.dimensions();
+        let mut pixels = FRAMES.take();
+        pixels.resize(frame.as_raw().len(), 0);
+        let mut enhanced = RgbImage::from_raw(width, height, pixels).expect("sized above");
+        crate::algorithm::enhance_into(&frame, &params, &mut enhanced);
+        FRAMES.give(frame.into_raw());
         // Answer as the client sent: stored PNG to a client that did not compress.
-        let png = PngCompression::mirroring(body.len(), frame.width(), frame.height());
-        let bytes = codec::encode_with(&enhanced, format, png)
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
-        Ok(Bytes::from(bytes))
+        let png = PngCompression::mirroring(body.len(), width, height);
+        let bytes = codec::encode_with(&enhanced, format, png);
+        FRAMES.give(enhanced.into_raw());
+        Ok(Bytes::from(
+            bytes.map_err(|e| ApiError::Internal(e.to_string()))?,
+        ))
     });
     task.await
         .map_err(|e| ApiError::Internal(format!("enhancement task failed: {e}")))?

@@ -207,8 +207,13 @@ pub(crate) fn splice_into_slot_blocking(
 }
 
 /// Reads frame `slot` of a frames file written by [`splice_into_slot_blocking`], checking
-/// its header against the first frame's and the file's length.
-pub(crate) fn read_slot_blocking(path: &Path, slot: u64) -> Result<RgbImage, MediaError> {
+/// its header against the first frame's and the file's length, into `buf`'s memory (a
+/// reused buffer saves the kernel mapping fresh pages for every frame).
+pub(crate) fn read_slot_blocking(
+    path: &Path,
+    slot: u64,
+    mut buf: Vec<u8>,
+) -> Result<RgbImage, MediaError> {
     let io = |source| MediaError::reading(path, "read frame", source);
     let bad = |detail: String| MediaError::BadFrameFile {
         path: path.to_owned(),
@@ -234,7 +239,8 @@ pub(crate) fn read_slot_blocking(path: &Path, slot: u64) -> Result<RgbImage, Med
     }
     let pixels =
         usize::try_from(pixels).map_err(|_| bad(format!("{width}x{height} is too large")))?;
-    let mut buf = vec![0u8; pixels];
+    buf.clear();
+    buf.resize(pixels, 0);
     file.read_exact_at(&mut buf, at + HEADER_LEN as u64)
         .map_err(io)?;
     Ok(RgbImage::from_raw(width, height, buf).expect("length checked above"))

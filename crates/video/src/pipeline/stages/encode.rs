@@ -170,6 +170,13 @@ async fn encode_segment(
                 .map_err(media_failure)?;
         }
     } else if work.frames_together {
+        // Every frame item of the segment has completed, so nothing reads its originals
+        // again (a rerun of this encode reads only enhanced frames): their disk is
+        // freed now rather than after the encode.
+        storage
+            .delete(&dir.originals(work.segment))
+            .await
+            .map_err(storage_failure)?;
         // Straight from the segment's file of enhanced frames, FRAMES_PER_HOP per hop.
         let file = dir.enhanced_frames(work.segment);
         let mut sent = 0;

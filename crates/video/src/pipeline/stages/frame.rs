@@ -6,6 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use idempipe_engine::{Handler, HandlerError, ItemResult, Job};
 use idempipe_enhance::EnhanceParams;
+use idempipe_enhance::buffers::FRAMES;
 use idempipe_enhance::provider::{HttpProvider, Provider, ProviderError};
 use image::RgbImage;
 use serde_json::json;
@@ -101,7 +102,10 @@ async fn through_api(
     let request = tokio::task::spawn_blocking(move || {
         let frame = read_original_blocking(&original, slot);
         drop(copy);
-        Ok::<_, MediaError>(encoder.request(&frame?, &params))
+        let frame = frame?;
+        let request = encoder.request(&frame, &params);
+        FRAMES.give(frame.into_raw());
+        Ok::<_, MediaError>(request)
     })
     .await
     .map_err(transient)?
@@ -133,24 +137,31 @@ async fn through_api(
     let kept = tokio::task::spawn_blocking(move || {
         let frame = answer.image()?;
         let score = Score::of(&frame);
-        let written = write_enhanced_blocking(&target, slot, &frame);
-        Ok::<_, ProviderError>((Arc::new(frame), score, written))
+        // Written, its buffer serves the next frame; not written, it is kept to retry.
+        let unwritten = match write_enhanced_blocking(&target, slot, &frame) {
+            Ok(()) => {
+                FRAMES.give(frame.into_raw());
+                None
+            }
+            Err(e) => Some((Arc::new(frame), e)),
+        };
+        Ok::<_, ProviderError>((score, unwritten))
     })
     .await
     .map_err(transient)?;
-    let (frame, score, written) = match kept {
+    let (score, unwritten) = match kept {
         Ok(kept) => kept,
         Err(e) => return Ok(Err(e)),
     };
-    match (written, staged) {
-        (Ok(()), None) => {}
-        (Ok(()), Some(staged)) => ctx
+    match (unwritten, staged) {
+        (None, None) => {}
+        (None, Some(staged)) => ctx
             .storage
             .publish(&staged)
             .await
             .map_err(storage_failure)?,
         // The answer is paid for: write it again the usual way, which waits out a full disk.
-        (Err(e), _) => {
+        (Some((frame, e)), _) => {
             tracing::debug!(run = job.run_id, key = %job.key, error = %e, "writing the enhanced frame again");
             write_paid_frame(ctx, job, work, &frame).await?;
         }
@@ -218,10 +229,11 @@ fn write_enhanced_blocking(
     }
 }
 
-/// Reads an original: frame `slot` of its segment's file of originals, or a frame file.
+/// Reads an original: frame `slot` of its segment's file of originals (into a buffer
+/// of [`FRAMES`]), or a frame file.
 fn read_original_blocking(path: &Path, slot: Option<u64>) -> Result<RgbImage, MediaError> {
     match slot {
-        Some(slot) => read_slot_blocking(path, slot),
+        Some(slot) => read_slot_blocking(path, slot, FRAMES.take()),
         None => read_blocking(path),
     }
 }
