@@ -119,6 +119,14 @@ pub enum MediaError {
         /// What is wrong with it.
         detail: String,
     },
+    /// A frame slot was released (its enhanced frame is written): its bytes are zeros.
+    #[error("{path}: frame {slot} was released once enhanced; its original is gone")]
+    ReleasedFrame {
+        /// The frames file.
+        path: PathBuf,
+        /// The frame's slot.
+        slot: u64,
+    },
     /// Encoding an image (JPEG) failed.
     #[error("{path}: image encoding failed: {source}")]
     Image {

@@ -239,6 +239,13 @@ pub(crate) fn read_slot_blocking(
     }
     let pixels =
         usize::try_from(pixels).map_err(|_| bad(format!("{width}x{height} is too large")))?;
+    if slot_has_hole(&file, slot, width, height).map_err(io)? {
+        // Released once its enhanced frame was written: zeros, never a frame to send.
+        return Err(MediaError::ReleasedFrame {
+            path: path.to_owned(),
+            slot,
+        });
+    }
     buf.clear();
     buf.resize(pixels, 0);
     file.read_exact_at(&mut buf, at + HEADER_LEN as u64)
@@ -268,10 +275,138 @@ pub(crate) fn write_slot_blocking(
         .map_err(io)?;
     let pixels = frame.as_raw();
     let at = slot * (HEADER_LEN + pixels.len()) as u64;
-    file.write_all_at(&header(frame.width(), frame.height()), at)
-        .map_err(io)?;
+    // Pixels first, header last: a slot whose header is written holds its whole frame
+    // (what [`read_written_slot_blocking`] relies on after a kill).
     file.write_all_at(pixels, at + HEADER_LEN as u64)
+        .map_err(io)?;
+    file.write_all_at(&header(frame.width(), frame.height()), at)
         .map_err(io)
+}
+
+/// Frame `slot` of the frames file at `path` when [`write_slot_blocking`] wrote it whole
+/// as a `width` x `height` frame (its header is written last), else `None` (no file, or
+/// the slot not written yet). The frame is read into `buf`'s memory.
+pub(crate) fn read_written_slot_blocking(
+    path: &Path,
+    slot: u64,
+    width: u32,
+    height: u32,
+    mut buf: Vec<u8>,
+) -> Result<Option<RgbImage>, MediaError> {
+    let io = |source| MediaError::reading(path, "read frame", source);
+    let file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io(e)),
+    };
+    let pixels = u64::from(width) * u64::from(height) * 3;
+    let at = slot * (HEADER_LEN as u64 + pixels);
+    let len = file.metadata().map_err(io)?.len();
+    if len < at + HEADER_LEN as u64 + pixels {
+        return Ok(None);
+    }
+    let mut head = [0u8; HEADER_LEN];
+    file.read_exact_at(&mut head, at).map_err(io)?;
+    if head != header(width, height) {
+        return Ok(None);
+    }
+    buf.clear();
+    buf.resize(pixels as usize, 0);
+    file.read_exact_at(&mut buf, at + HEADER_LEN as u64)
+        .map_err(io)?;
+    Ok(Some(
+        RgbImage::from_raw(width, height, buf).expect("length checked above"),
+    ))
+}
+
+/// The size of the frames in the frames file at `path`, from its first slot's header
+/// (headers are never released, see [`release_slot_blocking`]).
+pub(crate) fn slot_size_blocking(path: &Path) -> Result<(u32, u32), MediaError> {
+    let file = std::fs::File::open(path).map_err(|e| MediaError::reading(path, "read frame", e))?;
+    let mut first = [0u8; HEADER_LEN];
+    file.read_exact_at(&mut first, 0)
+        .map_err(|e| MediaError::reading(path, "read frame", e))?;
+    let width = u32::from_le_bytes(first[0..4].try_into().expect("4 bytes"));
+    let height = u32::from_le_bytes(first[4..8].try_into().expect("4 bytes"));
+    Ok((width, height))
+}
+
+/// Gives the disk blocks of frame `slot`'s pixels in the frames file at `path` back to
+/// the file system (`fallocate(FALLOC_FL_PUNCH_HOLE)`), keeping the file's length and
+/// every header. For originals whose enhanced frame is written: nothing reads them again.
+/// A file system that cannot punch holes keeps the bytes (the segment's encode deletes
+/// the file). Returns whether blocks were released.
+pub(crate) fn release_slot_blocking(
+    path: &Path,
+    slot: u64,
+    width: u32,
+    height: u32,
+) -> Result<bool, MediaError> {
+    let io = |source| MediaError::Io {
+        path: path.to_owned(),
+        action: "release frame",
+        source,
+    };
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(io)?;
+    let pixels = u64::from(width) * u64::from(height) * 3;
+    let at = slot * (HEADER_LEN as u64 + pixels) + HEADER_LEN as u64;
+    punch_hole(&file, at, pixels).map_err(io)
+}
+
+/// Punches a hole of `len` bytes at `at` in `file`, keeping its length; `false` where the
+/// file system (or the system) cannot.
+#[cfg(target_os = "linux")]
+fn punch_hole(file: &std::fs::File, at: u64, len: u64) -> std::io::Result<bool> {
+    use rustix::fs::{FallocateFlags, fallocate};
+    match fallocate(
+        file,
+        FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE,
+        at,
+        len,
+    ) {
+        Ok(()) => Ok(true),
+        Err(rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::NOSYS) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn punch_hole(_file: &std::fs::File, _at: u64, _len: u64) -> std::io::Result<bool> {
+    Ok(false)
+}
+
+/// Whether frame `slot`'s pixels in the frames file `file` have a hole (released by
+/// [`release_slot_blocking`]): the frame is no longer there, and must never be read as
+/// one. Frames written by a decoder have none. File systems without `SEEK_HOLE` report
+/// none (they cannot punch holes either).
+pub(crate) fn slot_has_hole(
+    file: &std::fs::File,
+    slot: u64,
+    width: u32,
+    height: u32,
+) -> std::io::Result<bool> {
+    let pixels = u64::from(width) * u64::from(height) * 3;
+    let at = slot * (HEADER_LEN as u64 + pixels) + HEADER_LEN as u64;
+    Ok(first_hole(file, at)?.is_some_and(|hole| hole < at + pixels))
+}
+
+/// The offset of the first hole at or after `at` in `file` (`SEEK_HOLE`; the file's end
+/// counts as one), `None` where the file system cannot say.
+#[cfg(target_os = "linux")]
+fn first_hole(file: &std::fs::File, at: u64) -> std::io::Result<Option<u64>> {
+    match rustix::fs::seek(file, rustix::fs::SeekFrom::Hole(at)) {
+        Ok(hole) => Ok(Some(hole)),
+        Err(rustix::io::Errno::INVAL | rustix::io::Errno::NXIO) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn first_hole(_file: &std::fs::File, _at: u64) -> std::io::Result<Option<u64>> {
+    Ok(None)
 }
 
 /// Moves the pixels of frame `slot` of the frames file `path` into `sink` (an encoder's
@@ -360,4 +495,70 @@ pub(crate) fn read_blocking(path: &Path) -> Result<RgbImage, MediaError> {
         )));
     }
     Ok(RgbImage::from_raw(width, height, buf).expect("length checked above"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use idempipe_testkit::TempDir;
+    use std::os::unix::fs::MetadataExt;
+
+    /// A 64x48 frame whose pixels are all `value`.
+    fn flat(value: u8) -> RgbImage {
+        RgbImage::from_pixel(64, 48, image::Rgb([value; 3]))
+    }
+
+    /// A released slot gives its blocks back, keeps the file's length and every header,
+    /// and is never read as a frame; a black frame (zeros on disk) still reads as one.
+    /// Needs a file system that punches holes (ext4, tmpfs, xfs, btrfs).
+    #[test]
+    fn released_slots_free_their_blocks_and_are_never_read_as_frames() {
+        let dir = TempDir::new("release");
+        let path = dir.join("originals.rgb");
+        std::fs::create_dir_all(dir.path()).unwrap();
+        let frames = [flat(0), flat(7), flat(200)];
+        for (slot, frame) in frames.iter().enumerate() {
+            write_slot_blocking(&path, slot as u64, frame).unwrap();
+        }
+        let before = std::fs::metadata(&path).unwrap();
+        assert!(
+            release_slot_blocking(&path, 1, 64, 48).unwrap(),
+            "no hole punched"
+        );
+        let after = std::fs::metadata(&path).unwrap();
+        assert_eq!(after.len(), before.len(), "the length is kept");
+        assert!(
+            after.blocks() < before.blocks(),
+            "{} blocks before, {} after",
+            before.blocks(),
+            after.blocks()
+        );
+        assert!(read_slot_blocking(&path, 0, Vec::new()).unwrap() == frames[0]);
+        assert!(read_slot_blocking(&path, 2, Vec::new()).unwrap() == frames[2]);
+        match read_slot_blocking(&path, 1, Vec::new()) {
+            Err(MediaError::ReleasedFrame { slot: 1, .. }) => {}
+            other => panic!("a released slot read as {other:?}"),
+        }
+        assert_eq!(slot_size_blocking(&path).unwrap(), (64, 48));
+    }
+
+    /// Only a slot written whole counts as written.
+    #[test]
+    fn written_slots_are_found_and_others_are_not() {
+        let dir = TempDir::new("written");
+        let path = dir.join("enhanced.rgb");
+        std::fs::create_dir_all(dir.path()).unwrap();
+        let read = |slot| read_written_slot_blocking(&path, slot, 64, 48, Vec::new()).unwrap();
+        assert!(read(0).is_none(), "no file yet");
+        write_slot_blocking(&path, 2, &flat(9)).unwrap();
+        assert!(read(0).is_none(), "slot 0 is a hole before slot 2");
+        assert!(read(3).is_none(), "past the end");
+        assert!(read(2) == Some(flat(9)));
+        assert!(
+            read_written_slot_blocking(&path, 2, 32, 24, Vec::new())
+                .unwrap()
+                .is_none(),
+            "another size"
+        );
+    }
 }

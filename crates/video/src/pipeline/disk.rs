@@ -174,13 +174,16 @@ pub async fn remove_tree(storage: &Storage, dir: &Path) -> Result<Option<u64>, S
     Ok(Some(bytes))
 }
 
-/// Bytes in the files under `path` (symlinks are not followed; 0 if it is missing).
+/// Bytes the files under `path` take on disk: a file's length, less its holes (released
+/// frames, slots not written yet). Symlinks are not followed; 0 if it is missing.
 pub fn dir_size(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
     let Ok(meta) = std::fs::symlink_metadata(path) else {
         return 0;
     };
     if !meta.is_dir() {
-        return meta.len();
+        // Blocks of 512 bytes, whatever the file system's block size.
+        return meta.len().min(meta.blocks() * 512);
     }
     let Ok(entries) = std::fs::read_dir(path) else {
         return 0;

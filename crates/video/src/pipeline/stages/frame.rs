@@ -15,7 +15,8 @@ use super::FrameWork;
 use super::full_disk::wait_out_full_disk;
 use super::score::Score;
 use crate::media::frame_file::{
-    read_blocking, read_slot_blocking, write_blocking, write_slot_blocking,
+    read_blocking, read_slot_blocking, read_written_slot_blocking, release_slot_blocking,
+    slot_size_blocking, write_blocking, write_slot_blocking,
 };
 use crate::media::{MediaError, write_frame_file_shared};
 use crate::pipeline::context::{Ctx, Enhancer, payload, storage_failure, transient};
@@ -44,7 +45,10 @@ impl Handler for Frame {
                 through_api(&self.0, job, &work, &http, settings.enhance).await?
             }
             Enhancer::Local(local) => {
-                let original = read_original(&self.0, &work).await?;
+                let original = match read_original(&self.0, &work).await? {
+                    Source::Original(original) => original,
+                    Source::Enhanced(enhanced) => return Ok(Score::of(&enhanced).to_json()),
+                };
                 match local
                     .enhance(original, &settings.enhance, &job.idempotency_key())
                     .await
@@ -69,7 +73,10 @@ impl Handler for Frame {
         let give_up = matches!(error, HandlerError::Permanent(_)) || last;
         if settings.on_frame_failure == OnFrameFailure::KeepOriginal && give_up {
             tracing::warn!(run = job.run_id, key = %job.key, error = %e, "keeping the original frame");
-            let original = read_original(&self.0, &work).await?;
+            let original = match read_original(&self.0, &work).await? {
+                Source::Original(original) => original,
+                Source::Enhanced(enhanced) => return Ok(Score::of(&enhanced).to_json()),
+            };
             write_paid_frame(&self.0, job, &work, &Arc::new(original)).await?;
             return Ok(json!({
                 "kept_original": true,
@@ -99,20 +106,30 @@ async fn through_api(
     let (original, copy) = local_original(ctx, work).await?;
     let encoder = http.clone();
     let slot = work.slot;
+    let enhanced = work.enhanced.clone();
     let request = tokio::task::spawn_blocking(move || {
-        let frame = read_original_blocking(&original, slot);
+        let frame = read_original_blocking(&original, &enhanced, slot);
         drop(copy);
-        let frame = frame?;
+        let frame = match frame? {
+            Source::Original(frame) => frame,
+            Source::Enhanced(enhanced) => {
+                let score = Score::of(&enhanced);
+                FRAMES.give(enhanced.into_raw());
+                return Ok(Err(score));
+            }
+        };
         let request = encoder.request(&frame, &params);
         FRAMES.give(frame.into_raw());
-        Ok::<_, MediaError>(request)
+        Ok::<_, MediaError>(Ok(request))
     })
     .await
     .map_err(transient)?
     .map_err(original_unreadable)?;
     let request = match request {
-        Ok(request) => request,
-        Err(e) => return Ok(Err(e)),
+        Ok(Ok(request)) => request,
+        Ok(Err(e)) => return Ok(Err(e)),
+        // A rerun after the enhanced frame was written and its original released.
+        Err(score) => return Ok(Ok(score)),
     };
     job.begin_external_call().await.map_err(transient)?;
     let answer = match http.send(request, &job.idempotency_key()).await {
@@ -134,12 +151,14 @@ async fn through_api(
     let target = staged
         .as_ref()
         .map_or_else(|| work.enhanced.clone(), |s| s.path().to_owned());
+    let original = work.original.clone();
     let kept = tokio::task::spawn_blocking(move || {
         let frame = answer.image()?;
         let score = Score::of(&frame);
         // Written, its buffer serves the next frame; not written, it is kept to retry.
         let unwritten = match write_enhanced_blocking(&target, slot, &frame) {
             Ok(()) => {
+                release_original_blocking(&original, slot, &frame);
                 FRAMES.give(frame.into_raw());
                 None
             }
@@ -188,10 +207,11 @@ async fn local_original(
     Ok((file.path().to_owned(), Some(file)))
 }
 
-/// A frame whose original is missing fails for good; other read errors may pass.
+/// A frame whose original is missing (or released without its enhanced frame written)
+/// fails for good; other read errors may pass.
 fn original_unreadable(e: MediaError) -> HandlerError {
     match e {
-        MediaError::NotFound { .. } => gone(&e),
+        MediaError::NotFound { .. } | MediaError::ReleasedFrame { .. } => gone(&e),
         other => transient(other),
     }
 }
@@ -203,11 +223,11 @@ fn gone(e: &dyn std::fmt::Display) -> HandlerError {
     ))
 }
 
-async fn read_original(ctx: &Ctx, work: &FrameWork) -> Result<RgbImage, HandlerError> {
+async fn read_original(ctx: &Ctx, work: &FrameWork) -> Result<Source, HandlerError> {
     let (original, copy) = local_original(ctx, work).await?;
-    let slot = work.slot;
+    let (enhanced, slot) = (work.enhanced.clone(), work.slot);
     tokio::task::spawn_blocking(move || {
-        let frame = read_original_blocking(&original, slot);
+        let frame = read_original_blocking(&original, &enhanced, slot);
         drop(copy);
         frame
     })
@@ -229,12 +249,49 @@ fn write_enhanced_blocking(
     }
 }
 
+/// What a frame item starts from.
+enum Source {
+    /// The original, to enhance.
+    Original(RgbImage),
+    /// The enhanced frame, written by an earlier attempt that released the original.
+    Enhanced(RgbImage),
+}
+
 /// Reads an original: frame `slot` of its segment's file of originals (into a buffer
-/// of [`FRAMES`]), or a frame file.
-fn read_original_blocking(path: &Path, slot: Option<u64>) -> Result<RgbImage, MediaError> {
-    match slot {
-        Some(slot) => read_slot_blocking(path, slot, FRAMES.take()),
-        None => read_blocking(path),
+/// of [`FRAMES`]), or a frame file. A released original (its slot is a hole) is never
+/// read as a frame: the enhanced frame an earlier attempt wrote before releasing it is
+/// read instead, and without one the read fails ([`MediaError::ReleasedFrame`]).
+fn read_original_blocking(
+    path: &Path,
+    enhanced: &Path,
+    slot: Option<u64>,
+) -> Result<Source, MediaError> {
+    let Some(slot) = slot else {
+        return read_blocking(path).map(Source::Original);
+    };
+    match read_slot_blocking(path, slot, FRAMES.take()) {
+        Ok(frame) => Ok(Source::Original(frame)),
+        Err(released @ MediaError::ReleasedFrame { .. }) => {
+            let (width, height) = slot_size_blocking(path)?;
+            read_written_slot_blocking(enhanced, slot, width, height, FRAMES.take())?
+                .map(Source::Enhanced)
+                .ok_or(released)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Releases the disk of frame `slot` of a segment's file of originals once its enhanced
+/// `frame` is written: nothing reads it again ([`read_original_blocking`] reads the
+/// enhanced frame instead), so a segment waiting for the API holds one copy of each
+/// frame, not two. A failed release only costs disk until the segment's encode.
+fn release_original_blocking(path: &Path, slot: Option<u64>, frame: &RgbImage) {
+    let Some(slot) = slot else { return };
+    if is_remote(path) {
+        return;
+    }
+    if let Err(e) = release_slot_blocking(path, slot, frame.width(), frame.height()) {
+        tracing::warn!(error = %e, "could not release an enhanced frame's original");
     }
 }
 
@@ -259,10 +316,15 @@ async fn write_enhanced(
 ) -> Result<(), HandlerError> {
     if !is_remote(&work.enhanced) {
         let (path, slot) = (work.enhanced.clone(), work.slot);
-        return tokio::task::spawn_blocking(move || write_enhanced_blocking(&path, slot, &frame))
-            .await
-            .map_err(transient)?
-            .map_err(transient);
+        let original = work.original.clone();
+        return tokio::task::spawn_blocking(move || {
+            write_enhanced_blocking(&path, slot, &frame)?;
+            release_original_blocking(&original, slot, &frame);
+            Ok::<(), MediaError>(())
+        })
+        .await
+        .map_err(transient)?
+        .map_err(transient);
     }
     let staged = ctx
         .storage
@@ -297,6 +359,32 @@ pub(crate) fn classify(e: &ProviderError) -> HandlerError {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    /// A released original is never sent: a rerun reads the enhanced frame written before
+    /// the release, and without one the frame fails for good (never a frame of zeros).
+    #[test]
+    fn released_originals_read_as_their_enhanced_frame_or_not_at_all() {
+        let dir = idempipe_testkit::TempDir::new("released");
+        let (originals, enhanced) = (dir.join("originals.rgb"), dir.join("enhanced.rgb"));
+        let flat = |v| RgbImage::from_pixel(64, 48, image::Rgb([v; 3]));
+        for slot in 0..3 {
+            write_slot_blocking(&originals, slot, &flat(5)).unwrap();
+        }
+        write_enhanced_blocking(&enhanced, Some(0), &flat(9)).unwrap();
+        release_original_blocking(&originals, Some(0), &flat(9));
+        release_original_blocking(&originals, Some(1), &flat(9));
+        let read = |slot| read_original_blocking(&originals, &enhanced, Some(slot));
+        assert!(matches!(read(0), Ok(Source::Enhanced(f)) if f == flat(9)));
+        assert!(matches!(
+            read(1),
+            Err(MediaError::ReleasedFrame { slot: 1, .. })
+        ));
+        assert!(matches!(
+            original_unreadable(read(1).err().unwrap()),
+            HandlerError::Permanent(_)
+        ));
+        assert!(matches!(read(2), Ok(Source::Original(f)) if f == flat(5)));
+    }
 
     #[test]
     fn provider_errors_map_to_engine_outcomes() {
