@@ -85,6 +85,7 @@ pub(crate) async fn frame_png(path: PathBuf, slot: Option<u64>) -> Result<Vec<u8
     .await
     .map_err(ApiError::internal)?
     .map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound if e.get_ref().is_some() => ApiError::not_found(e.to_string()),
         std::io::ErrorKind::NotFound => ApiError::not_found("the frame file is gone"),
         _ => ApiError::internal(format!("{}: {e}", path.display())),
     })?;
@@ -109,9 +110,25 @@ fn read_slot(path: &Path, slot: u64) -> std::io::Result<Vec<u8>> {
         )));
     }
     let len = FRAME_HEADER_LEN as u64 + u64::from(width) * u64::from(height) * 3;
+    if has_hole(&file, slot * len, len)? {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "this original was released once its enhanced frame was written",
+        ));
+    }
     let mut bytes = vec![0u8; len as usize];
     file.read_exact_at(&mut bytes, slot * len)?;
     Ok(bytes)
+}
+
+/// Whether `file` has a hole within `len` bytes at `at` (`SEEK_HOLE`; file systems that
+/// cannot say have none).
+fn has_hole(file: &std::fs::File, at: u64, len: u64) -> std::io::Result<bool> {
+    match rustix::fs::seek(file, rustix::fs::SeekFrom::Hole(at)) {
+        Ok(hole) => Ok(hole < at + len),
+        Err(rustix::io::Errno::INVAL | rustix::io::Errno::NXIO) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// A frame file (header + RGB24) as PNG bytes.
@@ -143,6 +160,43 @@ fn encode_png(bytes: &[u8]) -> Result<Vec<u8>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An original whose pixels were punched out (as idempipe-video does once its
+    /// enhanced frame is written) is refused with a message, not served as black; its
+    /// neighbours still read.
+    #[test]
+    fn a_released_original_is_not_served_as_a_black_frame() {
+        let dir = idempipe_testkit::TempDir::new("web-release");
+        std::fs::create_dir_all(dir.path()).unwrap();
+        let path = dir.join("originals.rgb");
+        let (w, h) = (64u32, 48u32);
+        let pixels = (w * h * 3) as usize;
+        let mut bytes = Vec::new();
+        for v in [10u8, 20, 30] {
+            bytes.extend_from_slice(&w.to_le_bytes());
+            bytes.extend_from_slice(&h.to_le_bytes());
+            bytes.extend(std::iter::repeat_n(v, pixels));
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        let slot_len = (FRAME_HEADER_LEN + pixels) as u64;
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        let (start, end) = (
+            (slot_len + 8).div_ceil(4096) * 4096,
+            2 * slot_len / 4096 * 4096,
+        );
+        rustix::fs::fallocate(
+            &file,
+            rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE,
+            start,
+            end - start,
+        )
+        .unwrap();
+        let err = read_slot(&path, 1).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
+        assert!(err.to_string().contains("released"), "{err}");
+        assert_eq!(read_slot(&path, 0).unwrap()[FRAME_HEADER_LEN], 10);
+        assert_eq!(read_slot(&path, 2).unwrap()[FRAME_HEADER_LEN], 30);
+    }
 
     #[test]
     fn frame_files_become_png() {

@@ -11,7 +11,7 @@
 //! file and the frame's own buffer (no intermediate copy, no header shifted out).
 
 use std::io::{Read, Write};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -334,8 +334,11 @@ pub(crate) fn slot_size_blocking(path: &Path) -> Result<(u32, u32), MediaError> 
 /// Gives the disk blocks of frame `slot`'s pixels in the frames file at `path` back to
 /// the file system (`fallocate(FALLOC_FL_PUNCH_HOLE)`), keeping the file's length and
 /// every header. For originals whose enhanced frame is written: nothing reads them again.
-/// A file system that cannot punch holes keeps the bytes (the segment's encode deletes
-/// the file). Returns whether blocks were released.
+/// Only whole blocks inside the pixels are released: a punch inside one block zeroes
+/// the bytes without leaving a hole, and [`read_slot_blocking`] would then read zeros as
+/// the frame (a frame under two blocks keeps its bytes). A file system that cannot punch
+/// holes keeps the bytes (the segment's encode deletes the file). Returns whether blocks
+/// were released.
 pub(crate) fn release_slot_blocking(
     path: &Path,
     slot: u64,
@@ -353,7 +356,12 @@ pub(crate) fn release_slot_blocking(
         .map_err(io)?;
     let pixels = u64::from(width) * u64::from(height) * 3;
     let at = slot * (HEADER_LEN as u64 + pixels) + HEADER_LEN as u64;
-    punch_hole(&file, at, pixels).map_err(io)
+    let block = file.metadata().map_err(io)?.blksize().max(512);
+    let (start, end) = (at.div_ceil(block) * block, (at + pixels) / block * block);
+    if end <= start {
+        return Ok(false);
+    }
+    punch_hole(&file, start, end - start).map_err(io)
 }
 
 /// Punches a hole of `len` bytes at `at` in `file`, keeping its length; `false` where the
@@ -540,6 +548,21 @@ mod tests {
             other => panic!("a released slot read as {other:?}"),
         }
         assert_eq!(slot_size_blocking(&path).unwrap(), (64, 48));
+    }
+
+    /// A frame too small to hold a whole block keeps its bytes: a punch there would
+    /// zero them without a hole to tell, and the zeros would be read as the frame.
+    #[test]
+    fn a_frame_under_a_block_is_not_released_and_reads_as_itself() {
+        let dir = TempDir::new("release-small");
+        let path = dir.join("originals.rgb");
+        std::fs::create_dir_all(dir.path()).unwrap();
+        let small = |v: u8| RgbImage::from_pixel(16, 12, image::Rgb([v, v / 2, 255 - v]));
+        for slot in 0..3u8 {
+            write_slot_blocking(&path, u64::from(slot), &small(slot * 50 + 20)).unwrap();
+        }
+        assert!(!release_slot_blocking(&path, 1, 16, 12).unwrap());
+        assert!(read_slot_blocking(&path, 1, Vec::new()).unwrap() == small(70));
     }
 
     /// Only a slot written whole counts as written.
