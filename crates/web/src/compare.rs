@@ -6,8 +6,8 @@
 //! from the first source that still exists:
 //!
 //! - before: the decoded original frame file (runs through an API only: runs enhanced in
-//!   process have no frame files); else the stream-copied input segment; else the run's
-//!   input video;
+//!   process have no frame files; an original is released once its enhanced frame is
+//!   written); else the stream-copied input segment; else the run's input video;
 //! - after: the enhanced frame file; else the encoded segment; else the output video.
 //!
 //! Videos are decoded on demand by `ffmpeg` (one frame, seeking by time). Every path comes
@@ -103,7 +103,12 @@ pub(crate) async fn frame(
             && let Ok(real) = resolve_inside(&roots, &path).await
         {
             let slot = item.payload.get("slot").and_then(Value::as_u64);
-            return frame_png(real, slot).await;
+            // An original released once its enhanced frame was written is gone from the
+            // file: the segment's video still has it.
+            match frame_png(real, slot).await {
+                Err(e) if e.status == axum::http::StatusCode::NOT_FOUND => {}
+                done => return done,
+            }
         }
     }
     let segment = segment_of(store, run.id, n).await?;
