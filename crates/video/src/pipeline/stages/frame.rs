@@ -156,9 +156,8 @@ async fn through_api(
         let frame = answer.image()?;
         let score = Score::of(&frame);
         // Written, its buffer serves the next frame; not written, it is kept to retry.
-        let unwritten = match write_enhanced_blocking(&target, slot, &frame) {
+        let unwritten = match write_enhanced_blocking(&target, &original, slot, &frame) {
             Ok(()) => {
-                release_original_blocking(&original, slot, &frame);
                 FRAMES.give(frame.into_raw());
                 None
             }
@@ -237,16 +236,19 @@ async fn read_original(ctx: &Ctx, work: &FrameWork) -> Result<Source, HandlerErr
 }
 
 /// Writes an enhanced frame into slot `slot` of its segment's file of enhanced frames,
-/// or as a frame file.
+/// or as a frame file; once written, its original's slot in `original` is released.
 fn write_enhanced_blocking(
     path: &Path,
+    original: &Path,
     slot: Option<u64>,
     frame: &RgbImage,
 ) -> Result<(), MediaError> {
     match slot {
-        Some(slot) => write_slot_blocking(path, slot, frame),
-        None => write_blocking(path, frame),
+        Some(slot) => write_slot_blocking(path, slot, frame)?,
+        None => write_blocking(path, frame)?,
     }
+    release_original_blocking(original, slot, frame);
+    Ok(())
 }
 
 /// What a frame item starts from.
@@ -318,9 +320,7 @@ async fn write_enhanced(
         let (path, slot) = (work.enhanced.clone(), work.slot);
         let original = work.original.clone();
         return tokio::task::spawn_blocking(move || {
-            write_enhanced_blocking(&path, slot, &frame)?;
-            release_original_blocking(&original, slot, &frame);
-            Ok::<(), MediaError>(())
+            write_enhanced_blocking(&path, &original, slot, &frame)
         })
         .await
         .map_err(transient)?
@@ -370,8 +370,8 @@ mod tests {
         for slot in 0..3 {
             write_slot_blocking(&originals, slot, &flat(5)).unwrap();
         }
-        write_enhanced_blocking(&enhanced, Some(0), &flat(9)).unwrap();
-        release_original_blocking(&originals, Some(0), &flat(9));
+        // Slot 0: written, which releases its original; slot 1: released alone.
+        write_enhanced_blocking(&enhanced, &originals, Some(0), &flat(9)).unwrap();
         release_original_blocking(&originals, Some(1), &flat(9));
         let read = |slot| read_original_blocking(&originals, &enhanced, Some(slot));
         assert!(matches!(read(0), Ok(Source::Enhanced(f)) if f == flat(9)));
