@@ -4,7 +4,7 @@
 use std::io::Cursor;
 use std::path::{Component, Path, PathBuf};
 
-use idempipe_engine::Run;
+use idempipe_engine::{Item, Run};
 use image::{ImageFormat, RgbImage};
 
 use crate::error::ApiError;
@@ -74,13 +74,26 @@ pub(crate) async fn exists_inside(roots: &[PathBuf], path: Option<PathBuf>) -> b
     }
 }
 
+/// The frame item's file of originals, inside the run's roots: the frame size of its
+/// segment's files of frames.
+pub(crate) async fn originals_of(state: &AppState, run: &Run, item: &Item) -> Option<PathBuf> {
+    let path = PathBuf::from(item.payload.get("original")?.as_str()?);
+    resolve_inside(&roots_for(state, run), &path).await.ok()
+}
+
 /// Reads a frame file, or frame `slot` of a file of frames one after another (a
-/// frame item's payload names its slot), and encodes it as PNG.
-pub(crate) async fn frame_png(path: PathBuf, slot: Option<u64>) -> Result<Vec<u8>, ApiError> {
+/// frame item's payload names its slot), and encodes it as PNG. `size_from`: another
+/// file of frames of the same size (the segment's originals), for a file whose first
+/// slot was never written (the enhanced frames of a segment whose frame 0 failed).
+pub(crate) async fn frame_png(
+    path: PathBuf,
+    slot: Option<u64>,
+    size_from: Option<PathBuf>,
+) -> Result<Vec<u8>, ApiError> {
     let file = path.clone();
     let bytes = tokio::task::spawn_blocking(move || match slot {
         None => std::fs::read(&file),
-        Some(slot) => read_slot(&file, slot),
+        Some(slot) => read_slot(&file, slot, size_from.as_deref()),
     })
     .await
     .map_err(ApiError::internal)?
@@ -96,12 +109,15 @@ pub(crate) async fn frame_png(path: PathBuf, slot: Option<u64>) -> Result<Vec<u8
 }
 
 /// The bytes (header and pixels) of frame `slot` of a file of frames of the size its
-/// first header gives.
-fn read_slot(path: &Path, slot: u64) -> std::io::Result<Vec<u8>> {
+/// first header gives (or, where the first slot is unwritten, `size_from`'s).
+fn read_slot(path: &Path, slot: u64, size_from: Option<&Path>) -> std::io::Result<Vec<u8>> {
     use std::os::unix::fs::FileExt;
     let file = std::fs::File::open(path)?;
     let mut header = [0u8; FRAME_HEADER_LEN];
     file.read_exact_at(&mut header, 0)?;
+    if let Some(other) = size_from.filter(|_| header == [0; FRAME_HEADER_LEN]) {
+        std::fs::File::open(other)?.read_exact_at(&mut header, 0)?;
+    }
     let width = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes"));
     let height = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
     if width == 0 || height == 0 || width > MAX_FRAME_SIDE || height > MAX_FRAME_SIDE {
@@ -161,6 +177,31 @@ fn encode_png(bytes: &[u8]) -> Result<Vec<u8>, String> {
 mod tests {
     use super::*;
 
+    /// A file of enhanced frames whose first slot was never written (frame 0 failed)
+    /// takes the frame size from the segment's originals instead of refusing every slot.
+    #[test]
+    fn a_file_without_its_first_frame_takes_the_size_from_the_originals() {
+        let dir = idempipe_testkit::TempDir::new("web-size-from");
+        std::fs::create_dir_all(dir.path()).unwrap();
+        let (w, h) = (4u32, 3u32);
+        let slot_len = FRAME_HEADER_LEN + (w * h * 3) as usize;
+        let frame = |v: u8| {
+            let mut b = [w.to_le_bytes(), h.to_le_bytes()].concat();
+            b.extend(std::iter::repeat_n(v, slot_len - FRAME_HEADER_LEN));
+            b
+        };
+        let originals = dir.join("originals.rgb");
+        std::fs::write(&originals, [frame(1), frame(2)].concat()).unwrap();
+        let enhanced = dir.join("enhanced.rgb");
+        std::fs::write(&enhanced, [vec![0; slot_len], frame(9)].concat()).unwrap();
+        assert!(
+            read_slot(&enhanced, 1, None).is_err(),
+            "no size without the originals"
+        );
+        let read = read_slot(&enhanced, 1, Some(&originals)).unwrap();
+        assert_eq!(read, frame(9));
+    }
+
     /// An original whose pixels were punched out (as idempipe-video does once its
     /// enhanced frame is written) is refused with a message, not served as black; its
     /// neighbours still read.
@@ -191,11 +232,11 @@ mod tests {
             end - start,
         )
         .unwrap();
-        let err = read_slot(&path, 1).unwrap_err();
+        let err = read_slot(&path, 1, None).unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
         assert!(err.to_string().contains("released"), "{err}");
-        assert_eq!(read_slot(&path, 0).unwrap()[FRAME_HEADER_LEN], 10);
-        assert_eq!(read_slot(&path, 2).unwrap()[FRAME_HEADER_LEN], 30);
+        assert_eq!(read_slot(&path, 0, None).unwrap()[FRAME_HEADER_LEN], 10);
+        assert_eq!(read_slot(&path, 2, None).unwrap()[FRAME_HEADER_LEN], 30);
     }
 
     #[test]

@@ -23,7 +23,7 @@ use idempipe_engine::store::ItemFilter;
 use idempipe_engine::{Item, ItemStatus, Run, Store};
 use serde_json::Value;
 
-use crate::artifacts::{frame_png, param_path, resolve_inside, roots_for};
+use crate::artifacts::{frame_png, originals_of, param_path, resolve_inside, roots_for};
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::view::FRAME_STAGE;
@@ -105,7 +105,8 @@ pub(crate) async fn frame(
             let slot = item.payload.get("slot").and_then(Value::as_u64);
             // An original released once its enhanced frame was written is gone from the
             // file: the segment's video still has it.
-            match frame_png(real, slot).await {
+            let size_from = originals_of(state, run, &item).await;
+            match frame_png(real, slot, size_from).await {
                 Err(e) if e.status == axum::http::StatusCode::NOT_FOUND => {}
                 done => return done,
             }

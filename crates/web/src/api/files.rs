@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use tower::ServiceExt;
 use tower_http::services::ServeFile;
 
-use crate::artifacts::{frame_png, param_path, resolve_inside, roots_for};
+use crate::artifacts::{frame_png, originals_of, param_path, resolve_inside, roots_for};
 use crate::compare::Side;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
@@ -47,7 +47,8 @@ pub(crate) async fn frame(
         .ok_or_else(|| ApiError::not_found(format!("item {key} names no {field} frame")))?;
     let real = resolve_inside(&roots_for(&state, &run), &path).await?;
     let slot = item.payload.get("slot").and_then(|v| v.as_u64());
-    let png = frame_png(real, slot).await?;
+    let size_from = originals_of(&state, &run, &item).await;
+    let png = frame_png(real, slot, size_from).await?;
     Ok((
         [
             (header::CONTENT_TYPE, "image/png"),
