@@ -435,11 +435,52 @@ impl NowMs for ManualClock {
     }
 }
 
+/// Invariant 2 against prefetch: an item claimed ahead of the slots (negative token) whose
+/// lease lapsed is not a lapsed attempt. Rescuing expired leases leaves it alone even when
+/// it runs before the pass gives unstarted items back (the order a lease lapsing between
+/// the two statements of a pass produces); it then goes back with its attempt uncounted.
+async fn lapsed_prefetch_is_never_rescued_as_an_attempt(db: TestDb) {
+    let store = db.store().await;
+    let run = run_with_items(&*store, "s", 2, 1_000).await;
+    let (_, started) = claim(&*store, "s", 1, 1_000, 500).await;
+    let ahead = store
+        .item_claim(&idempipe_engine::store::ClaimParams {
+            stage: "s".into(),
+            limit: 1,
+            worker: "test".into(),
+            lease_token: -7,
+            lease_expires_at: 1_500,
+            now: 1_000,
+            run_id: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!((started.len(), ahead.len()), (1, 1));
+    let rescued = store.item_rescue_expired(2_000).await.unwrap();
+    assert_eq!(
+        (rescued.retried, rescued.dead, rescued.unknown),
+        (1, 0, 0),
+        "only the started attempt is rescued"
+    );
+    let held = store.item_get(run, "s", &ahead[0].key).await.unwrap();
+    assert_eq!(held.status, ItemStatus::Running, "{held:?}");
+    assert!(store.attempt_list(ahead[0].id).await.unwrap().is_empty());
+    assert_eq!(store.item_return_unstarted(2_000).await.unwrap(), 1);
+    let back = store.item_get(run, "s", &ahead[0].key).await.unwrap();
+    assert_eq!(
+        (back.status, back.attempts),
+        (ItemStatus::Pending, 0),
+        "{back:?}"
+    );
+    assert!(store.attempt_list(ahead[0].id).await.unwrap().is_empty());
+}
+
 backend_tests!(
     eight_workers_race_on_10k_items,
     done_is_done,
     stale_worker_is_fenced,
     expired_leases_are_rescued_and_finished,
+    lapsed_prefetch_is_never_rescued_as_an_attempt,
     retries_follow_policy,
     worker_applies_attempt_limits,
     unknown_outcome_follows_stage_policy,

@@ -245,11 +245,14 @@ WHERE id IN (SELECT value FROM json_each($1)) AND lease_token = $2 AND status = 
   AND external_call_at IS NULL;
 
 -- name: item_expired
+-- Started attempts whose lease lapsed. Prefetched items (negative token) are not attempts
+-- yet: item_unstarted_expired gives them back uncounted, even if their lease lapses
+-- between the two statements of a maintenance pass.
 SELECT i.id, i.lease_token, i.attempts, i.retry_base, i.external_call_at,
        COALESCE(p.max_attempts, 5), COALESCE(p.backoff_base_ms, 500), COALESCE(p.backoff_cap_ms, 60000),
        COALESCE(p.on_unknown, 'retry')
 FROM items i LEFT JOIN stage_policies p ON p.stage = i.stage
-WHERE i.status = 'running' AND i.lease_expires_at <= $1
+WHERE i.status = 'running' AND i.lease_expires_at <= $1 AND i.lease_token > 0
 ORDER BY i.lease_expires_at LIMIT $2;
 
 -- name: item_retry
