@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use common::{TestDb, count, eventually, run_with_items};
+use common::{TestDb, child_url, count, end_child_backends, eventually, run_with_items};
 use idempipe_engine::store::ItemFilter;
 use idempipe_engine::{
     Clock, Handler, ItemResult, ItemStatus, Job, Maintenance, MaintenanceConfig, StagePolicy,
@@ -20,6 +20,9 @@ use serde_json::json;
 
 /// Lease of both stages: short, so the tests wait little for a dead worker's leases.
 const LEASE: Duration = Duration::from_secs(3);
+
+/// The label of the child worker's PostgreSQL connections.
+const CHILD: &str = "crash-child";
 
 /// Runs far longer than the tests: its items stay running until the kill.
 struct Hold;
@@ -101,27 +104,11 @@ impl Drop for Killed {
     }
 }
 
-/// The child's URL: on PostgreSQL with an application name, to find its backends.
-fn child_url(db: &TestDb) -> String {
-    if db.backend == "postgres" {
-        format!("{}&application_name={}", db.url, app_name(db))
-    } else {
-        db.url.clone()
-    }
-}
-
-fn app_name(db: &TestDb) -> String {
-    format!(
-        "crash-child-{}",
-        db.dir.path().file_name().unwrap().to_string_lossy()
-    )
-}
-
 fn spawn_child(db: &TestDb) -> Killed {
     Killed(
         Command::new(std::env::current_exe().unwrap())
             .args(["crash_child", "--exact", "--nocapture", "--test-threads=1"])
-            .env("IDEMPIPE_CRASH_URL", child_url(db))
+            .env("IDEMPIPE_CRASH_URL", child_url(db, CHILD))
             .env("IDEMPIPE_CRASH_DIR", db.dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -235,15 +222,9 @@ async fn unlock(db: &TestDb, lock: Lock) {
         Lock::Sqlite(mut conn) => {
             sqlx::raw_sql("ROLLBACK").execute(&mut conn).await.unwrap();
         }
-        Lock::Postgres(mut tx) => {
-            let ended: Vec<bool> = sqlx::query_scalar(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
-            )
-            .bind(app_name(db))
-            .fetch_all(&mut *tx)
-            .await
-            .unwrap();
-            assert!(!ended.is_empty(), "the child's backends were found");
+        Lock::Postgres(tx) => {
+            let ended = end_child_backends(db, CHILD).await;
+            assert!(ended > 0, "the child's backends were found");
             tx.rollback().await.unwrap();
         }
     }

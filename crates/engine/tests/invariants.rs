@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use common::{TestDb, claim, count, eventually, run_with_items};
+use common::{TestDb, claim, count, eventually, run_with_items, stopper};
 use idempipe_engine::store::{Outcome, OutcomeKind, RetryParams, record_one};
 use idempipe_engine::{
     Handler, HandlerError, ItemResult, ItemStatus, Job, Maintenance, MaintenanceConfig,
@@ -329,12 +329,16 @@ async fn worker_applies_attempt_limits(db: TestDb) {
         });
     let worker = Worker::new(store.clone(), fast_worker("w", 2)).handler(policy, Failing);
     let maintenance = Maintenance::new(store.clone(), MaintenanceConfig::default());
-    let handle = tokio::spawn(worker.run(tokio::time::sleep(Duration::from_secs(3))));
+    let (stop, stopped) = stopper();
+    let handle = tokio::spawn(worker.run(stopped));
     eventually(Duration::from_secs(20), "two dead items", || {
         let store = store.clone();
-        async move { count(&*store, run, "dead").await == 2 }
+        async move {
+            count(&*store, run, "dead").await == 2 && count(&*store, run, "completed").await == 1
+        }
     })
     .await;
+    stop.send(true).unwrap();
     handle.await.unwrap().unwrap();
     maintenance.finish_runs_once().await.unwrap();
     assert_eq!(

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use common::{TestDb, claim, count, eventually, run_with_items};
+use common::{TestDb, claim, count, eventually, run_with_items, stopper};
 use idempipe_engine::{
     BatchHandler, Clock, Handler, HandlerError, ItemResult, ItemStatus, Job, LimiterConfig,
     NewItem, RunStatus, StagePolicy, SystemClock, Worker, WorkerConfig,
@@ -48,7 +48,8 @@ async fn cancel_stops_running_handlers(db: TestDb) {
     let policy = StagePolicy::new("s").lease(Duration::from_millis(300));
     let worker = Worker::new(store.clone(), config(4, Duration::from_millis(20)))
         .handler(policy, noticed.clone());
-    let handle = tokio::spawn(worker.run(tokio::time::sleep(Duration::from_secs(3))));
+    let (stop, stopped) = stopper();
+    let handle = tokio::spawn(worker.run(stopped));
     eventually(Duration::from_secs(10), "4 running", || {
         let store = store.clone();
         async move { count(&*store, run, "running").await == 4 }
@@ -65,6 +66,9 @@ async fn cancel_stops_running_handlers(db: TestDb) {
         store.run_get(run).await.unwrap().status,
         RunStatus::Cancelled
     );
+    // A while longer: nothing of the cancelled run is claimed again.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.send(true).unwrap();
     handle.await.unwrap().unwrap();
     assert_eq!(
         count(&*store, run, "cancelled").await,
@@ -141,9 +145,8 @@ async fn batch_stage_items_complete_alone(db: TestDb) {
     let batches = Batches::default();
     let worker = Worker::new(store.clone(), config(2, Duration::from_millis(20)))
         .batch_handler(StagePolicy::new("frames").batch_size(32), batches.clone());
-    let handle = tokio::spawn(worker.run(async {
-        tokio::time::sleep(Duration::from_secs(2)).await;
-    }));
+    let (stop, stopped) = stopper();
+    let handle = tokio::spawn(worker.run(stopped));
     eventually(Duration::from_secs(10), "all processed", || {
         let store = store.clone();
         async move {
@@ -151,6 +154,7 @@ async fn batch_stage_items_complete_alone(db: TestDb) {
         }
     })
     .await;
+    stop.send(true).unwrap();
     handle.await.unwrap().unwrap();
     let sizes = batches.0.lock().unwrap().clone();
     assert_eq!(sizes.iter().sum::<usize>(), 100);
@@ -191,10 +195,17 @@ async fn circuit_opens_instead_of_burning_attempts(db: TestDb) {
         .max_attempts(10);
     let worker = Worker::new(store.clone(), config(1, Duration::from_millis(20)))
         .handler(policy, down.clone());
-    worker
-        .run(tokio::time::sleep(Duration::from_secs(1)))
-        .await
-        .unwrap();
+    let (stop, stopped) = stopper();
+    let handle = tokio::spawn(worker.run(stopped));
+    eventually(Duration::from_secs(20), "the circuit opened", || {
+        let store = store.clone();
+        async move { store.limiter_get("api").await.unwrap().circuit_opens == 1 }
+    })
+    .await;
+    // A while longer: the open circuit lets no call through.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.send(true).unwrap();
+    handle.await.unwrap().unwrap();
     let calls = down.0.load(Ordering::SeqCst);
     assert_eq!(calls, 3, "the circuit opened after 3 failures");
     let state = store.limiter_get("api").await.unwrap();

@@ -49,6 +49,9 @@ async fn slot_frees_when_the_handler_returns_not_when_its_outcome_commits() {
         concurrency: 1,
         claim_batch: 1,
         prefetch: 1,
+        // Long enough that the prefetched unit never goes stale and back while the
+        // test holds the first one (the stats below count every claim).
+        prefetch_ttl: Duration::from_secs(60),
         poll_interval: Duration::from_millis(20),
         ..WorkerConfig::default()
     };

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use common::{TestDb, count, eventually, run_with_items};
+use common::{TestDb, child_url, count, end_child_backends, eventually, run_with_items};
 use idempipe_engine::store::ItemFilter;
 use idempipe_engine::{
     Backoff, Clock, Handler, HandlerError, ItemResult, ItemStatus, Job, LimiterConfig, Maintenance,
@@ -118,7 +118,7 @@ impl Drop for Killed {
 async fn sigkill_mid_handler_loses_nothing(db: TestDb) {
     let store = db.store().await;
     let run = run_with_items(&*store, "slow", 60, SystemClock.now()).await;
-    let mut first = Killed(spawn_child(&db.url));
+    let mut first = Killed(spawn_child(&child_url(&db, "first")));
     eventually(
         Duration::from_secs(60),
         "first worker completed some items",
@@ -139,6 +139,9 @@ async fn sigkill_mid_handler_loses_nothing(db: TestDb) {
     let held_before_kill = count(&*store, run, "running").await;
     first.0.kill().unwrap(); // SIGKILL
     first.0.wait().unwrap();
+    // A record-and-claim statement the child had sent may still commit: the items
+    // left running are the orphans once its backends are gone.
+    end_child_backends(&db, "first").await;
     let orphaned: Vec<i64> = store
         .item_list(&ItemFilter {
             run_id: run,

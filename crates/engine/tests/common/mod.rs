@@ -87,6 +87,72 @@ pub async fn count(store: &dyn Store, run: i64, status: &str) -> i64 {
 
 pub type Shared = Arc<dyn Store>;
 
+/// A stop signal for `Worker::run`: send `true` to stop the worker. Tests stop workers
+/// once what they wait for happened, not on a timer a loaded machine could outrun.
+pub fn stopper() -> (
+    tokio::sync::watch::Sender<bool>,
+    impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let (tx, mut rx) = tokio::sync::watch::channel(false);
+    (tx, async move {
+        let _ = rx.wait_for(|s| *s).await;
+    })
+}
+
+/// The application name a child worker's PostgreSQL connections carry (`label` tells
+/// the children of one test apart), so that [`end_child_backends`] can find them.
+pub fn child_app_name(db: &TestDb, label: &str) -> String {
+    let dir = db.dir.path().file_name().unwrap().to_string_lossy();
+    format!("{label}-{dir}")
+}
+
+/// A child worker's store URL: on PostgreSQL tagged with [`child_app_name`].
+pub fn child_url(db: &TestDb, label: &str) -> String {
+    if db.backend == "postgres" {
+        format!("{}&application_name={}", db.url, child_app_name(db, label))
+    } else {
+        db.url.clone()
+    }
+}
+
+/// After a child worker is SIGKILLed: on PostgreSQL its backends outlive it, and a
+/// statement it had sent still commits. Terminates them, as when a host dies with its
+/// connections, and waits until they are gone, so the store no longer changes on the
+/// dead child's behalf. Returns how many backends it found (0 on SQLite).
+pub async fn end_child_backends(db: &TestDb, label: &str) -> usize {
+    if db.backend != "postgres" {
+        return 0;
+    }
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let name = child_app_name(db, label);
+    let found: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+    )
+    .bind(&name)
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let left: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1")
+                .bind(&name)
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+        if left == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the child's backends outlived pg_terminate_backend"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    found.len()
+}
+
 /// Instantiates each listed `async fn name(db: TestDb)` once per backend.
 #[macro_export]
 macro_rules! backend_tests {
