@@ -386,8 +386,12 @@ impl Worker {
             }
         }
         for (token, ahead, ids) in held.into_values() {
-            // A unit claimed ahead may have been aborted before or after its start.
-            for token in std::iter::once(token).chain(ahead) {
+            // A unit claimed ahead may have been aborted before or after its start, or
+            // during it, with its `item_start` still on its way to the server. The claim-
+            // ahead token goes first: once given back under it, a late start finds
+            // nothing to start; if the start won, the attempt's token finds the item.
+            // (The other order missed a start landing between the two.)
+            for token in ahead.into_iter().chain(std::iter::once(token)) {
                 give_back(shared.clone(), token, ids.clone(), "aborted at shutdown").await;
             }
         }
