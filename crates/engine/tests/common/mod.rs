@@ -123,33 +123,29 @@ pub async fn end_child_backends(db: &TestDb, label: &str) -> usize {
     if db.backend != "postgres" {
         return 0;
     }
-    use sqlx::Connection;
-    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
     let name = child_app_name(db, label);
     let found: Vec<bool> = sqlx::query_scalar(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
     )
     .bind(&name)
-    .fetch_all(&mut conn)
+    .fetch_all(&pool)
     .await
     .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let left: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1")
-                .bind(&name)
-                .fetch_one(&mut conn)
-                .await
-                .unwrap();
-        if left == 0 {
-            break;
+    eventually(Duration::from_secs(30), "the child's backends gone", || {
+        let (pool, name) = (pool.clone(), name.clone());
+        async move {
+            let left: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+            )
+            .bind(name)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            left == 0
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the child's backends outlived pg_terminate_backend"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
     found.len()
 }
 
